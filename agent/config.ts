@@ -1,0 +1,227 @@
+/**
+ * The agent's configuration: one schema, validated whole at load. Every error is reported at
+ * once with its key path; defaults live in the schema; environment overrides are read here and
+ * nowhere else. Precedence: command-line flags > environment > file > defaults.
+ *
+ * The file is YAML (JSON is valid YAML too). docs/configuration.md holds a complete commented
+ * example; test/unit/config.test.ts checks that example against this schema.
+ */
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { parseDocument } from 'yaml';
+import { z } from 'zod';
+import { EdgeError, registerCodes } from '../lib/errors.js';
+
+export const CONFIG_CODES = registerCodes('config', ['config-not-found', 'config-unreadable', 'config-syntax', 'config-invalid'] as const);
+export type ConfigCode = (typeof CONFIG_CODES)[number];
+
+export class ConfigError extends EdgeError<ConfigCode> {
+  constructor(
+    code: ConfigCode,
+    message: string,
+    readonly problems: string[] = [],
+  ) {
+    super(code, message);
+  }
+}
+
+/** EX_CONFIG from sysexits.h: what `run` exits with when the configuration is invalid. */
+export const EXIT_CONFIG = 78;
+
+export const GATEWAY_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+const backoffSchema = z
+  .object({
+    initialMs: z.number().int().min(10).max(600_000).default(500),
+    maxMs: z.number().int().min(10).max(3_600_000).default(30_000),
+    factor: z.number().min(1).max(10).default(2),
+    jitter: z.number().min(0).max(1).default(1),
+  })
+  .strict()
+  .refine((b) => b.maxMs >= b.initialMs, { message: 'maxMs must be at least initialMs', path: ['maxMs'] });
+
+const tlsSchema = z
+  .object({
+    ca: z.string().min(1).optional().describe('PEM file with the CA(s) that signed the broker certificate'),
+    cert: z.string().min(1).optional().describe('PEM file with the client certificate (mTLS)'),
+    key: z.string().min(1).optional().describe('PEM file with the client private key (mTLS)'),
+    rejectUnauthorized: z.boolean().default(true),
+    servername: z.string().optional(),
+  })
+  .strict()
+  .refine((t) => !!t.cert === !!t.key, { message: 'cert and key go together', path: ['cert'] });
+
+const mqttSchema = z
+  .object({
+    url: z
+      .string()
+      .regex(/^(mqtts?|wss?|tcp|ssl):\/\/[^\s]+$/, 'must be a URL such as mqtt://host:1883 or mqtts://host:8883')
+      .default('mqtt://localhost:1883'),
+    prefix: z
+      .string()
+      .regex(/^[^#+\s]+(\/[^#+\s]+)*$/, 'must be a topic prefix without wildcards, e.g. "edge"')
+      .default('edge'),
+    protocolVersion: z.union([z.literal(4), z.literal(5)]).default(5),
+    clientId: z.string().min(1).max(128).optional(),
+    username: z.string().optional(),
+    password: z.string().optional(),
+    keepaliveSec: z.number().int().min(5).max(3600).default(30),
+    connectTimeoutMs: z.number().int().min(500).max(120_000).default(10_000),
+    sessionExpirySec: z.number().int().min(0).max(4_294_967_295).default(7 * 24 * 3600),
+    reconnect: backoffSchema.default({ initialMs: 500, maxMs: 30_000, factor: 2, jitter: 1 }),
+    tls: tlsSchema.default({ rejectUnauthorized: true }),
+  })
+  .strict();
+
+const outboxSchema = z
+  .object({
+    maxMessages: z.number().int().min(100).default(200_000),
+    maxBytes: z.number().int().min(64 * 1024).default(256 * 1024 * 1024),
+    inflight: z.number().int().min(1).max(65_000).default(256),
+  })
+  .strict();
+
+const commandsSchema = z
+  .object({
+    maxPayloadBytes: z.number().int().min(1024).max(16 * 1024 * 1024).default(256 * 1024),
+    maxPending: z.number().int().min(1).max(100_000).default(64),
+    /** How long a finished command is remembered for de-duplication. */
+    retentionDays: z.number().int().min(1).max(3650).default(30),
+  })
+  .strict();
+
+const adminSchema = z
+  .object({
+    socket: z.string().min(1).optional().describe('defaults to {dataDir}/agent.sock'),
+  })
+  .strict();
+
+const systemdSchema = z
+  .object({
+    /** A critical loop that has not ticked for this long withholds WATCHDOG=1. */
+    loopDeadlineMs: z.number().int().min(100).default(30_000),
+    /** Event-loop delay above which WATCHDOG=1 is withheld. */
+    maxEventLoopLagMs: z.number().int().min(10).default(5_000),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    gatewayId: z.string().regex(GATEWAY_ID, 'must match [A-Za-z0-9_-]{1,64}'),
+    deviceClass: z.string().min(1).default('wms-gateway'),
+    dataDir: z.string().min(1).default('/var/lib/edge-agent'),
+    log: z.object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info') }).strict().default({ level: 'info' }),
+    mqtt: mqttSchema.default(() => mqttSchema.parse({})),
+    outbox: outboxSchema.default(() => outboxSchema.parse({})),
+    commands: commandsSchema.default(() => commandsSchema.parse({})),
+    admin: adminSchema.default({}),
+    systemd: systemdSchema.default(() => systemdSchema.parse({})),
+    shutdownTimeoutMs: z.number().int().min(100).max(120_000).default(10_000),
+  })
+  .strict();
+
+export type AgentConfig = z.infer<typeof configSchema>;
+
+export interface ConfigOverrides {
+  broker?: string | undefined;
+  gatewayId?: string | undefined;
+  dataDir?: string | undefined;
+}
+
+export const DEFAULT_CONFIG_PATH = '/etc/edge-agent/config.yaml';
+
+/** The one place environment variables are read for configuration. */
+export function envOverrides(env: NodeJS.ProcessEnv): ConfigOverrides & { configPath?: string | undefined } {
+  return {
+    configPath: env.EDGE_AGENT_CONFIG || undefined,
+    broker: env.EDGE_AGENT_BROKER || undefined,
+    gatewayId: env.EDGE_AGENT_GATEWAY_ID || undefined,
+    dataDir: env.EDGE_AGENT_DATA_DIR || undefined,
+  };
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  return path.length === 0 ? '(top level)' : path.map((p) => (typeof p === 'number' ? `[${p}]` : String(p))).join('.').replace(/\.\[/g, '[');
+}
+
+/** Validates a parsed document; pure. */
+export function validateConfig(raw: unknown, overrides: ConfigOverrides = {}): AgentConfig {
+  if (raw !== undefined && raw !== null && (typeof raw !== 'object' || Array.isArray(raw))) {
+    throw new ConfigError('config-invalid', 'the configuration must be a mapping of keys to values', ['(top level): expected a mapping']);
+  }
+  const doc: Record<string, unknown> = { ...((raw as Record<string, unknown> | null) ?? {}) };
+  if (overrides.gatewayId !== undefined) doc.gatewayId = overrides.gatewayId;
+  if (overrides.dataDir !== undefined) doc.dataDir = overrides.dataDir;
+  if (overrides.broker !== undefined) {
+    const mqtt = doc.mqtt;
+    doc.mqtt = { ...(mqtt && typeof mqtt === 'object' ? (mqtt as object) : {}), url: overrides.broker };
+  }
+  if (doc.gatewayId === undefined) doc.gatewayId = defaultGatewayId();
+  const parsed = configSchema.safeParse(doc);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${formatPath(i.path)}: ${i.message}`);
+    throw new ConfigError('config-invalid', `invalid configuration (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n  ${problems.join('\n  ')}`, problems);
+  }
+  return parsed.data;
+}
+
+export function parseConfigText(text: string, source: string): unknown {
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    const problems = doc.errors.map((e) => e.message.split('\n')[0] ?? e.message);
+    throw new ConfigError('config-syntax', `${source} is not valid YAML:\n  ${problems.join('\n  ')}`, problems);
+  }
+  return doc.toJS() as unknown;
+}
+
+export interface LoadedConfig {
+  config: AgentConfig;
+  /** The file that was read, or undefined when running on defaults. */
+  path: string | undefined;
+}
+
+/**
+ * Reads and validates the configuration. An explicitly named file must exist; the default path
+ * may be missing, and then the agent runs on defaults plus flags and environment.
+ */
+export function loadConfig(opts: { path?: string | undefined; overrides?: ConfigOverrides; env?: NodeJS.ProcessEnv }): LoadedConfig {
+  const env = envOverrides(opts.env ?? process.env);
+  const explicit = opts.path ?? env.configPath;
+  const path = explicit ?? DEFAULT_CONFIG_PATH;
+  let raw: unknown;
+  let used: string | undefined = path;
+  try {
+    raw = parseConfigText(readFileSync(path, 'utf8'), path);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (err instanceof ConfigError) throw err;
+    if (code === 'ENOENT' && explicit === undefined) {
+      raw = {};
+      used = undefined;
+    } else if (code === 'ENOENT') {
+      throw new ConfigError('config-not-found', `configuration file ${path} does not exist`);
+    } else {
+      throw new ConfigError('config-unreadable', `cannot read ${path}: ${(err as Error).message}`);
+    }
+  }
+  const merged: ConfigOverrides = {
+    broker: opts.overrides?.broker ?? env.broker,
+    gatewayId: opts.overrides?.gatewayId ?? env.gatewayId,
+    dataDir: opts.overrides?.dataDir ?? env.dataDir,
+  };
+  return { config: validateConfig(raw, merged), path: used };
+}
+
+function defaultGatewayId(): string {
+  const h = hostname().replace(/[^A-Za-z0-9_-]/g, '-').slice(0, 64);
+  return h.length > 0 ? h : 'gateway';
+}
+
+export function adminSocketPath(config: AgentConfig): string {
+  return config.admin.socket ?? join(config.dataDir, 'agent.sock');
+}
+
+export function storePath(config: AgentConfig): string {
+  return join(config.dataDir, 'agent.db');
+}

@@ -1,0 +1,97 @@
+/**
+ * The seams between the agent's core and the capabilities plugged into it (ota/, health/,
+ * recovery/). Capabilities implement these interfaces; agent/main.ts wires them. Nothing here
+ * knows about MQTT topics: the WMS link maps these calls onto the contract's topics.
+ */
+import type { z } from 'zod';
+import type { Logger } from '../lib/log.js';
+
+/** Every long-lived component has start() and stop(); stop() releases everything start() made. */
+export interface Component {
+  readonly name: string;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export type AgentState = 'online' | 'updating' | 'maintenance' | 'offline';
+
+export type Severity = 'info' | 'warning' | 'critical';
+
+/** A message for `~/events`: alerts raised and cleared, incidents, recoveries, maintenance, update outcomes. */
+export interface AgentEvent {
+  type: string;
+  severity: Severity;
+  code: string;
+  message: string;
+  [extra: string]: unknown;
+}
+
+/** What capabilities may send to the WMS. Durable where the contract says QoS 1. */
+export interface WmsPublisher {
+  /** Queued in the durable outbox, delivered at least once, in order. */
+  event(ev: AgentEvent): void;
+  /** QoS 0 snapshot on `~/health`; dropped while disconnected. */
+  health(snapshot: Record<string, unknown>): void;
+  /** Sets the retained `~/status` state (`online`, `updating`, `maintenance`). */
+  setState(state: Exclude<AgentState, 'offline'>): void;
+}
+
+export type CommandStatus = 'accepted' | 'executing' | 'successful' | 'failed' | 'cancelled' | 'rejected';
+export const TERMINAL_STATUSES: readonly CommandStatus[] = ['successful', 'failed', 'cancelled', 'rejected'];
+
+export interface Reason {
+  code: string;
+  message: string;
+}
+
+export interface Progress {
+  step: string;
+  percent?: number;
+}
+
+export type OperationOutcome =
+  | { status: 'successful'; result?: unknown }
+  | { status: 'failed'; reason: Reason; result?: unknown }
+  | { status: 'cancelled'; reason?: Reason; result?: unknown }
+  /**
+   * The operation goes on in another process (the update restarts into the new slot); the
+   * terminal status will come from `resume` in that process. The router records nothing final.
+   */
+  | { status: 'pending' };
+
+export interface OperationContext<P> {
+  readonly id: string;
+  readonly op: string;
+  readonly params: P;
+  readonly logger: Logger;
+  /** Aborted when a `cancel` for this command arrives while it is cancellable. */
+  readonly signal: AbortSignal;
+  /** Publishes an `executing` status with progress (rate-limited by the router). */
+  progress(step: string, percent?: number): void;
+  /** Whether `cancel` may still stop the operation; false once past its point of no return. */
+  setCancellable(cancellable: boolean): void;
+  /** Operation-private data, persisted durably with the command (for resume after a restart). */
+  saveData(data: unknown): void;
+  loadData(): unknown;
+}
+
+export interface OperationHandler<P = unknown> {
+  readonly op: string;
+  readonly params: z.ZodType<P>;
+  /** At most one exclusive operation runs at a time; another is rejected with `busy`. */
+  readonly exclusive?: boolean;
+  execute(ctx: OperationContext<P>): Promise<OperationOutcome>;
+  /**
+   * Called at start for a command of this op that a previous process left non-terminal.
+   * Without it the command is failed with code `interrupted`.
+   */
+  resume?(ctx: OperationContext<P>): Promise<OperationOutcome>;
+}
+
+/** A component's own view of its health, for status, diagnostics and the watchdog. */
+export interface ComponentHealth {
+  name: string;
+  state: 'starting' | 'running' | 'degraded' | 'failed' | 'stopped';
+  detail?: string;
+  [extra: string]: unknown;
+}

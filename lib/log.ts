@@ -1,0 +1,38 @@
+/**
+ * pino JSON to stdout, one child logger per component ({component: "ota"}), errors under `err`,
+ * secrets redacted by path. Pretty output is pino-pretty's job: `... | npx pino-pretty`.
+ */
+import { pino, type Logger, type DestinationStream } from 'pino';
+
+export type { Logger };
+
+/** Keys that may hold secrets anywhere in the first three levels of a log object. */
+const SECRET_KEYS = ['password', 'passphrase', 'key', 'privateKey', 'token', 'secret', 'authorization'];
+export const REDACT_PATHS = SECRET_KEYS.flatMap((k) => [k, `*.${k}`, `*.*.${k}`, `*.*.*.${k}`]);
+
+export interface LoggerOptions {
+  level?: string;
+  name?: string;
+  /** Defaults to a synchronous stdout destination, so nothing is lost on a fatal exit. */
+  destination?: DestinationStream;
+}
+
+export function createLogger(opts: LoggerOptions = {}): Logger {
+  const dest = opts.destination ?? pino.destination({ dest: 1, sync: true });
+  return pino(
+    {
+      name: opts.name ?? 'edge-agent',
+      level: opts.level ?? process.env.EDGE_AGENT_LOG_LEVEL ?? 'info',
+      redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+      serializers: { err: pino.stdSerializers.err },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      base: { pid: process.pid },
+    },
+    dest,
+  );
+}
+
+/** A logger that writes nowhere: for CLI commands and unit tests that need one. */
+export function silentLogger(): Logger {
+  return pino({ level: 'silent' });
+}

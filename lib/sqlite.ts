@@ -1,0 +1,66 @@
+/**
+ * SQLite opened the way state that must survive power loss needs it: WAL, synchronous=FULL,
+ * foreign keys on, a busy timeout for the CLI reading while the daemon writes. Opened once and
+ * passed in; nothing here is a module singleton.
+ *
+ * Migrations are versioned per domain (outbox, commands, ota, ...) so each capability owns its
+ * tables. A domain's migrations run in order, each in its own transaction together with the
+ * bump of its version, so a power cut leaves a domain either before or after a migration.
+ */
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+
+export type Db = Database.Database;
+
+export interface Migration {
+  version: number;
+  /** Either SQL, or a function for data migrations. */
+  up: string | ((db: Db) => void);
+}
+
+export interface MigrationSet {
+  domain: string;
+  migrations: readonly Migration[];
+}
+
+export interface OpenOptions {
+  readonly?: boolean;
+  migrations?: readonly MigrationSet[];
+}
+
+export function openDatabase(path: string, opts: OpenOptions = {}): Db {
+  if (!opts.readonly) mkdirSync(dirname(path), { recursive: true });
+  const db = new Database(path, { readonly: opts.readonly ?? false, fileMustExist: opts.readonly ?? false });
+  db.pragma('busy_timeout = 5000');
+  if (!opts.readonly) {
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = FULL');
+    db.pragma('foreign_keys = ON');
+    migrate(db, opts.migrations ?? []);
+  }
+  return db;
+}
+
+export function migrate(db: Db, sets: readonly MigrationSet[]): void {
+  db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (domain TEXT PRIMARY KEY, version INTEGER NOT NULL)');
+  const get = db.prepare<[string], { version: number }>('SELECT version FROM schema_migrations WHERE domain = ?');
+  const set = db.prepare('INSERT INTO schema_migrations(domain, version) VALUES (?, ?) ON CONFLICT(domain) DO UPDATE SET version = excluded.version');
+  for (const s of sets) {
+    const current = get.get(s.domain)?.version ?? 0;
+    const pending = [...s.migrations].filter((m) => m.version > current).sort((a, b) => a.version - b.version);
+    for (const m of pending) {
+      db.transaction(() => {
+        if (typeof m.up === 'string') db.exec(m.up);
+        else m.up(db);
+        set.run(s.domain, m.version);
+      })();
+    }
+  }
+}
+
+/** `PRAGMA quick_check`: "ok" or the list of problems SQLite found. */
+export function quickCheck(db: Db): string[] {
+  const rows = db.pragma('quick_check') as { quick_check: string }[];
+  return rows.map((r) => r.quick_check).filter((r) => r !== 'ok');
+}
