@@ -155,7 +155,7 @@ export function validateConfig(raw: unknown, overrides: ConfigOverrides = {}): A
   if (overrides.dataDir !== undefined) doc.dataDir = overrides.dataDir;
   if (overrides.broker !== undefined) {
     const mqtt = doc.mqtt;
-    doc.mqtt = { ...(mqtt && typeof mqtt === 'object' ? (mqtt as object) : {}), url: overrides.broker };
+    doc.mqtt = { ...(mqtt && typeof mqtt === 'object' ? (mqtt) : {}), url: overrides.broker };
   }
   if (doc.gatewayId === undefined) doc.gatewayId = defaultGatewayId();
   const parsed = configSchema.safeParse(doc);
