@@ -9,11 +9,8 @@ export interface BuildInfo {
   root: string;
 }
 
-let cached: BuildInfo | undefined;
-
-/** Reads once on first call (never at import). */
+/** Reads the files on each call (never at import); the composition root calls it once and passes the result. */
 export function buildInfo(): BuildInfo {
-  if (cached) return cached;
   // dist/lib/version.js -> package root is two levels up.
   const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
   const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string };
@@ -23,6 +20,5 @@ export function buildInfo(): BuildInfo {
   } catch {
     builtAt = undefined;
   }
-  cached = { version: pkg.version, builtAt, root };
-  return cached;
+  return { version: pkg.version, builtAt, root };
 }
