@@ -30,3 +30,8 @@ export function registerCodes<const T extends readonly string[]>(domain: string,
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
+
+/** The stable code of a typed error, or undefined for anything else. */
+export function errorCode(err: unknown): string | undefined {
+  return err instanceof EdgeError ? (err as EdgeError<string>).code : undefined;
+}

@@ -1,0 +1,97 @@
+/**
+ * `edge-agent status`: from the daemon when it runs; from the store when it does not (exit 3,
+ * like `systemctl status` for a stopped unit), so the admin always learns something.
+ */
+import { adminRequest } from '../admin.js';
+import { readAgentInfo } from '../agent-info.js';
+import { readOutboxStats } from '../outbox.js';
+import { CommandStore } from '../command-store.js';
+import { cliContext, fail, openStoreReadonly, type CliContext } from './context.js';
+
+type Values = Record<string, string | boolean | undefined>;
+
+export async function statusCommand(v: Values): Promise<number> {
+  let ctx: CliContext;
+  try {
+    ctx = cliContext(v);
+  } catch (err) {
+    return fail('edge-agent status', err);
+  }
+  let live: Record<string, unknown> | undefined;
+  try {
+    live = (await adminRequest(ctx.socket, 'status', {}, 3000)) as Record<string, unknown>;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'ENOENT' && code !== 'ECONNREFUSED' && code !== 'admin-timeout') return fail('edge-agent status', err);
+  }
+  const report = live ?? offlineReport(ctx);
+  if (v.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+  else process.stdout.write(formatStatus(report));
+  return live ? 0 : 3;
+}
+
+function offlineReport(ctx: CliContext): Record<string, unknown> {
+  const db = openStoreReadonly(ctx.store);
+  if (!db) return { daemon: 'not running', dataDir: ctx.config.dataDir, store: 'absent (the agent has not run with this data directory)' };
+  try {
+    const info = readAgentInfo(db);
+    const unfinished = new CommandStore(db).unfinished().map((c) => ({ id: c.id, op: c.op, status: c.status }));
+    return {
+      daemon: 'not running',
+      pid: info.pid === undefined ? undefined : Number(info.pid),
+      version: info.version,
+      slot: info.slot,
+      gatewayId: info.gatewayId,
+      dataDir: ctx.config.dataDir,
+      lastStartedAt: info.startedAt,
+      lastStoppedAt: info.stoppedAt ?? 'not recorded (killed or crashed?)',
+      broker: { connected: false, url: info.brokerUrl },
+      outbox: readOutboxStats(db),
+      operations: unfinished,
+    };
+  } finally {
+    db.close();
+  }
+}
+
+function age(ms: number | undefined): string {
+  if (ms === undefined) return '-';
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  return s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : `${Math.round(s / 3600)}h`;
+}
+
+/** The fields of a status report that the text output shows (the JSON has them all). */
+interface StatusView {
+  daemon: string;
+  pid?: number;
+  version?: string;
+  slot?: string;
+  gatewayId?: string;
+  uptimeSec?: number;
+  lastStartedAt?: string;
+  lastStoppedAt?: string;
+  store?: unknown;
+  broker?: { connected?: boolean; url?: string; since?: string; lastError?: string; state?: string };
+  outbox?: { depth?: number; bytes?: number; oldestCreatedAt?: number; dropped?: number };
+  operations?: { id: string; op: string; status?: string; step?: string }[];
+}
+
+export function formatStatus(report: Record<string, unknown>): string {
+  const r = report as unknown as StatusView;
+  const b = r.broker ?? {};
+  const o = r.outbox ?? {};
+  const ops = r.operations ?? [];
+  const lines = [
+    `daemon      ${r.daemon}${r.pid ? ` (pid ${r.pid})` : ''}`,
+    `version     ${r.version ?? '-'}  slot ${r.slot ?? '-'}  gateway ${r.gatewayId ?? '-'}`,
+  ];
+  if (r.uptimeSec !== undefined) lines.push(`uptime      ${r.uptimeSec}s  state ${b.state ?? '-'}`);
+  if (r.lastStartedAt !== undefined) lines.push(`last run    started ${r.lastStartedAt}, stopped ${r.lastStoppedAt ?? '-'}`);
+  lines.push(
+    `broker      ${b.connected ? 'connected' : 'not connected'}  ${b.url ?? ''}${b.since ? `  since ${b.since}` : ''}${b.lastError ? `  last error: ${b.lastError}` : ''}`,
+  );
+  lines.push(`outbox      ${o.depth ?? 0} waiting (${o.bytes ?? 0} bytes), oldest ${age(o.oldestCreatedAt)}${o.dropped ? `, ${o.dropped} dropped` : ''}`);
+  lines.push(`operation   ${ops.length === 0 ? 'none' : ops.map((x) => `${x.op} ${x.id}${x.step ? ` (${x.step})` : x.status ? ` (${x.status})` : ''}`).join(', ')}`);
+  if (typeof r.store === 'string') lines.push(`store       ${r.store}`);
+  return lines.join('\n') + '\n';
+}

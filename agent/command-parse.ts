@@ -1,0 +1,84 @@
+/**
+ * Parsing of `~/cmd/{op}` messages (CONTRACT.md section 2). Pure: bytes in, a verdict out.
+ * A message whose id can be read gets a `rejected` status with a code; one whose id cannot be
+ * read is dropped with a logged reason (there is no `~/res/{id}` to answer on).
+ */
+import { registerCodes } from '../lib/errors.js';
+
+export const COMMAND_CODES = registerCodes('commands', [
+  'invalid-json',
+  'invalid-params',
+  'unknown-op',
+  'too-large',
+  'busy',
+  'expired',
+  'interrupted',
+  'not-cancellable',
+  'cancelled',
+  'unknown-target',
+  'shutting-down',
+  'internal',
+] as const);
+export type CommandCode = (typeof COMMAND_CODES)[number];
+
+/** Reasons a message is dropped without an answer (logged, never sent). */
+export type DropReason = 'no-id' | 'invalid-id' | 'not-an-object';
+
+export const COMMAND_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
+export const OP_NAME = /^[a-z][a-z0-9-]{0,63}$/;
+
+export interface ParsedCommand {
+  id: string;
+  op: string;
+  params: unknown;
+  expiresAt: number | undefined;
+}
+
+export type ParseVerdict =
+  | { kind: 'command'; cmd: ParsedCommand }
+  | { kind: 'reject'; id: string; op: string; code: CommandCode; message: string }
+  | { kind: 'drop'; reason: DropReason; message: string };
+
+/** Looks for `"id": "..."` in text that is not valid JSON (or too large to parse), to answer on. */
+export function salvageId(text: string): string | undefined {
+  const m = /"id"\s*:\s*"([A-Za-z0-9_.:-]{1,128})"/.exec(text);
+  return m?.[1];
+}
+
+export function parseCommand(op: string, payload: Buffer, maxBytes: number, now: number): ParseVerdict {
+  if (payload.length > maxBytes) {
+    const id = salvageId(payload.subarray(0, 4096).toString('utf8'));
+    const message = `payload of ${payload.length} bytes is over the limit of ${maxBytes}`;
+    return id ? { kind: 'reject', id, op, code: 'too-large', message } : { kind: 'drop', reason: 'no-id', message };
+  }
+  const text = payload.toString('utf8');
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (err) {
+    const id = salvageId(text);
+    const message = `payload is not valid JSON: ${(err as Error).message}`;
+    return id ? { kind: 'reject', id, op, code: 'invalid-json', message } : { kind: 'drop', reason: 'no-id', message };
+  }
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) {
+    return { kind: 'drop', reason: 'not-an-object', message: 'payload is JSON but not an object' };
+  }
+  const obj = doc as Record<string, unknown>;
+  if (obj.id === undefined) return { kind: 'drop', reason: 'no-id', message: 'command has no id' };
+  if (typeof obj.id !== 'string' || !COMMAND_ID.test(obj.id)) {
+    return { kind: 'drop', reason: 'invalid-id', message: 'id must be a string matching [A-Za-z0-9_.:-]{1,128}' };
+  }
+  const id = obj.id;
+  if (!OP_NAME.test(op)) return { kind: 'reject', id, op, code: 'unknown-op', message: `"${op}" is not an operation name` };
+  let expiresAt: number | undefined;
+  if (obj.expiresAt !== undefined) {
+    const t = typeof obj.expiresAt === 'string' ? Date.parse(obj.expiresAt) : NaN;
+    if (!Number.isFinite(t)) return { kind: 'reject', id, op, code: 'invalid-params', message: 'expiresAt must be an ISO-8601 timestamp' };
+    if (t <= now) return { kind: 'reject', id, op, code: 'expired', message: `command expired at ${new Date(t).toISOString()}` };
+    expiresAt = t;
+  }
+  if (obj.params !== undefined && (obj.params === null || typeof obj.params !== 'object' || Array.isArray(obj.params))) {
+    return { kind: 'reject', id, op, code: 'invalid-params', message: 'params must be an object' };
+  }
+  return { kind: 'command', cmd: { id, op, params: obj.params ?? {}, expiresAt } };
+}

@@ -1,0 +1,257 @@
+/**
+ * The composition root: the one place that builds every component, hands each its
+ * collaborators, starts them in order, and stops them in reverse on SIGTERM/SIGINT.
+ *
+ * Start order: store -> outbox -> router (resumes unfinished commands) -> WMS link -> admin
+ * socket -> READY=1. Stop order is the reverse; the whole stop is bounded by shutdownTimeoutMs.
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { z } from 'zod';
+import { createLogger, type Logger } from '../lib/log.js';
+import { systemClock } from '../lib/clock.js';
+import { openDatabase, quickCheck, type Db } from '../lib/sqlite.js';
+import { SdNotify, watchdogIntervalMs } from '../lib/sdnotify.js';
+import { LoopMonitor } from '../lib/loops.js';
+import { buildInfo } from '../lib/version.js';
+import { EdgeError, errorCode } from '../lib/errors.js';
+import { adminSocketPath, ConfigError, EXIT_CONFIG, loadConfig, storePath, type AgentConfig, type ConfigOverrides } from './config.js';
+import { Outbox, OUTBOX_MIGRATIONS } from './outbox.js';
+import { CommandStore, COMMAND_MIGRATIONS } from './command-store.js';
+import { AGENT_INFO_MIGRATIONS, writeAgentInfo } from './agent-info.js';
+import { Router } from './router.js';
+import { WmsLink } from './wms-link.js';
+import { AdminServer } from './admin.js';
+import { topicsFor } from './topics.js';
+import { diagnosticsOperation } from './ops/diagnostics.js';
+import { restartOperation } from './ops/restart.js';
+import type { AgentEvent, Component } from './ports.js';
+
+export const STORE_MIGRATIONS = [AGENT_INFO_MIGRATIONS, OUTBOX_MIGRATIONS, COMMAND_MIGRATIONS];
+
+/** EX_TEMPFAIL: "restart me" for systemd's Restart=on-failure. */
+export const EXIT_RESTART = 75;
+
+export interface RunOptions {
+  configPath?: string | undefined;
+  overrides?: ConfigOverrides;
+  env?: NodeJS.ProcessEnv;
+}
+
+const noteParams = z
+  .object({
+    code: z.string().regex(/^[a-z0-9][a-z0-9-]{0,63}$/, 'a short code such as "maintenance-note"'),
+    message: z.string().min(1).max(4096),
+    severity: z.enum(['info', 'warning', 'critical']).default('info'),
+  })
+  .strict();
+
+/** Runs the daemon until a signal stops it; resolves with the process exit code. */
+export async function runDaemon(opts: RunOptions): Promise<number> {
+  const env = opts.env ?? process.env;
+  let config: AgentConfig;
+  try {
+    config = loadConfig({ path: opts.configPath, overrides: opts.overrides ?? {}, env }).config;
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`edge-agent: ${err.message}\n`);
+      return EXIT_CONFIG;
+    }
+    throw err;
+  }
+  const logger = createLogger({ level: config.log.level });
+  const startedAt = Date.now();
+  const build = buildInfo();
+  const slot = env.EDGE_AGENT_SLOT ?? 'A';
+  const clock = systemClock;
+  const topics = topicsFor(config.mqtt.prefix, config.gatewayId);
+  const notify = new SdNotify({ socketPath: env.NOTIFY_SOCKET, logger: logger.child({ component: 'systemd' }) });
+
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o750 });
+  let db: Db;
+  try {
+    db = openDatabase(storePath(config), { migrations: STORE_MIGRATIONS });
+  } catch (err) {
+    logger.fatal({ err, path: storePath(config) }, 'cannot open the state store');
+    return 1;
+  }
+  writeAgentInfo(db, {
+    version: build.version,
+    slot,
+    pid: String(process.pid),
+    startedAt: new Date(startedAt).toISOString(),
+    stoppedAt: undefined,
+    gatewayId: config.gatewayId,
+    brokerUrl: config.mqtt.url,
+  });
+
+  const loops = new LoopMonitor({ clock, maxLagMs: config.systemd.maxEventLoopLagMs });
+  const outbox = new Outbox({ db, logger: logger.child({ component: 'outbox' }), clock, limits: config.outbox });
+  outbox.open();
+  const store = new CommandStore(db);
+  const router = new Router({
+    db,
+    store,
+    outbox,
+    logger: logger.child({ component: 'router' }),
+    clock,
+    resultTopic: (id) => topics.result(id),
+    limits: config.commands,
+  });
+  const link = new WmsLink({
+    mqtt: config.mqtt,
+    gatewayId: config.gatewayId,
+    topics,
+    version: build.version,
+    slot,
+    outbox,
+    logger: logger.child({ component: 'wms-link' }),
+    clock,
+    loops,
+    onCommand: (op, payload) => router.handle(op, payload),
+  });
+  const event = (ev: AgentEvent): void => {
+    outbox.enqueue({ topic: topics.events, payload: JSON.stringify({ ...ev, ts: new Date(clock.now()).toISOString() }), kind: 'event' });
+  };
+
+  const status = (): Record<string, unknown> => ({
+    daemon: 'running',
+    pid: process.pid,
+    version: build.version,
+    slot,
+    gatewayId: config.gatewayId,
+    dataDir: config.dataDir,
+    startedAt: new Date(startedAt).toISOString(),
+    uptimeSec: Math.round((clock.now() - startedAt) / 1000),
+    broker: link.stats(),
+    outbox: outbox.stats(),
+    operations: router.current(),
+    commands: router.counters,
+  });
+  const diagnostics = (): Record<string, unknown> => {
+    const problems = quickCheck(db);
+    return {
+      ...status(),
+      node: process.version,
+      memory: { rssBytes: process.memoryUsage().rss, heapUsedBytes: process.memoryUsage().heapUsed },
+      store: { path: storePath(config), integrity: problems.length === 0 ? 'ok' : problems },
+      loops: loops.check(),
+    };
+  };
+
+  let shutdown: (reason: string, restart: boolean) => Promise<void> = async () => undefined;
+  router.register(diagnosticsOperation(diagnostics));
+  router.register(
+    restartOperation(
+      {
+        agent: () => {
+          setImmediate(() => void shutdown('restart command', true));
+        },
+      },
+      process.pid,
+    ),
+  );
+
+  const admin = new AdminServer({
+    path: adminSocketPath(config),
+    logger: logger.child({ component: 'admin' }),
+    methods: {
+      status,
+      diagnostics,
+      event: (params) => {
+        const p = noteParams.safeParse(params);
+        if (!p.success) throw new EdgeError('invalid-request', p.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
+        event({ type: 'note', source: 'admin', ...p.data });
+        return { queued: true };
+      },
+    },
+  });
+
+  const components: Component[] = [
+    { name: 'loops', start: async () => loops.start(), stop: async () => loops.stop() },
+    router,
+    link,
+    admin,
+  ];
+  const started: Component[] = [];
+  let watchdog: NodeJS.Timeout | undefined;
+  let exitCode = 0;
+  let resolveDone: (code: number) => void = () => undefined;
+  const done = new Promise<number>((r) => (resolveDone = r));
+  let stopping = false;
+
+  shutdown = async (reason: string, restart: boolean): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ reason }, 'shutting down');
+    notify.notify('STOPPING=1');
+    const force = setTimeout(() => {
+      logger.error({ timeoutMs: config.shutdownTimeoutMs }, 'shutdown took too long; exiting');
+      resolveDone(1);
+    }, config.shutdownTimeoutMs);
+    force.unref();
+    clearInterval(watchdog);
+    for (const c of [...started].reverse()) {
+      try {
+        await c.stop();
+      } catch (err) {
+        logger.error({ err, component: c.name }, 'component failed to stop');
+        exitCode = 1;
+      }
+    }
+    outbox.close();
+    writeAgentInfo(db, { stoppedAt: new Date().toISOString() });
+    db.close();
+    notify.close();
+    clearTimeout(force);
+    if (restart) exitCode = restartProcess(env, logger);
+    logger.info({ exitCode }, 'stopped');
+    resolveDone(exitCode);
+  };
+
+  const onSignal = (sig: NodeJS.Signals): void => void shutdown(sig, false);
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+
+  try {
+    for (const c of components) {
+      await c.start();
+      started.push(c);
+    }
+  } catch (err) {
+    const code = errorCode(err);
+    logger.fatal({ err, code }, 'start failed');
+    await shutdown('start failed', false);
+    return 1;
+  }
+  event({ type: 'agent', severity: 'info', code: 'agent-started', message: `edge-agent ${build.version} started`, version: build.version, slot });
+  notify.notify('READY=1');
+  logger.info({ version: build.version, slot, gatewayId: config.gatewayId, broker: config.mqtt.url, startMs: Date.now() - startedAt }, 'agent ready');
+
+  const wdMs = watchdogIntervalMs(env);
+  if (wdMs !== undefined && notify.enabled) {
+    watchdog = setInterval(() => {
+      const h = loops.check();
+      if (h.ok) notify.notify('WATCHDOG=1');
+      else logger.warn({ health: h }, 'withholding the systemd watchdog ping: a critical loop is unhealthy');
+    }, wdMs);
+  }
+
+  const code = await done;
+  process.off('SIGTERM', onSignal);
+  process.off('SIGINT', onSignal);
+  return code;
+}
+
+/**
+ * Under systemd (INVOCATION_ID is set for services) the unit's Restart=on-failure starts us
+ * again after exit status 75. Without systemd (demo, tests) a detached copy of this process
+ * takes over once this one has released the store and the admin socket.
+ */
+function restartProcess(env: NodeJS.ProcessEnv, logger: Logger): number {
+  if (env.INVOCATION_ID) return EXIT_RESTART;
+  const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { detached: true, stdio: 'inherit', env });
+  child.unref();
+  logger.info({ pid: child.pid }, 'started the replacement process');
+  return 0;
+}

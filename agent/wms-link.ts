@@ -1,0 +1,221 @@
+/**
+ * The WMS link: one MQTT connection to the cloud broker (CONTRACT.md section 2).
+ *
+ * - A fresh mqtt.js client for every connection attempt, with mqtt.js's own reconnect off and
+ *   our capped exponential backoff with jitter instead; the durable outbox, not mqtt.js's
+ *   in-memory store, decides what is sent again, so nothing is replayed out of order.
+ * - Persistent session (clean=false; MQTT 5 session expiry) so QoS 1 commands wait at the broker
+ *   while the agent is away; they are persisted by the router before mqtt.js sends the PUBACK.
+ * - Retained `~/status` on every connect; the Last Will is the same message with state offline.
+ *   A graceful stop publishes offline itself, since a clean DISCONNECT suppresses the will.
+ * - TLS material is read at each attempt, so renewed certificates are picked up without restart.
+ */
+import { readFileSync } from 'node:fs';
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import type { Logger } from '../lib/log.js';
+import type { Clock } from '../lib/clock.js';
+import { Backoff } from '../lib/backoff.js';
+import type { LoopMonitor } from '../lib/loops.js';
+import type { AgentConfig } from './config.js';
+import type { Outbox } from './outbox.js';
+import type { Topics } from './topics.js';
+import type { AgentState, Component } from './ports.js';
+
+export type Connect = (url: string, opts: IClientOptions) => MqttClient;
+
+export interface WmsLinkOptions {
+  mqtt: AgentConfig['mqtt'];
+  gatewayId: string;
+  topics: Topics;
+  version: string;
+  slot: string;
+  outbox: Outbox;
+  logger: Logger;
+  clock: Clock;
+  loops?: LoopMonitor;
+  onCommand(op: string, payload: Buffer): void;
+  connect?: Connect;
+}
+
+export interface LinkStats {
+  connected: boolean;
+  url: string;
+  since: string | undefined;
+  attempts: number;
+  connects: number;
+  lastError: string | undefined;
+  state: AgentState;
+}
+
+const LOOP = 'wms-link';
+
+export class WmsLink implements Component {
+  readonly name = 'wms-link';
+  private client: MqttClient | undefined;
+  private connected = false;
+  private connectedSince: number | undefined;
+  private retry: NodeJS.Timeout | undefined;
+  private tick: NodeJS.Timeout | undefined;
+  private stopped = true;
+  private attempts = 0;
+  private connects = 0;
+  private lastError: string | undefined;
+  private state: Exclude<AgentState, 'offline'> = 'online';
+  private stateSince: number;
+  private readonly backoff: Backoff;
+  private readonly log: Logger;
+
+  constructor(private readonly opts: WmsLinkOptions) {
+    this.backoff = new Backoff(opts.mqtt.reconnect);
+    this.log = opts.logger;
+    this.stateSince = opts.clock.now();
+  }
+
+  async start(): Promise<void> {
+    this.stopped = false;
+    this.stateSince = this.opts.clock.now();
+    this.opts.loops?.register(LOOP, 10_000);
+    this.tick = this.opts.clock.setInterval(() => this.opts.loops?.tick(LOOP), 1000);
+    this.connectOnce();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.opts.clock.clearTimeout(this.retry);
+    this.opts.clock.clearInterval(this.tick);
+    this.opts.loops?.unregister(LOOP);
+    const client = this.client;
+    this.client = undefined;
+    this.opts.outbox.detach();
+    if (!client) return;
+    if (this.connected) {
+      await new Promise<void>((resolve) => {
+        const t = this.opts.clock.setTimeout(resolve, 2000);
+        client.publish(this.opts.topics.status, this.statusPayload('offline'), { qos: 1, retain: true }, () => {
+          this.opts.clock.clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+    this.connected = false;
+    await new Promise<void>((resolve) => client.end(false, {}, () => resolve()));
+  }
+
+  setState(state: Exclude<AgentState, 'offline'>): void {
+    if (state === this.state) return;
+    this.state = state;
+    this.stateSince = this.opts.clock.now();
+    if (this.client && this.connected) {
+      this.client.publish(this.opts.topics.status, this.statusPayload(state), { qos: 1, retain: true }, (err) => {
+        if (err) this.log.warn({ err }, 'status publish not acknowledged');
+      });
+    }
+  }
+
+  /** QoS 0, dropped while disconnected (the contract's `~/health`). */
+  publishVolatile(topic: string, payload: string): void {
+    if (this.client && this.connected) this.client.publish(topic, payload, { qos: 0, retain: false });
+  }
+
+  stats(): LinkStats {
+    return {
+      connected: this.connected,
+      url: this.opts.mqtt.url,
+      since: this.connectedSince === undefined ? undefined : new Date(this.connectedSince).toISOString(),
+      attempts: this.attempts,
+      connects: this.connects,
+      lastError: this.lastError,
+      state: this.state,
+    };
+  }
+
+  isConnected(): boolean {
+    return this.connected;
+  }
+
+  private statusPayload(state: AgentState): string {
+    const ts = new Date(this.opts.clock.now()).toISOString();
+    const since = state === 'offline' ? ts : new Date(this.stateSince).toISOString();
+    return JSON.stringify({ state, version: this.opts.version, slot: this.opts.slot, since, ts });
+  }
+
+  private clientOptions(): IClientOptions {
+    const m = this.opts.mqtt;
+    const o: IClientOptions = {
+      clientId: m.clientId ?? `edge-agent-${this.opts.gatewayId}`,
+      protocolVersion: m.protocolVersion,
+      clean: false,
+      keepalive: m.keepaliveSec,
+      connectTimeout: m.connectTimeoutMs,
+      reconnectPeriod: 0,
+      resubscribe: false,
+      will: { topic: this.opts.topics.status, payload: Buffer.from(this.statusPayload('offline')), qos: 1, retain: true },
+      rejectUnauthorized: m.tls.rejectUnauthorized,
+    };
+    if (m.protocolVersion === 5) o.properties = { sessionExpiryInterval: m.sessionExpirySec };
+    if (m.username !== undefined) o.username = m.username;
+    if (m.password !== undefined) o.password = m.password;
+    if (m.tls.ca) o.ca = readFileSync(m.tls.ca);
+    if (m.tls.cert) o.cert = readFileSync(m.tls.cert);
+    if (m.tls.key) o.key = readFileSync(m.tls.key);
+    if (m.tls.servername) o.servername = m.tls.servername;
+    return o;
+  }
+
+  private connectOnce(): void {
+    if (this.stopped) return;
+    this.attempts++;
+    let client: MqttClient;
+    try {
+      client = (this.opts.connect ?? mqtt.connect)(this.opts.mqtt.url, this.clientOptions());
+    } catch (err) {
+      this.lastError = (err as Error).message;
+      this.log.error({ err }, 'cannot start an MQTT connection');
+      return this.scheduleRetry();
+    }
+    this.client = client;
+    client.on('connect', (connack) => {
+      if (this.client !== client) return;
+      this.connected = true;
+      this.connects++;
+      this.connectedSince = this.opts.clock.now();
+      this.backoff.reset();
+      this.lastError = undefined;
+      this.log.info({ url: this.opts.mqtt.url, sessionPresent: connack.sessionPresent }, 'connected to the WMS broker');
+      client.publish(this.opts.topics.status, this.statusPayload(this.state), { qos: 1, retain: true });
+      client.subscribe(this.opts.topics.cmdFilter, { qos: 1 }, (err, granted) => {
+        if (err) this.log.error({ err }, 'subscribe to commands failed');
+        else if (granted?.some((g) => g.qos > 2)) this.log.error({ granted }, 'broker refused the command subscription (ACL?)');
+      });
+      this.opts.outbox.attach({
+        publish: (topic, payload, popts, cb) => client.publish(topic, payload, popts, (err) => cb(err ?? undefined)),
+      });
+    });
+    client.on('message', (topic, payload) => {
+      if (!topic.startsWith(this.opts.topics.cmdPrefix)) return;
+      this.opts.onCommand(topic.slice(this.opts.topics.cmdPrefix.length), payload);
+    });
+    client.on('error', (err) => {
+      this.lastError = err.message;
+      this.log.warn({ err: { message: err.message, code: (err as NodeJS.ErrnoException).code } }, 'MQTT connection error');
+    });
+    client.on('close', () => {
+      if (this.client !== client) return;
+      const wasConnected = this.connected;
+      this.connected = false;
+      this.connectedSince = undefined;
+      this.client = undefined;
+      this.opts.outbox.detach();
+      client.end(true);
+      if (wasConnected) this.log.warn('disconnected from the WMS broker');
+      this.scheduleRetry();
+    });
+  }
+
+  private scheduleRetry(): void {
+    if (this.stopped) return;
+    const delay = this.backoff.next();
+    this.log.info({ delayMs: delay, attempt: this.backoff.attempts }, 'reconnecting to the WMS broker');
+    this.retry = this.opts.clock.setTimeout(() => this.connectOnce(), delay);
+  }
+}

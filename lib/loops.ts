@@ -1,0 +1,55 @@
+/**
+ * Liveness of the process's critical loops, for the systemd watchdog: each loop ticks, and the
+ * process counts as healthy only while every loop ticked within its deadline and the event loop
+ * is not lagging. A hung loop therefore stops WATCHDOG=1 and systemd restarts the process.
+ */
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
+import type { Clock } from './clock.js';
+
+export interface LoopHealth {
+  ok: boolean;
+  eventLoopLagMs: number;
+  stale: { name: string; ageMs: number }[];
+}
+
+export class LoopMonitor {
+  private readonly loops = new Map<string, { deadlineMs: number; last: number }>();
+  private histogram: IntervalHistogram | undefined;
+
+  constructor(private readonly opts: { clock: Clock; maxLagMs: number }) {}
+
+  register(name: string, deadlineMs: number): void {
+    this.loops.set(name, { deadlineMs, last: this.opts.clock.now() });
+  }
+
+  unregister(name: string): void {
+    this.loops.delete(name);
+  }
+
+  tick(name: string): void {
+    const l = this.loops.get(name);
+    if (l) l.last = this.opts.clock.now();
+  }
+
+  start(): void {
+    this.histogram = monitorEventLoopDelay({ resolution: 20 });
+    this.histogram.enable();
+  }
+
+  stop(): void {
+    this.histogram?.disable();
+    this.histogram = undefined;
+  }
+
+  /** Lag is the worst delay seen since the previous call (the histogram is reset each time). */
+  check(): LoopHealth {
+    const now = this.opts.clock.now();
+    const stale = [...this.loops.entries()]
+      .map(([name, l]) => ({ name, ageMs: now - l.last, deadlineMs: l.deadlineMs }))
+      .filter((l) => l.ageMs > l.deadlineMs)
+      .map(({ name, ageMs }) => ({ name, ageMs }));
+    const lag = this.histogram ? this.histogram.max / 1e6 : 0;
+    this.histogram?.reset();
+    return { ok: stale.length === 0 && lag <= this.opts.maxLagMs, eventLoopLagMs: Math.round(lag), stale };
+  }
+}
