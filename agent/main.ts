@@ -191,6 +191,9 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     }, config.shutdownTimeoutMs);
     force.unref();
     clearInterval(watchdog);
+    // Give the broker a moment to acknowledge what is in flight, so the next process does not
+    // send statuses again that the WMS already has (a retained status must not go backwards).
+    if (link.isConnected()) await outbox.waitDrained(Math.min(2000, config.shutdownTimeoutMs / 4));
     for (const c of [...started].reverse()) {
       try {
         await c.stop();
@@ -252,6 +255,6 @@ function restartProcess(env: NodeJS.ProcessEnv, logger: Logger): number {
   if (env.INVOCATION_ID) return EXIT_RESTART;
   const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { detached: true, stdio: 'inherit', env });
   child.unref();
-  logger.info({ pid: child.pid }, 'started the replacement process');
+  logger.info({ replacementPid: child.pid }, 'started the replacement process');
   return 0;
 }

@@ -29,6 +29,8 @@ export interface RouterOptions {
   /** `~/res/{id}` for an id. */
   resultTopic(id: string): string;
   limits: { maxPayloadBytes: number; maxPending: number; retentionDays: number };
+  /** How long stop() waits for running operations (default 5 s); they stay resumable after it. */
+  stopWaitMs?: number;
 }
 
 interface Running {
@@ -87,14 +89,20 @@ export class Router {
     }
     this.prune();
     this.pruneTimer = this.opts.clock.setInterval(() => this.prune(), 3600_000);
+    // Housekeeping never keeps the process alive on its own.
+    this.pruneTimer.unref();
   }
 
-  /** Waits (bounded by the caller) for running operations; they stay resumable if cut short. */
+  /** Waits a bounded time for running operations; one cut short stays resumable at next start. */
   async stop(): Promise<void> {
     this.stopping = true;
     this.opts.clock.clearInterval(this.pruneTimer);
     this.pruneTimer = undefined;
-    await Promise.allSettled([...this.settled]);
+    if (this.settled.size === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<void>((resolve) => (timer = this.opts.clock.setTimeout(resolve, this.opts.stopWaitMs ?? 5000)));
+    await Promise.race([Promise.allSettled([...this.settled]), bound]);
+    this.opts.clock.clearTimeout(timer);
   }
 
   current(): { id: string; op: string; cancellable: boolean; step: string | undefined }[] {

@@ -45,6 +45,7 @@ export interface LinkStats {
   connects: number;
   lastError: string | undefined;
   state: AgentState;
+  protocolVersion: 4 | 5;
 }
 
 const LOOP = 'wms-link';
@@ -63,12 +64,15 @@ export class WmsLink implements Component {
   private state: Exclude<AgentState, 'offline'> = 'online';
   private stateSince: number;
   private readonly backoff: Backoff;
+  /** MQTT 5 unless the broker refused it; then 3.1.1 for the rest of this process's life. */
+  private protocol: 4 | 5;
   private readonly log: Logger;
 
   constructor(private readonly opts: WmsLinkOptions) {
     this.backoff = new Backoff(opts.mqtt.reconnect);
     this.log = opts.logger;
     this.stateSince = opts.clock.now();
+    this.protocol = opts.mqtt.protocolVersion;
   }
 
   async start(): Promise<void> {
@@ -98,7 +102,15 @@ export class WmsLink implements Component {
       });
     }
     this.connected = false;
-    await new Promise<void>((resolve) => client.end(false, {}, () => resolve()));
+    // A clean end waits for mqtt.js's outgoing queue, which never empties on a dead or half-open
+    // connection; after a short grace period the connection is dropped.
+    await new Promise<void>((resolve) => {
+      const t = this.opts.clock.setTimeout(() => client.end(true, {}, () => resolve()), 1000);
+      client.end(false, {}, () => {
+        this.opts.clock.clearTimeout(t);
+        resolve();
+      });
+    });
   }
 
   setState(state: Exclude<AgentState, 'offline'>): void {
@@ -126,6 +138,7 @@ export class WmsLink implements Component {
       connects: this.connects,
       lastError: this.lastError,
       state: this.state,
+      protocolVersion: this.protocol,
     };
   }
 
@@ -143,7 +156,7 @@ export class WmsLink implements Component {
     const m = this.opts.mqtt;
     const o: IClientOptions = {
       clientId: m.clientId ?? `edge-agent-${this.opts.gatewayId}`,
-      protocolVersion: m.protocolVersion,
+      protocolVersion: this.protocol,
       clean: false,
       keepalive: m.keepaliveSec,
       connectTimeout: m.connectTimeoutMs,
@@ -152,7 +165,7 @@ export class WmsLink implements Component {
       will: { topic: this.opts.topics.status, payload: Buffer.from(this.statusPayload('offline')), qos: 1, retain: true },
       rejectUnauthorized: m.tls.rejectUnauthorized,
     };
-    if (m.protocolVersion === 5) o.properties = { sessionExpiryInterval: m.sessionExpirySec };
+    if (this.protocol === 5) o.properties = { sessionExpiryInterval: m.sessionExpirySec };
     if (m.username !== undefined) o.username = m.username;
     if (m.password !== undefined) o.password = m.password;
     if (m.tls.ca) o.ca = readFileSync(m.tls.ca);
@@ -197,6 +210,12 @@ export class WmsLink implements Component {
     });
     client.on('error', (err) => {
       this.lastError = err.message;
+      // CONNACK "unacceptable protocol version": 1 in MQTT 3.1.1, 0x84 in MQTT 5 (section 3.2.2.2).
+      const rc = (err as { code?: unknown }).code;
+      if (this.protocol === 5 && !this.connected && (rc === 1 || rc === 0x84)) {
+        this.protocol = 4;
+        this.log.warn('the broker refused MQTT 5; using MQTT 3.1.1');
+      }
       this.log.warn({ err: { message: err.message, code: (err as NodeJS.ErrnoException).code } }, 'MQTT connection error');
     });
     client.on('close', () => {

@@ -1,0 +1,115 @@
+/**
+ * deploy/systemd/edge-agent.service passes `systemd-analyze verify` without a word about it.
+ *
+ * Exit status alone proves little: systemd 252 exits 0 on unknown keys and unparsable values
+ * ("Unknown key ..., ignoring"), and only fails for things like a missing ExecStart binary. So
+ * the test also requires stderr to say nothing about our unit; a control case below shows that
+ * check catching a misspelt key.
+ *
+ * Known-harmless output: lines that do not name our unit. verify also loads the units ours
+ * pulls in (network-online.target, multi-user.target, ...) from the host, and whatever the
+ * host's own units say about themselves is not ours to fix. systemd 252 prints nothing about
+ * this unit itself (not even for the absent `edge-agent` user: verify does not resolve User=),
+ * so no line naming it is tolerated.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { tempDir } from '../helpers/util.js';
+
+const execFileAsync = promisify(execFile);
+const UNIT = 'edge-agent.service';
+// dist/test/integration/ -> the repository root.
+const SOURCE = fileURLToPath(new URL(`../../../deploy/systemd/${UNIT}`, import.meta.url));
+const INSTALLED_NODE = '/usr/bin/node';
+const INSTALLED_SCRIPT = '/opt/edge-agent/current/dist/agent/cli/index.js';
+
+interface Verdict {
+  code: number;
+  ours: string[];
+  others: string[];
+}
+
+/**
+ * Copies the unit into a temp dir with ExecStart pointing at binaries that exist here (verify
+ * checks that the command is executable), optionally edits it, and runs verify on the copy.
+ */
+async function verify(edit: (text: string) => string = (t) => t): Promise<Verdict> {
+  const dir = tempDir('unit');
+  const script = join(dir, 'index.js');
+  writeFileSync(script, '');
+  const original = readFileSync(SOURCE, 'utf8');
+  assert.ok(original.includes(`ExecStart=${INSTALLED_NODE} ${INSTALLED_SCRIPT} `), 'ExecStart changed: update this test');
+  const path = join(dir, UNIT);
+  writeFileSync(path, edit(original.replace(`ExecStart=${INSTALLED_NODE} ${INSTALLED_SCRIPT}`, `ExecStart=${process.execPath} ${script}`)));
+  let code = 0;
+  let stderr = '';
+  try {
+    ({ stderr } = await execFileAsync('systemd-analyze', ['verify', path]));
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException & { code?: number | string; stderr?: string };
+    if (e.code === 'ENOENT') throw new Error('systemd-analyze not found: install systemd (apt-get install systemd); CI does', { cause: err });
+    code = typeof e.code === 'number' ? e.code : -1;
+    stderr = e.stderr ?? '';
+  }
+  rmSync(dir, { recursive: true, force: true });
+  const lines = stderr.split('\n').filter((l) => l.trim() !== '');
+  const isOurs = (l: string): boolean => l.includes(UNIT) || l.includes(path);
+  return { code, ours: lines.filter(isOurs), others: lines.filter((l) => !isOurs(l)) };
+}
+
+/** `Key=value` pairs of the unit, later assignments winning, as systemd reads single-value keys. */
+function directives(text: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#') || line.startsWith(';') || line.startsWith('[')) continue;
+    const eq = line.indexOf('=');
+    if (eq > 0) out.set(line.slice(0, eq).trim(), line.slice(eq + 1).trim());
+  }
+  return out;
+}
+
+test('systemd-analyze verify accepts the unit and says nothing about it', async (t) => {
+  const v = await verify();
+  if (v.others.length > 0) t.diagnostic(`host units (ignored):\n${v.others.join('\n')}`);
+  assert.deepEqual(v.ours, [], 'systemd-analyze complained about the unit');
+  assert.equal(v.code, 0);
+});
+
+test('control: a misspelt key exits 0 but is caught by the stderr check', async () => {
+  const v = await verify((text) => text.replace('WatchdogSec=30', 'WatchdogSecs=30'));
+  assert.equal(v.code, 0);
+  assert.equal(v.ours.length, 1);
+  assert.match(v.ours[0]!, /Unknown key 'WatchdogSecs'/);
+});
+
+test('control: a missing ExecStart binary fails verify', async () => {
+  const v = await verify((text) => text.replace(/^ExecStart=\S+/m, 'ExecStart=/nonexistent/node'));
+  assert.notEqual(v.code, 0);
+  assert.match(v.ours.join('\n'), /not executable/);
+});
+
+test('the unit keeps the behaviour the agent relies on', () => {
+  const d = directives(readFileSync(SOURCE, 'utf8'));
+  const expected: Record<string, string> = {
+    Type: 'notify',
+    NotifyAccess: 'main',
+    WatchdogSec: '30',
+    Restart: 'on-failure',
+    KillMode: 'mixed',
+    TimeoutStopSec: '20',
+    RestartPreventExitStatus: '78',
+    User: 'edge-agent',
+    StateDirectory: 'edge-agent',
+    NoNewPrivileges: 'yes',
+    ProtectSystem: 'strict',
+    ReadWritePaths: '/var/lib/edge-agent /opt/edge-agent',
+    WantedBy: 'multi-user.target',
+  };
+  for (const [key, value] of Object.entries(expected)) assert.equal(d.get(key), value, key);
+});

@@ -1,0 +1,193 @@
+import { afterEach, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { Outbox, OUTBOX_MIGRATIONS } from '../../agent/outbox.js';
+import { CommandStore, COMMAND_MIGRATIONS } from '../../agent/command-store.js';
+import { Router } from '../../agent/router.js';
+import type { OperationHandler, OperationOutcome } from '../../agent/ports.js';
+import { openDatabase, type Db } from '../../lib/sqlite.js';
+import { silentLogger } from '../../lib/log.js';
+import { systemClock } from '../../lib/clock.js';
+
+interface Status {
+  id: string;
+  op: string;
+  status: string;
+  reason?: { code: string };
+  result?: unknown;
+  progress?: { step: string };
+}
+
+const routers: Router[] = [];
+afterEach(async () => {
+  await Promise.all(routers.splice(0).map((r) => r.stop()));
+});
+
+function setup(path = join(mkdtempSync(join(tmpdir(), 'router-')), 'a.db')): { db: Db; router: Router; statuses: Status[]; path: string; outbox: Outbox } {
+  const db = openDatabase(path, { migrations: [OUTBOX_MIGRATIONS, COMMAND_MIGRATIONS] });
+  const outbox = new Outbox({ db, logger: silentLogger(), clock: systemClock, limits: { maxMessages: 10_000, maxBytes: 1 << 24, inflight: 10_000 } });
+  outbox.open();
+  const statuses: Status[] = [];
+  outbox.attach({
+    publish: (_t, payload, _o, cb) => {
+      statuses.push(JSON.parse(payload.toString()) as Status);
+      cb();
+    },
+  });
+  const router = new Router({
+    db,
+    store: new CommandStore(db),
+    outbox,
+    logger: silentLogger(),
+    clock: systemClock,
+    resultTopic: (id) => `r/${id}`,
+    limits: { maxPayloadBytes: 4096, maxPending: 3, retentionDays: 30 },
+    stopWaitMs: 50,
+  });
+  routers.push(router);
+  return { db, router, statuses, path, outbox };
+}
+
+const send = (r: Router, op: string, body: unknown): void => r.handle(op, Buffer.from(JSON.stringify(body)));
+const of = (s: Status[], id: string): string[] => s.filter((x) => x.id === id).map((x) => x.status + (x.reason ? `:${x.reason.code}` : ''));
+const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 20));
+
+function gated(op: string, opts: { exclusive?: boolean } = {}): { handler: OperationHandler<Record<string, unknown>>; release: (o: OperationOutcome) => void; runs: number } {
+  const state = { runs: 0, release: (_o: OperationOutcome): void => undefined };
+  const handler: OperationHandler<Record<string, unknown>> = {
+    op,
+    params: z.object({}).passthrough(),
+    exclusive: opts.exclusive ?? false,
+    execute: (ctx) =>
+      new Promise((resolve) => {
+        state.runs++;
+        ctx.progress('work', 10);
+        state.release = resolve;
+        ctx.signal.addEventListener('abort', () => resolve({ status: 'cancelled' }));
+      }),
+  };
+  return {
+    handler,
+    release: (o) => state.release(o),
+    get runs() {
+      return state.runs;
+    },
+  };
+}
+
+test('lifecycle accepted -> executing -> successful, and a duplicate id is answered, not run again', async () => {
+  const { router, statuses, outbox } = setup();
+  const g = gated('work');
+  router.register(g.handler);
+  await router.start();
+  send(router, 'work', { id: 'c1' });
+  await settle();
+  g.release({ status: 'successful', result: { n: 1 } });
+  await settle();
+  outbox.flush();
+  assert.deepEqual(of(statuses, 'c1'), ['accepted', 'executing', 'executing', 'successful']);
+  send(router, 'work', { id: 'c1' });
+  outbox.flush();
+  assert.equal(g.runs, 1);
+  assert.deepEqual(of(statuses, 'c1').at(-1), 'successful');
+  assert.equal(router.counters.duplicates, 1);
+  await router.stop();
+});
+
+test('unknown op, invalid params, busy and exclusive are rejected with their codes', async () => {
+  const { router, statuses } = setup();
+  const ex = gated('ex', { exclusive: true });
+  router.register(ex.handler);
+  router.register({ op: 'typed', params: z.object({ n: z.number() }).strict(), execute: async () => ({ status: 'successful' }) });
+  await router.start();
+  send(router, 'nope', { id: 'u1' });
+  send(router, 'typed', { id: 't1', params: { n: 'x' } });
+  send(router, 'ex', { id: 'x1' });
+  send(router, 'ex', { id: 'x2' });
+  await settle();
+  assert.deepEqual(of(statuses, 'u1'), ['rejected:unknown-op']);
+  assert.deepEqual(of(statuses, 't1'), ['rejected:invalid-params']);
+  assert.deepEqual(of(statuses, 'x2'), ['rejected:busy']);
+  ex.release({ status: 'successful' });
+  await router.stop();
+});
+
+test('maxPending bounds how many commands run at once', async () => {
+  const { router, statuses } = setup();
+  const g = gated('slow');
+  router.register(g.handler);
+  await router.start();
+  for (let i = 0; i < 5; i++) send(router, 'slow', { id: `s${i}` });
+  await settle();
+  assert.deepEqual(of(statuses, 's3'), ['rejected:busy']);
+  assert.deepEqual(of(statuses, 's4'), ['rejected:busy']);
+  assert.equal(g.runs, 3);
+});
+
+test('cancel stops a cancellable operation; a non-cancellable one says so', async () => {
+  const { router, statuses } = setup();
+  const g = gated('long');
+  router.register(g.handler);
+  router.register({
+    op: 'pointless',
+    params: z.object({}),
+    execute: (ctx) => {
+      ctx.setCancellable(false);
+      return new Promise((r) => setTimeout(() => r({ status: 'successful' }), 50));
+    },
+  });
+  await router.start();
+  send(router, 'long', { id: 'l1' });
+  send(router, 'pointless', { id: 'p1' });
+  await settle();
+  send(router, 'cancel', { id: 'k1', params: { target: 'l1' } });
+  send(router, 'cancel', { id: 'k2', params: { target: 'p1' } });
+  send(router, 'cancel', { id: 'k3', params: { target: 'ghost' } });
+  await new Promise((r) => setTimeout(r, 80));
+  assert.equal(of(statuses, 'l1').at(-1), 'cancelled');
+  assert.deepEqual(of(statuses, 'k1'), ['accepted', 'successful']);
+  assert.deepEqual(of(statuses, 'k2'), ['accepted', 'failed:not-cancellable']);
+  assert.deepEqual(of(statuses, 'k3'), ['accepted', 'failed:unknown-target']);
+  assert.equal(of(statuses, 'p1').at(-1), 'successful');
+});
+
+test('a throwing handler fails its command with internal; the router keeps working', async () => {
+  const { router, statuses } = setup();
+  router.register({ op: 'boom', params: z.object({}), execute: () => Promise.reject(new Error('kaboom')) });
+  router.register({ op: 'fine', params: z.object({}), execute: async () => ({ status: 'successful' }) });
+  await router.start();
+  send(router, 'boom', { id: 'b1' });
+  send(router, 'fine', { id: 'f1' });
+  await settle();
+  assert.equal(of(statuses, 'b1').at(-1), 'failed:internal');
+  assert.equal(of(statuses, 'f1').at(-1), 'successful');
+});
+
+test('after a restart, unfinished commands are resumed by their handler or failed as interrupted', async () => {
+  const first = setup();
+  const g = gated('long');
+  const r2 = gated('resumable');
+  first.router.register(g.handler);
+  first.router.register(r2.handler);
+  await first.router.start();
+  send(first.router, 'long', { id: 'a1' });
+  send(first.router, 'resumable', { id: 'a2' });
+  await settle();
+  first.outbox.close();
+  first.db.close(); // the process "dies" here with both commands executing
+
+  const second = setup(first.path);
+  second.router.register(gated('long').handler);
+  second.router.register({ op: 'resumable', params: z.object({}).passthrough(), execute: async () => ({ status: 'failed', reason: { code: 'x', message: 'x' } }), resume: async () => ({ status: 'successful', result: 'resumed' }) });
+  await second.router.start();
+  await settle();
+  second.outbox.flush();
+  assert.equal(of(second.statuses, 'a1').at(-1), 'failed:interrupted');
+  assert.equal(of(second.statuses, 'a2').at(-1), 'successful');
+  send(second.router, 'long', { id: 'a1' });
+  second.outbox.flush();
+  assert.equal(of(second.statuses, 'a1').at(-1), 'failed:interrupted', 'the id is still known after the restart');
+});
