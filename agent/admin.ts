@@ -10,7 +10,7 @@ import type { Logger } from '../lib/log.js';
 import { EdgeError, errorCode, errorMessage, registerCodes } from '../lib/errors.js';
 import type { Component } from './ports.js';
 
-export const ADMIN_CODES = registerCodes('admin', ['already-running', 'admin-timeout', 'unknown-method', 'invalid-request', 'daemon-down'] as const);
+export const ADMIN_CODES = registerCodes('admin', ['already-running', 'admin-timeout', 'unknown-method', 'invalid-request', 'internal'] as const);
 
 export type AdminMethod = (params: Record<string, unknown>) => unknown;
 
@@ -88,9 +88,9 @@ export class AdminServer implements Component {
   }
 }
 
-/** A socket file left by a killed daemon is removed; one a live daemon answers on is not. */
-async function removeStaleSocket(path: string): Promise<void> {
-  const alive = await new Promise<boolean>((resolve) => {
+/** Whether a live daemon answers on this socket path. */
+export function adminSocketAlive(path: string): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
     const c = createConnection(path);
     c.once('connect', () => {
       c.destroy();
@@ -98,7 +98,11 @@ async function removeStaleSocket(path: string): Promise<void> {
     });
     c.once('error', () => resolve(false));
   });
-  if (alive) throw new EdgeError('already-running', `another agent is listening on ${path}`);
+}
+
+/** A socket file left by a killed daemon is removed; one a live daemon answers on is not. */
+async function removeStaleSocket(path: string): Promise<void> {
+  if (await adminSocketAlive(path)) throw new EdgeError('already-running', `another agent is listening on ${path}`);
   try {
     unlinkSync(path);
   } catch (err) {

@@ -1,10 +1,10 @@
 /**
  * The agent's configuration: one schema, validated whole at load. Every error is reported at
  * once with its key path; defaults live in the schema; environment overrides are read here and
- * nowhere else. Precedence: command-line flags > environment > file > defaults.
+ * nowhere else (lib/sdnotify.ts reads systemd's own NOTIFY_SOCKET and WATCHDOG_*). Precedence: command-line flags > environment > file > defaults.
  *
  * The file is YAML (JSON is valid YAML too). docs/configuration.md holds a complete commented
- * example; test/unit/config.test.ts checks that example against this schema.
+ * example; test/unit/docs-config.test.ts checks that example against this schema.
  */
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -127,6 +127,7 @@ export interface ConfigOverrides {
   broker?: string | undefined;
   gatewayId?: string | undefined;
   dataDir?: string | undefined;
+  logLevel?: string | undefined;
 }
 
 export const DEFAULT_CONFIG_PATH = '/etc/edge-agent/config.yaml';
@@ -138,7 +139,13 @@ export function envOverrides(env: NodeJS.ProcessEnv): ConfigOverrides & { config
     broker: env.EDGE_AGENT_BROKER || undefined,
     gatewayId: env.EDGE_AGENT_GATEWAY_ID || undefined,
     dataDir: env.EDGE_AGENT_DATA_DIR || undefined,
+    logLevel: env.EDGE_AGENT_LOG_LEVEL || undefined,
   };
+}
+
+/** The slot this process runs from, as the boot guard or the unit says (default A). */
+export function slotFromEnv(env: NodeJS.ProcessEnv): string {
+  return env.EDGE_AGENT_SLOT || 'A';
 }
 
 function formatPath(path: readonly PropertyKey[]): string {
@@ -153,6 +160,10 @@ export function validateConfig(raw: unknown, overrides: ConfigOverrides = {}): A
   const doc: Record<string, unknown> = { ...((raw as Record<string, unknown> | null) ?? {}) };
   if (overrides.gatewayId !== undefined) doc.gatewayId = overrides.gatewayId;
   if (overrides.dataDir !== undefined) doc.dataDir = overrides.dataDir;
+  if (overrides.logLevel !== undefined) {
+    const log = doc.log;
+    doc.log = { ...(log && typeof log === 'object' ? log : {}), level: overrides.logLevel };
+  }
   if (overrides.broker !== undefined) {
     const mqtt = doc.mqtt;
     doc.mqtt = { ...(mqtt && typeof mqtt === 'object' ? (mqtt) : {}), url: overrides.broker };
@@ -209,6 +220,7 @@ export function loadConfig(opts: { path?: string | undefined; overrides?: Config
     broker: opts.overrides?.broker ?? env.broker,
     gatewayId: opts.overrides?.gatewayId ?? env.gatewayId,
     dataDir: opts.overrides?.dataDir ?? env.dataDir,
+    logLevel: opts.overrides?.logLevel ?? env.logLevel,
   };
   return { config: validateConfig(raw, merged), path: used };
 }

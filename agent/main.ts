@@ -8,20 +8,20 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { z } from 'zod';
-import { createLogger, type Logger } from '../lib/log.js';
+import { createLogger, redactUrl, type Logger } from '../lib/log.js';
 import { systemClock } from '../lib/clock.js';
 import { openDatabase, quickCheck, type Db } from '../lib/sqlite.js';
 import { SdNotify, watchdogIntervalMs } from '../lib/sdnotify.js';
 import { LoopMonitor } from '../lib/loops.js';
 import { buildInfo } from '../lib/version.js';
 import { EdgeError, errorCode } from '../lib/errors.js';
-import { adminSocketPath, ConfigError, EXIT_CONFIG, loadConfig, storePath, type AgentConfig, type ConfigOverrides } from './config.js';
+import { adminSocketPath, slotFromEnv, ConfigError, EXIT_CONFIG, loadConfig, storePath, type AgentConfig, type ConfigOverrides } from './config.js';
 import { Outbox, OUTBOX_MIGRATIONS } from './outbox.js';
 import { CommandStore, COMMAND_MIGRATIONS } from './command-store.js';
 import { AGENT_INFO_MIGRATIONS, writeAgentInfo } from './agent-info.js';
 import { Router } from './router.js';
 import { WmsLink } from './wms-link.js';
-import { AdminServer } from './admin.js';
+import { AdminServer, adminSocketAlive } from './admin.js';
 import { topicsFor } from './topics.js';
 import { diagnosticsOperation } from './ops/diagnostics.js';
 import { restartOperation } from './ops/restart.js';
@@ -62,12 +62,18 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
   const logger = createLogger({ level: config.log.level });
   const startedAt = Date.now();
   const build = buildInfo();
-  const slot = env.EDGE_AGENT_SLOT ?? 'A';
+  const slot = slotFromEnv(env);
   const clock = systemClock;
   const topics = topicsFor(config.mqtt.prefix, config.gatewayId);
   const notify = new SdNotify({ socketPath: env.NOTIFY_SOCKET, logger: logger.child({ component: 'systemd' }) });
 
   mkdirSync(config.dataDir, { recursive: true, mode: 0o750 });
+  // One daemon per data directory: a second one must not touch the store, resume (and so fail)
+  // the first one's commands, or take over its MQTT client id.
+  if (await adminSocketAlive(adminSocketPath(config))) {
+    logger.fatal({ socket: adminSocketPath(config), code: 'already-running' }, 'another agent runs with this data directory; not starting');
+    return 1;
+  }
   let db: Db;
   try {
     db = openDatabase(storePath(config), { migrations: STORE_MIGRATIONS });
@@ -82,7 +88,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     startedAt: new Date(startedAt).toISOString(),
     stoppedAt: undefined,
     gatewayId: config.gatewayId,
-    brokerUrl: config.mqtt.url,
+    brokerUrl: redactUrl(config.mqtt.url),
   });
 
   const loops = new LoopMonitor({ clock, maxLagMs: config.systemd.maxEventLoopLagMs });
@@ -108,10 +114,14 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     logger: logger.child({ component: 'wms-link' }),
     clock,
     loops,
+    loopDeadlineMs: config.systemd.loopDeadlineMs,
     onCommand: (op, payload) => router.handle(op, payload),
   });
-  const event = (ev: AgentEvent): void => {
-    outbox.enqueue({ topic: topics.events, payload: JSON.stringify({ ...ev, ts: new Date(clock.now()).toISOString() }), kind: 'event' });
+  /** `durable`: committed before returning, for callers that tell someone it is queued. */
+  const event = (ev: AgentEvent, durable = false): void => {
+    const msg = { topic: topics.events, payload: JSON.stringify({ ...ev, ts: new Date(clock.now()).toISOString() }), kind: 'event' as const };
+    if (durable) outbox.enqueueNow(msg);
+    else outbox.enqueue(msg);
   };
 
   const status = (): Record<string, unknown> => ({
@@ -161,7 +171,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
       event: (params) => {
         const p = noteParams.safeParse(params);
         if (!p.success) throw new EdgeError('invalid-request', p.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
-        event({ type: 'note', source: 'admin', ...p.data });
+        event({ type: 'note', source: 'admin', ...p.data }, true);
         return { queued: true };
       },
     },
@@ -229,7 +239,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
   }
   event({ type: 'agent', severity: 'info', code: 'agent-started', message: `edge-agent ${build.version} started`, version: build.version, slot });
   notify.notify('READY=1');
-  logger.info({ version: build.version, slot, gatewayId: config.gatewayId, broker: config.mqtt.url, startMs: Date.now() - startedAt }, 'agent ready');
+  logger.info({ version: build.version, slot, gatewayId: config.gatewayId, broker: redactUrl(config.mqtt.url), startMs: Date.now() - startedAt }, 'agent ready');
 
   const wdMs = watchdogIntervalMs(env);
   if (wdMs !== undefined && notify.enabled) {

@@ -12,7 +12,7 @@
  */
 import { readFileSync } from 'node:fs';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
-import type { Logger } from '../lib/log.js';
+import { redactUrl, type Logger } from '../lib/log.js';
 import type { Clock } from '../lib/clock.js';
 import { Backoff } from '../lib/backoff.js';
 import type { LoopMonitor } from '../lib/loops.js';
@@ -33,6 +33,8 @@ export interface WmsLinkOptions {
   logger: Logger;
   clock: Clock;
   loops?: LoopMonitor;
+  /** A connection supervisor that has not ticked for this long counts as hung. */
+  loopDeadlineMs?: number;
   onCommand(op: string, payload: Buffer): void;
   connect?: Connect;
 }
@@ -78,7 +80,7 @@ export class WmsLink implements Component {
   async start(): Promise<void> {
     this.stopped = false;
     this.stateSince = this.opts.clock.now();
-    this.opts.loops?.register(LOOP, 10_000);
+    this.opts.loops?.register(LOOP, this.opts.loopDeadlineMs ?? 30_000);
     this.tick = this.opts.clock.setInterval(() => this.opts.loops?.tick(LOOP), 1000);
     this.connectOnce();
   }
@@ -132,7 +134,7 @@ export class WmsLink implements Component {
   stats(): LinkStats {
     return {
       connected: this.connected,
-      url: this.opts.mqtt.url,
+      url: redactUrl(this.opts.mqtt.url),
       since: this.connectedSince === undefined ? undefined : new Date(this.connectedSince).toISOString(),
       attempts: this.attempts,
       connects: this.connects,
@@ -194,7 +196,7 @@ export class WmsLink implements Component {
       this.connectedSince = this.opts.clock.now();
       this.backoff.reset();
       this.lastError = undefined;
-      this.log.info({ url: this.opts.mqtt.url, sessionPresent: connack.sessionPresent }, 'connected to the WMS broker');
+      this.log.info({ url: redactUrl(this.opts.mqtt.url), sessionPresent: connack.sessionPresent }, 'connected to the WMS broker');
       client.publish(this.opts.topics.status, this.statusPayload(this.state), { qos: 1, retain: true });
       client.subscribe(this.opts.topics.cmdFilter, { qos: 1 }, (err, granted) => {
         if (err) this.log.error({ err }, 'subscribe to commands failed');

@@ -22,7 +22,7 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
   return pino(
     {
       name: opts.name ?? 'edge-agent',
-      level: opts.level ?? process.env.EDGE_AGENT_LOG_LEVEL ?? 'info',
+      level: opts.level ?? 'info',
       redact: { paths: REDACT_PATHS, censor: '[redacted]' },
       serializers: { err: pino.stdSerializers.err },
       timestamp: pino.stdTimeFunctions.isoTime,
@@ -35,4 +35,9 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
 /** A logger that writes nowhere: for CLI commands and unit tests that need one. */
 export function silentLogger(): Logger {
   return pino({ level: 'silent' });
+}
+
+/** A URL with its password (user info) replaced, for logs, status output and the store. */
+export function redactUrl(url: string): string {
+  return url.replace(/^([a-z]+:\/\/)([^@/]*)@/i, (_m, scheme: string) => `${scheme}[redacted]@`);
 }

@@ -82,7 +82,7 @@ export function formatStatus(report: Record<string, unknown>): string {
   const o = r.outbox ?? {};
   const ops = r.operations ?? [];
   const lines = [
-    `daemon      ${r.daemon}${r.pid ? ` (pid ${r.pid})` : ''}`,
+    `daemon      ${r.daemon}${r.pid ? (r.daemon === 'running' ? ` (pid ${r.pid})` : ` (last pid ${r.pid})`) : ''}`,
     `version     ${r.version ?? '-'}  slot ${r.slot ?? '-'}  gateway ${r.gatewayId ?? '-'}`,
   ];
   if (r.uptimeSec !== undefined) lines.push(`uptime      ${r.uptimeSec}s  state ${b.state ?? '-'}`);

@@ -1,0 +1,44 @@
+/**
+ * The demo's MQTT broker: aedes in this process, so the demo needs nothing installed. aedes
+ * speaks MQTT 3.1.1 only (its README: "MQTT 5.0: not supported yet"), which is why the demo
+ * runs the agent with `mqtt.protocolVersion: 4`.
+ */
+import { createServer, type Socket } from 'node:net';
+import { Aedes } from 'aedes';
+
+export interface EmbeddedBroker {
+  /** mqtt://127.0.0.1:PORT */
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+/** Listens on 127.0.0.1 with port 0 and reports the port the OS chose. */
+export async function startEmbeddedBroker(): Promise<EmbeddedBroker> {
+  const broker = await Aedes.createBroker();
+  const sockets = new Set<Socket>();
+  const server = createServer((sock) => {
+    sockets.add(sock);
+    sock.once('close', () => sockets.delete(sock));
+    broker.handle(sock);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const addr = server.address();
+  if (addr === null || typeof addr === 'string') throw new Error('the embedded broker has no TCP address');
+  const port = addr.port;
+  return {
+    url: `mqtt://127.0.0.1:${port}`,
+    port,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await new Promise<void>((resolve) => broker.close(() => resolve()));
+    },
+  };
+}
