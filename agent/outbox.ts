@@ -107,7 +107,8 @@ export class Outbox {
       del: db.prepare<[number]>('DELETE FROM outbox WHERE seq = ?'),
       next: db.prepare<[number, number], Row>('SELECT seq, topic, payload, retain FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?'),
       oldestOfKind: db.prepare<[string, number], { seq: number; b: number }>('SELECT seq, length(payload) AS b FROM outbox WHERE kind = ? ORDER BY seq LIMIT ?'),
-      oldest: db.prepare<[], { t: number | null }>('SELECT min(created_at) AS t FROM outbox'),
+      // The lowest seq is the oldest row: a primary-key lookup, not a scan.
+      oldest: db.prepare<[], { t: number | null }>('SELECT created_at AS t FROM outbox ORDER BY seq LIMIT 1'),
     };
   }
 
@@ -304,7 +305,7 @@ export class Outbox {
 
 /** For the CLI when the daemon is down: depth and age straight from the table. */
 export function readOutboxStats(db: Db): { depth: number; bytes: number; oldestCreatedAt: number | undefined } {
-  const r = db.prepare('SELECT count(*) AS n, coalesce(sum(length(payload)), 0) AS b, min(created_at) AS t FROM outbox').get() as {
+  const r = db.prepare('SELECT count(*) AS n, coalesce(sum(length(payload)), 0) AS b, (SELECT created_at FROM outbox ORDER BY seq LIMIT 1) AS t FROM outbox').get() as {
     n: number;
     b: number;
     t: number | null;

@@ -25,7 +25,7 @@ const execFileAsync = promisify(execFile);
 const UNIT = 'edge-agent.service';
 // dist/test/integration/ -> the repository root.
 const SOURCE = fileURLToPath(new URL(`../../../deploy/systemd/${UNIT}`, import.meta.url));
-const INSTALLED_NODE = '/usr/bin/node';
+const INSTALLED_NODE = '/usr/bin/node --max-semi-space-size=1';
 const INSTALLED_SCRIPT = '/opt/edge-agent/current/dist/agent/cli/index.js';
 
 interface Verdict {
@@ -45,7 +45,7 @@ async function verify(edit: (text: string) => string = (t) => t): Promise<Verdic
   const original = readFileSync(SOURCE, 'utf8');
   assert.ok(original.includes(`ExecStart=${INSTALLED_NODE} ${INSTALLED_SCRIPT} `), 'ExecStart changed: update this test');
   const path = join(dir, UNIT);
-  writeFileSync(path, edit(original.replace(`ExecStart=${INSTALLED_NODE} ${INSTALLED_SCRIPT}`, `ExecStart=${process.execPath} ${script}`)));
+  writeFileSync(path, edit(original.replace(`ExecStart=${INSTALLED_NODE} ${INSTALLED_SCRIPT}`, `ExecStart=${process.execPath} --max-semi-space-size=1 ${script}`)));
   let code = 0;
   let stderr = '';
   try {

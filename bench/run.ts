@@ -1,0 +1,220 @@
+/**
+ * `npm run bench`: the agent's speed and memory targets, each measured against a reference in
+ * the same run and reported as a ratio (STYLE.md: never as timed assertions in tests).
+ *
+ *   1. start-up: spawn -> retained `online` seen by a subscriber    vs a minimal mqtt.js script
+ *   2. idle RSS, 3 s after online                                    vs the same script, idle
+ *   3. outbox with the broker down: RSS growth for 100k events       vs the same events in a JS array
+ *      and its enqueue rate                                          vs plain better-sqlite3 inserts
+ *   4. outbox drain after reconnect, msg/s until depth 0             vs plain mqtt.js QoS 1, same window
+ *
+ * Uses a real mosquitto on a free port, or an in-process aedes broker when mosquitto is missing
+ * (and says so). Prints a table and writes JSON to bench/results/latest.json (--quick:
+ * bench/results/quick.json; --out FILE to choose). Exit 0 when every measurement completed;
+ * with --strict, exit 2 when a goal is missed.
+ */
+import { cpus } from 'node:os';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import mqtt, { type MqttClient } from 'mqtt';
+import { startBenchBroker, type BenchBroker } from './broker.js';
+import { DIST, ROOT } from './proc.js';
+import { startupSample, type StartupSample, type StartupSubject } from './startup.js';
+import { outboxRun, type OutboxRun } from './outbox-bench.js';
+import { formatSamples, formatTable, measurement, writeResults, type BenchResults, type Measurement } from './report.js';
+
+const MB = 1024 * 1024;
+
+interface Config {
+  quick: boolean;
+  runs: number;
+  outboxRuns: number;
+  messages: number;
+  inflight: number;
+  idleMs: number;
+  warmup: boolean;
+}
+
+function config(v: { quick?: boolean; runs?: string; messages?: string }): Config {
+  const quick = v.quick ?? false;
+  const runs = v.runs === undefined ? (quick ? 1 : 5) : Number(v.runs);
+  const messages = v.messages === undefined ? (quick ? 20_000 : 100_000) : Number(v.messages);
+  if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs must be a positive integer');
+  if (!Number.isInteger(messages) || messages < 1000) throw new Error('--messages must be an integer >= 1000');
+  return { quick, runs, outboxRuns: runs, messages, inflight: 256, idleMs: quick ? 1000 : 3000, warmup: !quick };
+}
+
+const log = (s: string): void => void process.stderr.write(`${s}\n`);
+
+async function connectSubscriber(broker: BenchBroker): Promise<MqttClient> {
+  const c = mqtt.connect(broker.url, { protocolVersion: broker.protocolVersion, reconnectPeriod: 0, clientId: `bench-sub-${process.pid}` });
+  await new Promise<void>((resolve, reject) => {
+    c.once('connect', () => resolve());
+    c.once('error', reject);
+  });
+  return c;
+}
+
+async function startupPhase(broker: BenchBroker, sub: MqttClient, cfg: Config): Promise<Record<StartupSubject, StartupSample[]>> {
+  const out: Record<StartupSubject, StartupSample[]> = { agent: [], reference: [] };
+  const { url, protocolVersion } = broker;
+  const sample = (subject: StartupSubject, tag: string): Promise<StartupSample> => startupSample({ url, protocolVersion, sub, subject, tag, idleMs: cfg.idleMs });
+  if (cfg.warmup) {
+    log('start-up: warm-up (discarded)');
+    await sample('reference', 'warm-ref');
+    await sample('agent', 'warm-agent');
+  }
+  for (let i = 0; i < cfg.runs; i++) {
+    // Alternate which goes first, so neither always follows the other's exit.
+    const order: StartupSubject[] = i % 2 === 0 ? ['reference', 'agent'] : ['agent', 'reference'];
+    for (const s of order) {
+      const r = await sample(s, `${s}-${i}`);
+      out[s].push(r);
+      log(`start-up run ${i + 1}/${cfg.runs} ${s}: ${r.startupMs.toFixed(0)} ms, idle RSS ${(r.idleRss.total / MB).toFixed(1)} MB`);
+    }
+  }
+  return out;
+}
+
+async function outboxPhase(broker: BenchBroker, cfg: Config, cpuProfDir: string | undefined): Promise<OutboxRun[]> {
+  const { url, protocolVersion } = broker;
+  const runs: OutboxRun[] = [];
+  for (let i = 0; i < cfg.outboxRuns; i++) {
+    const r = await outboxRun({ url, protocolVersion, messages: cfg.messages, inflight: cfg.inflight, tag: `${process.pid}-${i}`, cpuProfDir, rawFirst: i % 2 === 1 });
+    runs.push(r);
+    log(
+      `outbox run ${i + 1}/${cfg.outboxRuns}: growth ${(r.outbox.rssGrowthBytes / MB).toFixed(1)} MB (array ${(r.array.rssGrowthBytes / MB).toFixed(1)} MB), ` +
+        `enqueue ${Math.round(r.outbox.enqueueRate)}/s (sqlite ${Math.round(r.sqlite.insertRate)}/s), drain ${Math.round(r.outbox.drainRate)}/s (raw ${Math.round(r.raw.publishRate)}/s)`,
+    );
+  }
+  return runs;
+}
+
+function measurements(st: Record<StartupSubject, StartupSample[]>, ob: OutboxRun[], cfg: Config): Measurement[] {
+  const n = cfg.messages.toLocaleString('en-US');
+  const mb = (xs: number[]): number[] => xs.map((x) => x / MB);
+  return [
+    measurement({
+      id: 'startup',
+      title: 'Agent start-up (spawn -> online seen)',
+      unit: 'ms',
+      samples: st.agent.map((s) => s.startupMs),
+      reference: { name: 'node + mqtt.js: connect, publish retained', samples: st.reference.map((s) => s.startupMs) },
+      goal: { op: '<=', value: 1000 },
+    }),
+    measurement({
+      id: 'idle-rss',
+      title: `Agent idle RSS (${cfg.idleMs / 1000} s after online)`,
+      unit: 'MB',
+      samples: mb(st.agent.map((s) => s.idleRss.total)),
+      reference: { name: 'the same mqtt.js script, idle', samples: mb(st.reference.map((s) => s.idleRss.total)) },
+      goal: { op: '<=', value: 70 },
+      details: {
+        rssAnonMB: mb(st.agent.map((s) => s.idleRss.anon)),
+        rssFileMB: mb(st.agent.map((s) => s.idleRss.file)),
+        referenceRssAnonMB: mb(st.reference.map((s) => s.idleRss.anon)),
+        referenceRssFileMB: mb(st.reference.map((s) => s.idleRss.file)),
+      },
+    }),
+    measurement({
+      id: 'outbox-memory',
+      title: `Outbox RSS growth, ${n} events queued`,
+      unit: 'MB',
+      samples: mb(ob.map((r) => r.outbox.rssGrowthBytes)),
+      reference: { name: `the same ${n} messages in a JS array`, samples: mb(ob.map((r) => r.array.rssGrowthBytes)) },
+      goal: { op: '<', value: 20 },
+      details: {
+        rssAnonGrowthMB: mb(ob.map((r) => r.outbox.rssAnonGrowthBytes)),
+        v8HeapTotalGrowthMB: mb(ob.map((r) => r.outbox.heapTotalGrowthBytes)),
+        v8HeapUsedGrowthMB: mb(ob.map((r) => r.outbox.heapUsedGrowthBytes)),
+        referenceHeapUsedGrowthMB: mb(ob.map((r) => r.array.heapUsedGrowthBytes)),
+      },
+    }),
+    measurement({
+      id: 'enqueue-rate',
+      title: `Outbox enqueue, broker down`,
+      unit: 'msg/s',
+      samples: ob.map((r) => r.outbox.enqueueRate),
+      reference: { name: 'plain better-sqlite3 INSERT, 1000/txn', samples: ob.map((r) => r.sqlite.insertRate) },
+      details: { enqueueMs: ob.map((r) => r.outbox.enqueueMs), referenceMs: ob.map((r) => r.sqlite.insertMs) },
+    }),
+    measurement({
+      id: 'drain-rate',
+      title: `Outbox drain after reconnect, to depth 0`,
+      unit: 'msg/s',
+      samples: ob.map((r) => r.outbox.drainRate),
+      reference: { name: `plain mqtt.js QoS 1, ${cfg.inflight} in flight`, samples: ob.map((r) => r.raw.publishRate) },
+      goal: { op: '>=', value: 5000 },
+      details: { drainMs: ob.map((r) => r.outbox.drainMs), referenceMs: ob.map((r) => r.raw.publishMs) },
+    }),
+  ];
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean' },
+      runs: { type: 'string' },
+      messages: { type: 'string' },
+      out: { type: 'string' },
+      broker: { type: 'string' },
+      'cpu-prof': { type: 'boolean' },
+      strict: { type: 'boolean' },
+    },
+  });
+  const cfg = config(values);
+  const prefer = values.broker;
+  if (prefer !== undefined && prefer !== 'mosquitto' && prefer !== 'aedes') throw new Error('--broker must be mosquitto or aedes');
+  const out = values.out ?? join(ROOT, 'bench', 'results', cfg.quick ? 'quick.json' : 'latest.json');
+  const cpuProfDir = values['cpu-prof'] ? join(ROOT, 'bench', 'results', 'profiles') : undefined;
+  if (cpuProfDir) mkdirSync(cpuProfDir, { recursive: true });
+  if (!existsSync(join(DIST, 'agent', 'cli', 'index.js'))) throw new Error('dist/agent/cli/index.js is missing: run `npm run build` first');
+
+  const startedAt = new Date().toISOString();
+  const broker: BenchBroker = await startBenchBroker(prefer);
+  const note = broker.kind === 'mosquitto' ? 'real broker' : prefer === 'aedes' ? 'aedes asked for (--broker aedes)' : 'mosquitto is not installed: FELL BACK to in-process aedes; numbers are not comparable with mosquitto runs';
+  log(`broker: ${broker.version} at ${broker.url} (${note})`);
+  log(`config: ${JSON.stringify(cfg)}`);
+  let sub: MqttClient | undefined;
+  try {
+    sub = await connectSubscriber(broker);
+    const st = await startupPhase(broker, sub, cfg);
+    const ob = await outboxPhase(broker, cfg, cpuProfDir);
+    const ms = measurements(st, ob, cfg);
+    const results: BenchResults = {
+      startedAt,
+      finishedAt: new Date().toISOString(),
+      quick: cfg.quick,
+      node: process.version,
+      platform: `${process.platform}-${process.arch}`,
+      cpus: cpus().length,
+      broker: { kind: broker.kind, version: broker.version, note },
+      config: { ...cfg },
+      measurements: ms,
+      goalsMet: ms.every((m) => m.goalMet !== false),
+    };
+    writeResults(out, results);
+    process.stdout.write(`\nBroker: ${broker.version} (${note}); medians of ${cfg.runs} runs; ratio = value / reference\n\n`);
+    process.stdout.write(`${formatTable(ms)}\n\nSamples:\n${formatSamples(ms)}\n\nJSON: ${out}\n`);
+    if (cpuProfDir) process.stdout.write(`CPU profiles of the outbox children: ${cpuProfDir}\n`);
+    return values.strict && !results.goalsMet ? 2 : 0;
+  } catch (err) {
+    const logs = broker.logs();
+    if (logs) log(`--- broker log ---\n${logs}`);
+    throw err;
+  } finally {
+    await sub?.endAsync(true);
+    await broker.stop();
+  }
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

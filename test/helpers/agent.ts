@@ -1,0 +1,116 @@
+/**
+ * The real agent binary as a child process, for integration tests: a generated YAML config in
+ * its data dir, JSON log lines collected, and stop (SIGTERM), kill9 (SIGKILL) and exit waits.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import { adminRequest } from '../../agent/admin.js';
+import { waitFor } from './util.js';
+
+export const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export const CLI = join(REPO, 'dist', 'agent', 'cli', 'index.js');
+
+export interface AgentProcess {
+  proc: ChildProcess;
+  pid: number;
+  dataDir: string;
+  configPath: string;
+  /** Parsed JSON log lines (and raw strings for anything else) from stdout and stderr. */
+  logs: (Record<string, unknown> | string)[];
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  admin(method: string, params?: Record<string, unknown>): Promise<unknown>;
+  stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  kill9(): Promise<void>;
+  logText(): string;
+}
+
+export interface AgentOptions {
+  dataDir: string;
+  gatewayId?: string;
+  /** Merged into the generated config; `mqtt.url` is required. */
+  config: Record<string, unknown>;
+  env?: NodeJS.ProcessEnv;
+  args?: string[];
+}
+
+export function writeAgentConfig(dataDir: string, gatewayId: string, config: Record<string, unknown>): string {
+  mkdirSync(dataDir, { recursive: true });
+  const path = join(dataDir, 'config.yaml');
+  writeFileSync(path, stringify({ gatewayId, dataDir, ...config }));
+  return path;
+}
+
+export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {
+  const clean = { ...process.env };
+  for (const k of ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID', 'INVOCATION_ID']) delete clean[k];
+  return spawn(process.execPath, [CLI, ...args], { env: { ...clean, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+export function startAgent(opts: AgentOptions): AgentProcess {
+  const gatewayId = opts.gatewayId ?? 'gw-test';
+  const configPath = writeAgentConfig(opts.dataDir, gatewayId, opts.config);
+  const proc = spawnCli(['run', '--config', configPath, ...(opts.args ?? [])], opts.env);
+  const logs: (Record<string, unknown> | string)[] = [];
+  const onData = (buf: Buffer): void => {
+    for (const line of buf.toString('utf8').split('\n')) {
+      if (!line.trim()) continue;
+      try {
+        logs.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        logs.push(line);
+      }
+    }
+  };
+  proc.stdout?.on('data', onData);
+  proc.stderr?.on('data', onData);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
+  const socket = join(opts.dataDir, 'agent.sock');
+  const a: AgentProcess = {
+    proc,
+    pid: proc.pid ?? -1,
+    dataDir: opts.dataDir,
+    configPath,
+    logs,
+    exited,
+    admin: (method, params = {}) => adminRequest(socket, method, params),
+    stop: async () => {
+      proc.kill('SIGTERM');
+      return exited;
+    },
+    kill9: async () => {
+      proc.kill('SIGKILL');
+      await exited;
+    },
+    logText: () => logs.map((l) => (typeof l === 'string' ? l : JSON.stringify(l))).join('\n'),
+  };
+  return a;
+}
+
+/** Waits until the agent answers on its admin socket (it is then started, not necessarily connected). */
+export async function agentReady(a: AgentProcess, timeoutMs = 10_000): Promise<void> {
+  await waitFor(async () => (await a.admin('status').catch(() => undefined)) !== undefined, { timeoutMs, what: `agent ${a.pid} admin socket\n${a.logText()}` });
+}
+
+export async function agentConnected(a: AgentProcess, timeoutMs = 10_000): Promise<void> {
+  await waitFor(
+    async () => {
+      const s = (await a.admin('status').catch(() => undefined)) as { broker?: { connected?: boolean } } | undefined;
+      return s?.broker?.connected === true;
+    },
+    { timeoutMs, what: `agent ${a.pid} connected to the broker\n${a.logText().slice(-3000)}` },
+  );
+}
+
+/** Collects a child's stdout and stderr and its exit status. */
+export async function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const p = spawnCli(args, env);
+  let stdout = '';
+  let stderr = '';
+  p.stdout?.on('data', (b: Buffer) => (stdout += b.toString()));
+  p.stderr?.on('data', (b: Buffer) => (stderr += b.toString()));
+  const code = await new Promise<number | null>((resolve) => p.on('exit', (c) => resolve(c)));
+  return { code, stdout, stderr };
+}
