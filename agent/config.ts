@@ -85,7 +85,10 @@ const outboxSchema = z
 const commandsSchema = z
   .object({
     maxPayloadBytes: z.number().int().min(1024).max(16 * 1024 * 1024).default(256 * 1024),
-    maxPending: z.number().int().min(1).max(100_000).default(64),
+    /** Commands accepted and not finished (running or waiting); one more is rejected `busy`. */
+    maxPending: z.number().int().min(1).max(100_000).default(1000),
+    /** Commands running at once; the others wait in order. */
+    maxConcurrent: z.number().int().min(1).max(256).default(4),
     /** How long a finished command is remembered for de-duplication. */
     retentionDays: z.number().int().min(1).max(3650).default(30),
   })

@@ -6,9 +6,11 @@
  * - Every status is persisted (command row + outbox row, one transaction) before the work it
  *   announces starts; so every command reaches exactly one terminal status, across restarts.
  * - A command id seen before is never executed again; its latest status is published again.
- * - At most one `exclusive` operation runs at a time; at most `maxPending` run at all.
- * - A command a previous process left unfinished is resumed by its handler's `resume`, or
- *   failed with `interrupted` when the handler has none.
+ * - At most one `exclusive` operation is accepted and unfinished at a time; at most `maxConcurrent`
+ *   run at once, the others wait in order (persisted as `accepted`); at most `maxPending` wait or run.
+ * - A command a previous process left `executing` is resumed by its handler's `resume`, or
+ *   failed with `interrupted` when the handler has none; one left `accepted` never started and
+ *   is queued again.
  * - A handler that throws fails its command with `internal`; it never takes the router down.
  */
 import type { Logger } from '../lib/log.js';
@@ -28,7 +30,7 @@ export interface RouterOptions {
   clock: Clock;
   /** `~/res/{id}` for an id. */
   resultTopic(id: string): string;
-  limits: { maxPayloadBytes: number; maxPending: number; retentionDays: number };
+  limits: { maxPayloadBytes: number; maxPending: number; maxConcurrent: number; retentionDays: number };
   /** How long stop() waits for running operations (default 5 s); they stay resumable after it. */
   stopWaitMs?: number;
 }
@@ -59,6 +61,7 @@ export class Router {
   readonly name = 'router';
   private readonly handlers = new Map<string, OperationHandler<unknown>>();
   private readonly running = new Map<string, Running>();
+  private readonly waiting: { rec: CommandRecord; handler: OperationHandler<unknown> }[] = [];
   private readonly settled = new Set<Promise<void>>();
   private pruneTimer: NodeJS.Timeout | undefined;
   private stopping = false;
@@ -81,12 +84,15 @@ export class Router {
     this.stopping = false;
     for (const rec of this.opts.store.unfinished()) {
       const handler = this.handlers.get(rec.op);
-      if (handler?.resume) {
+      if (handler && rec.status === 'accepted') {
+        this.waiting.push({ rec, handler });
+      } else if (handler?.resume) {
         this.launch(rec, handler, true);
       } else {
         this.finish(rec.id, rec.op, { status: 'failed', reason: { code: 'interrupted', message: 'the agent stopped while the command was running' } });
       }
     }
+    this.pumpQueue();
     this.prune();
     this.pruneTimer = this.opts.clock.setInterval(() => this.prune(), 3600_000);
     // Housekeeping never keeps the process alive on its own.
@@ -106,7 +112,9 @@ export class Router {
   }
 
   current(): { id: string; op: string; cancellable: boolean; step: string | undefined }[] {
-    return [...this.running.values()].map((r) => ({ id: r.id, op: r.op, cancellable: r.cancellable, step: r.lastStep }));
+    const running = [...this.running.values()].map((r) => ({ id: r.id, op: r.op, cancellable: r.cancellable, step: r.lastStep }));
+    const queued = this.waiting.map((w) => ({ id: w.rec.id, op: w.rec.op, cancellable: true, step: 'queued' }));
+    return [...running, ...queued];
   }
 
   /** One message from `~/cmd/{op}`. Never throws. */
@@ -146,9 +154,10 @@ export class Router {
       return this.reject(id, op, 'invalid-params', problems, cmd.params);
     }
     if (this.stopping) return this.reject(id, op, 'shutting-down', 'the agent is shutting down; send the command again later', cmd.params);
-    if (this.running.size >= this.opts.limits.maxPending) return this.reject(id, op, 'busy', `${this.running.size} commands are running`, cmd.params);
+    const pending = this.running.size + this.waiting.length;
+    if (pending >= this.opts.limits.maxPending) return this.reject(id, op, 'busy', `${pending} commands are waiting or running`, cmd.params);
     if (handler.exclusive) {
-      const other = [...this.running.values()].find((r) => r.exclusive);
+      const other = [...this.running.values()].find((r) => r.exclusive) ?? this.waiting.find((w) => w.handler.exclusive)?.rec;
       if (other) return this.reject(id, op, 'busy', `${other.op} ${other.id} is running`, cmd.params);
     }
     const message = this.statusMessage(id, op, 'accepted', {});
@@ -158,7 +167,16 @@ export class Router {
     })();
     this.counters.executed++;
     const rec = store.get(id);
-    if (rec) this.launch(rec, handler, false);
+    if (rec) this.waiting.push({ rec, handler });
+    this.pumpQueue();
+  }
+
+  private pumpQueue(): void {
+    while (!this.stopping && this.running.size < this.opts.limits.maxConcurrent) {
+      const next = this.waiting.shift();
+      if (!next) return;
+      this.launch(next.rec, next.handler, false);
+    }
   }
 
   private reject(id: string, op: string, code: CommandCode, message: string, params: unknown): void {
@@ -179,6 +197,12 @@ export class Router {
       this.opts.store.insert({ id, op: 'cancel', status: 'accepted', params, lastMessage: accepted, now: this.opts.clock.now(), expiresAt: undefined });
       this.publish(id, accepted, true);
     })();
+    const queued = this.waiting.findIndex((w) => w.rec.id === target);
+    if (queued >= 0) {
+      const [w] = this.waiting.splice(queued, 1);
+      this.finish(target, w!.rec.op, { status: 'cancelled', reason: { code: 'cancelled', message: `cancelled by command ${id} before it started` } });
+      return this.finish(id, 'cancel', { status: 'successful', result: { target } });
+    }
     const run = this.running.get(target);
     if (!run) {
       const known = this.opts.store.get(target);
@@ -217,6 +241,7 @@ export class Router {
       .then((outcome) => {
         this.running.delete(rec.id);
         if (outcome.status !== 'pending') this.finish(rec.id, rec.op, outcome);
+        this.pumpQueue();
       });
     const settled: Promise<void> = p.then(() => {
       this.settled.delete(settled);

@@ -44,7 +44,7 @@ function setup(path = join(mkdtempSync(join(tmpdir(), 'router-')), 'a.db')): { d
     logger: silentLogger(),
     clock: systemClock,
     resultTopic: (id) => `r/${id}`,
-    limits: { maxPayloadBytes: 4096, maxPending: 3, retentionDays: 30 },
+    limits: { maxPayloadBytes: 4096, maxPending: 3, maxConcurrent: 2, retentionDays: 30 },
     stopWaitMs: 50,
   });
   routers.push(router);
@@ -115,16 +115,54 @@ test('unknown op, invalid params, busy and exclusive are rejected with their cod
   await router.stop();
 });
 
-test('maxPending bounds how many commands run at once', async () => {
+test('maxConcurrent run at once, the rest wait in order, maxPending bounds the total', async () => {
   const { router, statuses } = setup();
-  const g = gated('slow');
-  router.register(g.handler);
+  const releases: ((o: OperationOutcome) => void)[] = [];
+  router.register({ op: 'slow', params: z.object({}), execute: () => new Promise((r) => releases.push(r)) });
   await router.start();
   for (let i = 0; i < 5; i++) send(router, 'slow', { id: `s${i}` });
   await settle();
+  assert.equal(releases.length, 2, 'two run at once');
+  assert.deepEqual(of(statuses, 's2'), ['accepted'], 's2 waits its turn');
   assert.deepEqual(of(statuses, 's3'), ['rejected:busy']);
   assert.deepEqual(of(statuses, 's4'), ['rejected:busy']);
-  assert.equal(g.runs, 3);
+  assert.deepEqual(router.current().map((c) => [c.id, c.step]), [['s0', undefined], ['s1', undefined], ['s2', 'queued']]);
+  releases[0]!({ status: 'successful' });
+  await settle();
+  assert.equal(releases.length, 3, 's2 started when s0 finished');
+  assert.deepEqual(of(statuses, 's2'), ['accepted', 'executing']);
+  releases[1]!({ status: 'successful' });
+  releases[2]!({ status: 'successful' });
+  await settle();
+  assert.equal(of(statuses, 's2').at(-1), 'successful');
+});
+
+test('a queued command can be cancelled before it starts; queued commands survive a restart', async () => {
+  const first = setup();
+  const releases: ((o: OperationOutcome) => void)[] = [];
+  first.router.register({ op: 'slow', params: z.object({}), execute: () => new Promise((r) => releases.push(r)) });
+  await first.router.start();
+  for (let i = 0; i < 3; i++) send(first.router, 'slow', { id: `q${i}` });
+  await settle();
+  send(first.router, 'cancel', { id: 'kq', params: { target: 'q2' } });
+  first.outbox.flush();
+  assert.equal(of(first.statuses, 'q2').at(-1), 'cancelled:cancelled');
+  assert.deepEqual(of(first.statuses, 'kq'), ['accepted', 'successful']);
+  send(first.router, 'slow', { id: 'q3' });
+  await settle();
+  assert.deepEqual(of(first.statuses, 'q3'), ['accepted']);
+  first.outbox.close();
+  first.db.close(); // dies with q0, q1 executing and q3 waiting
+
+  const second = setup(first.path);
+  let ran = 0;
+  second.router.register({ op: 'slow', params: z.object({}), execute: async () => (ran++, { status: 'successful' }) });
+  await second.router.start();
+  await settle();
+  second.outbox.flush();
+  assert.equal(of(second.statuses, 'q0').at(-1), 'failed:interrupted');
+  assert.equal(of(second.statuses, 'q3').at(-1), 'successful', 'a command that never started runs after the restart');
+  assert.equal(ran, 1);
 });
 
 test('cancel stops a cancellable operation; a non-cancellable one says so', async () => {
