@@ -8,11 +8,12 @@
  * child the caller forgot, so no broker outlives the bench.
  */
 import { spawn } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, connect as netConnect, type Socket } from 'node:net';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
-import { Aedes } from 'aedes';
+import { join } from 'node:path';
+import { canConnect, freePort, waitFor as waitForCondition } from '../test/helpers/util.js';
+import { findMosquitto } from '../test/helpers/broker.js';
+import { startEmbeddedBroker } from '../demo/broker.js';
 
 export interface BenchBroker {
   kind: 'mosquitto' | 'aedes';
@@ -25,53 +26,12 @@ export interface BenchBroker {
   logs(): string;
 }
 
-/** A port the OS just handed out on 127.0.0.1 (mosquitto cannot listen on port 0 itself). */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      if (addr === null || typeof addr === 'string') return reject(new Error('freePort: no TCP address'));
-      srv.close(() => resolve(addr.port));
-    });
-  });
-}
+export { canConnect, freePort } from '../test/helpers/util.js';
+export { findMosquitto } from '../test/helpers/broker.js';
 
-export async function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const sock = netConnect({ port, host: '127.0.0.1' });
-    sock.once('connect', () => {
-      sock.destroy();
-      resolve(true);
-    });
-    sock.once('error', () => {
-      sock.destroy();
-      resolve(false);
-    });
-  });
-}
-
-/** Polls `cond` every 20 ms until true; throws naming `what` after `timeoutMs`. */
-export async function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() >= deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-export function findMosquitto(env: NodeJS.ProcessEnv = process.env): string | undefined {
-  const dirs = [...(env.PATH ?? '').split(delimiter).filter(Boolean), '/usr/sbin', '/usr/local/sbin'];
-  for (const d of dirs) {
-    try {
-      accessSync(join(d, 'mosquitto'), constants.X_OK);
-      return join(d, 'mosquitto');
-    } catch {
-      /* not in this directory */
-    }
-  }
-  return undefined;
+/** Polls `cond` until true; throws naming `what` after `timeoutMs` (test/helpers/util.ts waitFor). */
+export function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  return waitForCondition(cond, { timeoutMs, what });
 }
 
 /** mosquitto.conf(5): anonymous, no persistence, and queues deep enough for 100k QoS 1 messages. */
@@ -152,29 +112,6 @@ async function mosquittoVersion(binary: string): Promise<string> {
 }
 
 async function startAedes(): Promise<BenchBroker> {
-  const broker = await Aedes.createBroker();
-  const sockets = new Set<Socket>();
-  const server = createServer((sock) => {
-    sockets.add(sock);
-    sock.once('close', () => sockets.delete(sock));
-    broker.handle(sock);
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  const addr = server.address();
-  if (addr === null || typeof addr === 'string') throw new Error('aedes: no TCP address');
-  return {
-    kind: 'aedes',
-    url: `mqtt://127.0.0.1:${addr.port}`,
-    version: 'aedes (in-process)',
-    protocolVersion: 4,
-    stop: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-      await new Promise<void>((resolve) => broker.close(() => resolve()));
-    },
-    logs: () => '',
-  };
+  const b = await startEmbeddedBroker();
+  return { kind: 'aedes', url: b.url, version: 'aedes (in-process)', protocolVersion: 4, stop: () => b.close(), logs: () => '' };
 }

@@ -13,9 +13,13 @@ export interface EmbeddedBroker {
   close(): Promise<void>;
 }
 
-/** Listens on 127.0.0.1 with port 0 and reports the port the OS chose. */
-export async function startEmbeddedBroker(): Promise<EmbeddedBroker> {
+/**
+ * Listens on 127.0.0.1, on `port` or (0) one the OS chooses, and reports it. The test harness
+ * and the benchmarks use it as their fallback broker too.
+ */
+export async function startEmbeddedBroker(port = 0, onClientError?: (clientId: string, err: Error) => void): Promise<EmbeddedBroker> {
   const broker = await Aedes.createBroker();
+  if (onClientError) broker.on('clientError', (client, err) => onClientError(client.id, err));
   const sockets = new Set<Socket>();
   const server = createServer((sock) => {
     sockets.add(sock);
@@ -24,17 +28,16 @@ export async function startEmbeddedBroker(): Promise<EmbeddedBroker> {
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
+    server.listen(port, '127.0.0.1', () => {
       server.off('error', reject);
       resolve();
     });
   });
   const addr = server.address();
   if (addr === null || typeof addr === 'string') throw new Error('the embedded broker has no TCP address');
-  const port = addr.port;
   return {
-    url: `mqtt://127.0.0.1:${port}`,
-    port,
+    url: `mqtt://127.0.0.1:${addr.port}`,
+    port: addr.port,
     close: async () => {
       for (const s of sockets) s.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -12,9 +12,8 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, mkdirSync, writeFileSync } from 'node:fs';
-import { createServer, type Server, type Socket } from 'node:net';
 import { delimiter, join } from 'node:path';
-import { Aedes } from 'aedes';
+import { startEmbeddedBroker, type EmbeddedBroker } from '../../demo/broker.js';
 import { writePki, type PkiPaths } from '../../certs/devca.js';
 import { canConnect, freePort, tempDir, waitFor } from './util.js';
 
@@ -231,35 +230,14 @@ async function startMosquitto(binary: string, dir: string, opts: BrokerOptions):
 async function startAedes(dir: string): Promise<Broker> {
   const port = await freePort();
   const log: string[] = [];
-  let broker: Aedes | undefined;
-  let server: Server | undefined;
-  const sockets = new Set<Socket>();
-
+  let embedded: EmbeddedBroker | undefined;
   const launch = async (): Promise<void> => {
-    const b = await Aedes.createBroker();
-    b.on('clientError', (client, err) => log.push(`client ${client.id} error: ${err.message}`));
-    const srv = createServer((sock) => {
-      sockets.add(sock);
-      sock.once('close', () => sockets.delete(sock));
-      b.handle(sock);
-    });
-    await new Promise<void>((resolve, reject) => {
-      srv.once('error', reject);
-      srv.listen(port, '127.0.0.1', () => resolve());
-    });
-    broker = b;
-    server = srv;
+    embedded = await startEmbeddedBroker(port, (id, err) => log.push(`client ${id} error: ${err.message}`));
   };
-
   const halt = async (): Promise<void> => {
-    const srv = server;
-    const b = broker;
-    server = undefined;
-    broker = undefined;
-    for (const s of sockets) s.destroy();
-    sockets.clear();
-    if (srv) await new Promise<void>((resolve) => srv.close(() => resolve()));
-    if (b) await new Promise<void>((resolve) => b.close(() => resolve()));
+    const e = embedded;
+    embedded = undefined;
+    await e?.close();
   };
 
   await launch();

@@ -26,7 +26,9 @@ const UNIT = 'edge-agent.service';
 // dist/test/integration/ -> the repository root.
 const SOURCE = fileURLToPath(new URL(`../../../deploy/systemd/${UNIT}`, import.meta.url));
 const INSTALLED_NODE = '/usr/bin/node --max-semi-space-size=1';
-const INSTALLED_SCRIPT = '/opt/edge-agent/current/dist/agent/cli/index.js';
+// The unit starts the boot guard (ota/boot-guard.ts), which starts the active slot's agent.
+const INSTALLED_SCRIPT = '/opt/edge-agent/guard/ota/boot-guard.js';
+const GUARD_ARGS = '--root /opt/edge-agent --node-flag --max-semi-space-size=1 -- run --config /etc/edge-agent/config.yaml';
 
 interface Verdict {
   code: number;
@@ -98,7 +100,9 @@ test('the unit keeps the behaviour the agent relies on', () => {
   const d = directives(readFileSync(SOURCE, 'utf8'));
   const expected: Record<string, string> = {
     Type: 'notify',
-    NotifyAccess: 'main',
+    ExecStart: `${INSTALLED_NODE} ${INSTALLED_SCRIPT} ${GUARD_ARGS}`,
+    // The agent, a child of the guard, sends READY=1 and WATCHDOG=1.
+    NotifyAccess: 'all',
     WatchdogSec: '30',
     Restart: 'on-failure',
     KillMode: 'mixed',

@@ -12,6 +12,10 @@ import { ERROR_CODE_TABLES } from '../../lib/errors.js';
 import '../../agent/config.js';
 import '../../agent/command-parse.js';
 import '../../agent/admin.js';
+import '../../certs/trust.js';
+import '../../ota/errors.js';
+// The A/B slot state machine (ota/slots.ts; the boot guard runs it too).
+import '../../ota/slots.js';
 // The composition root imports every module that registers codes, today and later.
 import '../../agent/main.js';
 
@@ -51,7 +55,7 @@ function domainText(domain: string): string {
 }
 
 test('the code tables of the core domains are registered', () => {
-  for (const d of ['config', 'commands', 'admin']) assert.ok(ERROR_CODE_TABLES[d]?.length, `no codes registered for ${d}`);
+  for (const d of ['config', 'commands', 'admin', 'trust', 'ota']) assert.ok(ERROR_CODE_TABLES[d]?.length, `no codes registered for ${d}`);
 });
 
 for (const [domain, codes] of Object.entries(ERROR_CODE_TABLES)) {

@@ -1,0 +1,227 @@
+/**
+ * Bundle download over HTTP(S), as one continuous stream of the bundle's bytes even when the
+ * connection breaks: the next request asks for the rest with `Range: bytes=N-` (RFC 9110 14.2)
+ * and `If-Range` with the first response's validator, so a bundle that changed on the server is
+ * never spliced onto the old bytes. A server that ignores Range gets its first N bytes skipped.
+ *
+ * The stream is consumed directly by the bundle reader: no temporary copy of the bundle, and
+ * backpressure pauses the socket, so memory does not grow with the bundle's size.
+ */
+import { createHash } from 'node:crypto';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { PassThrough, type Readable } from 'node:stream';
+import { backoffDelay, type BackoffPolicy } from '../lib/backoff.js';
+import { OtaError } from './errors.js';
+
+export interface DownloadOptions {
+  url: string;
+  /** PEM CA bundle for https; the system's CAs when absent. */
+  ca?: Buffer | undefined;
+  maxBytes: number;
+  /** Expected size and SHA-256 of the whole file, from the command, when given. */
+  size?: number | undefined;
+  sha256?: string | undefined;
+  /** Start at this offset (resume after a restart); `ifRange` is the validator seen then. */
+  startAt?: number;
+  ifRange?: string | undefined;
+  /** A connection that delivers nothing for this long is dropped and resumed. */
+  idleTimeoutMs?: number;
+  /** Broken connections resumed before giving up. */
+  retries?: number;
+  backoff?: BackoffPolicy;
+  signal?: AbortSignal | undefined;
+  onProgress?(received: number, total: number | undefined): void;
+}
+
+export interface DownloadResult {
+  bytes: number;
+  total: number | undefined;
+  validator: string | undefined;
+  sha256: string | undefined;
+}
+
+const MAX_REDIRECTS = 5;
+
+export interface Download {
+  stream: Readable;
+  /** Resolves when every byte was delivered and checked; rejects with an OtaError otherwise. */
+  done: Promise<DownloadResult>;
+}
+
+export function download(opts: DownloadOptions): Download {
+  const out = new PassThrough({ highWaterMark: 256 * 1024 });
+  const done = run(opts, out);
+  done.then(
+    () => out.end(),
+    (err: unknown) => out.destroy(err instanceof Error ? err : new Error(String(err))),
+  );
+  // The consumer learns of failures through the stream; `done` is for the caller's bookkeeping.
+  done.catch(() => undefined);
+  return { stream: out, done };
+}
+
+async function run(opts: DownloadOptions, out: PassThrough): Promise<DownloadResult> {
+  // `at.offset` moves with every byte delivered, also on a connection that then breaks.
+  const at = { offset: opts.startAt ?? 0 };
+  // A whole-file hash is only possible when we see every byte from the start.
+  const hash = at.offset === 0 && opts.sha256 ? createHash('sha256') : undefined;
+  let validator = opts.ifRange;
+  let total: number | undefined;
+  let failures = 0;
+  const retries = opts.retries ?? 5;
+  for (;;) {
+    if (opts.signal?.aborted) throw new OtaError('download-failed', 'download cancelled');
+    try {
+      const res = await get(opts.url, opts, at.offset, validator);
+      const skip = at.offset > 0 && res.statusCode === 200 ? at.offset : 0;
+      if (res.statusCode === 200 && at.offset > 0 && validator && res.headers.etag && res.headers.etag !== validator) {
+        res.destroy();
+        throw new OtaError('download-failed', 'the bundle changed on the server during the download');
+      }
+      total = totalSize(res, at.offset);
+      if (total !== undefined && total > opts.maxBytes) {
+        res.destroy();
+        throw new OtaError('download-too-large', `the bundle is ${total} bytes, over the limit of ${opts.maxBytes}`);
+      }
+      if (opts.size !== undefined && total !== undefined && total !== opts.size) {
+        res.destroy();
+        throw new OtaError('download-checksum', `the server offers ${total} bytes; the command said ${opts.size}`);
+      }
+      validator ??= typeof res.headers.etag === 'string' ? res.headers.etag : (res.headers['last-modified'] ?? undefined);
+      await pump(res, out, at, skip, opts, hash, total);
+      if (total === undefined || at.offset >= total) break;
+      throw new OtaError('download-failed', `connection closed at ${at.offset} of ${total} bytes`);
+    } catch (err) {
+      if (err instanceof OtaError && err.code !== 'download-failed') throw err;
+      if (opts.signal?.aborted) throw new OtaError('download-failed', 'download cancelled');
+      if (++failures > retries) throw err instanceof OtaError ? err : new OtaError('download-failed', (err as Error).message, { cause: err });
+      await sleep(backoffDelay(opts.backoff ?? { initialMs: 500, maxMs: 10_000, factor: 2, jitter: 1 }, failures - 1), opts.signal);
+    }
+  }
+  if (opts.size !== undefined && at.offset !== opts.size) throw new OtaError('download-checksum', `received ${at.offset} bytes; the command said ${opts.size}`);
+  const digest = hash?.digest('hex');
+  if (hash && opts.sha256 && digest !== opts.sha256.toLowerCase()) {
+    throw new OtaError('download-checksum', `sha256 of the download is ${digest}, the command said ${opts.sha256}`);
+  }
+  return { bytes: at.offset, total, validator, sha256: digest };
+}
+
+function totalSize(res: IncomingMessage, offset: number): number | undefined {
+  if (res.statusCode === 206) {
+    const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(res.headers['content-range'] ?? '');
+    if (!m || Number(m[1]) !== offset) throw new OtaError('download-failed', `unexpected Content-Range ${res.headers['content-range'] ?? '(none)'}`);
+    return m[3] === '*' ? undefined : Number(m[3]);
+  }
+  const len = Number(res.headers['content-length']);
+  return Number.isFinite(len) && res.headers['content-length'] !== undefined ? len : undefined;
+}
+
+/** Copies the body into `out` with backpressure, advancing `at.offset` with every byte. */
+function pump(res: IncomingMessage, out: PassThrough, at: { offset: number }, skip: number, opts: DownloadOptions, hash: ReturnType<typeof createHash> | undefined, total: number | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let toSkip = skip;
+    const idle = opts.idleTimeoutMs ?? 30_000;
+    let timer = setTimeout(() => res.destroy(new Error('no data')), idle);
+    const onAbort = (): void => {
+      res.destroy(new Error('cancelled'));
+    };
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    const finish = (err?: Error): void => {
+      clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
+      out.off('drain', onDrain);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onDrain = (): void => {
+      res.resume();
+    };
+    out.on('drain', onDrain);
+    res.on('data', (chunk: Buffer) => {
+      clearTimeout(timer);
+      timer = setTimeout(() => res.destroy(new Error('no data')), idle);
+      let data = chunk;
+      if (toSkip > 0) {
+        const n = Math.min(toSkip, data.length);
+        toSkip -= n;
+        data = data.subarray(n);
+        if (data.length === 0) return;
+      }
+      at.offset += data.length;
+      if (at.offset > opts.maxBytes) {
+        res.destroy();
+        finish(new OtaError('download-too-large', `the bundle is over the limit of ${opts.maxBytes} bytes`));
+        return;
+      }
+      hash?.update(data);
+      if (!out.write(data)) res.pause();
+      opts.onProgress?.(at.offset, total);
+    });
+    res.on('end', () => finish());
+    res.on('error', (err) => finish(err));
+    res.on('aborted', () => finish(new Error('connection aborted')));
+    const onClose = (): void => {
+      res.destroy();
+    };
+    out.once('close', onClose);
+    res.once('close', () => out.off('close', onClose));
+  });
+}
+
+function get(url: string, opts: DownloadOptions, offset: number, validator: string | undefined, redirects = 0): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    let u: URL;
+    try {
+      u = new URL(url);
+    } catch {
+      reject(new OtaError('download-failed', `not a URL: ${url}`));
+      return;
+    }
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') {
+      reject(new OtaError('download-failed', `unsupported scheme ${u.protocol}; use http or https`));
+      return;
+    }
+    const headers: Record<string, string> = { 'user-agent': 'edge-agent', 'accept-encoding': 'identity' };
+    if (offset > 0) {
+      headers.range = `bytes=${offset}-`;
+      if (validator) headers['if-range'] = validator;
+    }
+    const req = (u.protocol === 'https:' ? httpsRequest : httpRequest)(u, { method: 'GET', headers, ...(opts.ca ? { ca: opts.ca } : {}), timeout: opts.idleTimeoutMs ?? 30_000 }, (res) => {
+      const status = res.statusCode ?? 0;
+      if (status >= 300 && status < 400 && res.headers.location) {
+        res.resume();
+        if (redirects >= MAX_REDIRECTS) return reject(new OtaError('download-failed', 'too many redirects'));
+        get(new URL(res.headers.location, u).toString(), opts, offset, validator, redirects + 1).then(resolve, reject);
+        return;
+      }
+      if (status === 416 && offset > 0) {
+        res.resume();
+        return reject(new OtaError('download-failed', 'the server cannot resume at the saved offset (416)'));
+      }
+      if (status !== 200 && status !== 206) {
+        res.resume();
+        const err = new OtaError(status >= 400 && status < 500 ? 'download-http-status' : 'download-failed', `the server answered ${status} for ${u.origin}${u.pathname}`);
+        return reject(err);
+      }
+      resolve(res);
+    });
+    req.on('timeout', () => req.destroy(new Error('connect timeout')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(t);
+        resolve();
+      },
+      { once: true },
+    );
+  });
+}
