@@ -113,8 +113,15 @@ export class Router {
 
   current(): { id: string; op: string; cancellable: boolean; step: string | undefined }[] {
     const running = [...this.running.values()].map((r) => ({ id: r.id, op: r.op, cancellable: r.cancellable, step: r.lastStep }));
-    const queued = this.waiting.map((w) => ({ id: w.rec.id, op: w.rec.op, cancellable: true, step: 'queued' }));
+    // Bounded: a report that listed a thousand queued commands would make every diagnostics
+    // result (and its stored and sent statuses) grow with the queue. queued() gives the count.
+    const queued = this.waiting.slice(0, 10).map((w) => ({ id: w.rec.id, op: w.rec.op, cancellable: true, step: 'queued' }));
     return [...running, ...queued];
+  }
+
+  /** Commands accepted and waiting for their turn. */
+  queued(): number {
+    return this.waiting.length;
   }
 
   /** One message from `~/cmd/{op}`. Never throws. */
