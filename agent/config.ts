@@ -109,6 +109,34 @@ const systemdSchema = z
   })
   .strict();
 
+const otaSchema = z
+  .object({
+    /** The A/B installation: ROOT/slots/{A,B}, ROOT/slots.json, ROOT/guard. */
+    root: z.string().min(1).default('/opt/edge-agent'),
+    /** PEM file with the trust anchors update bundles must chain to. */
+    trustAnchors: z.string().min(1).default('/etc/edge-agent/trust.pem'),
+    maxBundleBytes: z.number().int().min(1024).default(2 * 1024 * 1024 * 1024),
+    download: z
+      .object({
+        ca: z.string().min(1).optional().describe('PEM CA for https bundle URLs; the system CAs when absent'),
+        idleTimeoutMs: z.number().int().min(1000).max(600_000).default(30_000),
+        retries: z.number().int().min(0).max(100).default(5),
+      })
+      .strict()
+      .default({ idleTimeoutMs: 30_000, retries: 5 }),
+    healthGate: z
+      .object({
+        stableMs: z.number().int().min(0).max(3_600_000).default(15_000),
+        timeoutMs: z.number().int().min(1000).max(3_600_000).default(90_000),
+      })
+      .strict()
+      .refine((g) => g.timeoutMs > g.stableMs, { message: 'timeoutMs must be greater than stableMs', path: ['timeoutMs'] })
+      .default({ stableMs: 15_000, timeoutMs: 90_000 }),
+    /** Backups of config and store taken before each activation, newest kept. */
+    backupsKept: z.number().int().min(1).max(100).default(3),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     gatewayId: z.string().regex(GATEWAY_ID, 'must match [A-Za-z0-9_-]{1,64}'),
@@ -120,6 +148,7 @@ export const configSchema = z
     commands: commandsSchema.default(() => commandsSchema.parse({})),
     admin: adminSchema.default({}),
     systemd: systemdSchema.default(() => systemdSchema.parse({})),
+    ota: otaSchema.default(() => otaSchema.parse({})),
     shutdownTimeoutMs: z.number().int().min(100).max(120_000).default(10_000),
   })
   .strict();
@@ -131,6 +160,8 @@ export interface ConfigOverrides {
   gatewayId?: string | undefined;
   dataDir?: string | undefined;
   logLevel?: string | undefined;
+  /** The install root, as the boot guard passes it (EDGE_AGENT_ROOT). */
+  otaRoot?: string | undefined;
 }
 
 export const DEFAULT_CONFIG_PATH = '/etc/edge-agent/config.yaml';
@@ -143,6 +174,7 @@ export function envOverrides(env: NodeJS.ProcessEnv): ConfigOverrides & { config
     gatewayId: env.EDGE_AGENT_GATEWAY_ID || undefined,
     dataDir: env.EDGE_AGENT_DATA_DIR || undefined,
     logLevel: env.EDGE_AGENT_LOG_LEVEL || undefined,
+    otaRoot: env.EDGE_AGENT_ROOT || undefined,
   };
 }
 
@@ -163,6 +195,10 @@ export function validateConfig(raw: unknown, overrides: ConfigOverrides = {}): A
   const doc: Record<string, unknown> = { ...((raw as Record<string, unknown> | null) ?? {}) };
   if (overrides.gatewayId !== undefined) doc.gatewayId = overrides.gatewayId;
   if (overrides.dataDir !== undefined) doc.dataDir = overrides.dataDir;
+  if (overrides.otaRoot !== undefined) {
+    const ota = doc.ota;
+    doc.ota = { ...(ota && typeof ota === 'object' ? ota : {}), root: overrides.otaRoot };
+  }
   if (overrides.logLevel !== undefined) {
     const log = doc.log;
     doc.log = { ...(log && typeof log === 'object' ? log : {}), level: overrides.logLevel };
@@ -224,6 +260,7 @@ export function loadConfig(opts: { path?: string | undefined; overrides?: Config
     gatewayId: opts.overrides?.gatewayId ?? env.gatewayId,
     dataDir: opts.overrides?.dataDir ?? env.dataDir,
     logLevel: opts.overrides?.logLevel ?? env.logLevel,
+    otaRoot: opts.overrides?.otaRoot ?? env.otaRoot,
   };
   return { config: validateConfig(raw, merged), path: used };
 }

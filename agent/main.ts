@@ -25,6 +25,7 @@ import { AdminServer, adminSocketAlive } from './admin.js';
 import { topicsFor } from './topics.js';
 import { diagnosticsOperation } from './ops/diagnostics.js';
 import { restartOperation } from './ops/restart.js';
+import { wireOta } from './ota-wiring.js';
 import type { AgentEvent, Component } from './ports.js';
 
 export const STORE_MIGRATIONS = [AGENT_INFO_MIGRATIONS, OUTBOX_MIGRATIONS, COMMAND_MIGRATIONS];
@@ -50,8 +51,9 @@ const noteParams = z
 export async function runDaemon(opts: RunOptions): Promise<number> {
   const env = opts.env ?? process.env;
   let config: AgentConfig;
+  let configPath: string | undefined;
   try {
-    config = loadConfig({ path: opts.configPath, overrides: opts.overrides ?? {}, env }).config;
+    ({ config, path: configPath } = loadConfig({ path: opts.configPath, overrides: opts.overrides ?? {}, env }));
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`edge-agent: ${err.message}\n`);
@@ -177,7 +179,33 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
         event({ type: 'note', source: 'admin', ...p.data }, true);
         return { queued: true };
       },
+      // A command from the console, routed as if the WMS had sent it (`edge-agent rollback`).
+      command: (params) => {
+        if (typeof params.op !== 'string') throw new EdgeError('invalid-request', 'op: a string is required');
+        const id = typeof params.id === 'string' ? params.id : `console-${clock.now()}-${Math.random().toString(16).slice(2, 10)}`;
+        router.handle(params.op, Buffer.from(JSON.stringify({ id, params: params.params ?? {} })));
+        return { id };
+      },
+      'command-status': (params) => {
+        const rec = typeof params.id === 'string' ? store.get(params.id) : undefined;
+        return rec ? (JSON.parse(rec.lastMessage) as unknown) : null;
+      },
     },
+  });
+
+  const gate = wireOta({
+    config,
+    configPath,
+    db,
+    router,
+    link,
+    loops,
+    clock,
+    logger,
+    version: build.version,
+    runningSlot: slot === 'B' ? 'B' : 'A',
+    underGuard: env.EDGE_AGENT_GUARD === '1',
+    restart: (reason) => void shutdown(reason, true),
   });
 
   const components: Component[] = [
@@ -185,6 +213,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     router,
     link,
     admin,
+    gate,
   ];
   const started: Component[] = [];
   let watchdog: NodeJS.Timeout | undefined;
@@ -241,7 +270,9 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     return 1;
   }
   event({ type: 'agent', severity: 'info', code: 'agent-started', message: `edge-agent ${build.version} started`, version: build.version, slot });
-  notify.notify('READY=1');
+  // The first ping goes with READY=1: after a restart inside the unit (the boot guard restarting
+  // the agent) the previous process's last ping may be most of a watchdog period old.
+  notify.notify(watchdogIntervalMs(env) !== undefined ? 'READY=1\nWATCHDOG=1' : 'READY=1');
   logger.info({ version: build.version, slot, gatewayId: config.gatewayId, broker: redactUrl(config.mqtt.url), startMs: Date.now() - startedAt }, 'agent ready');
 
   const wdMs = watchdogIntervalMs(env);
@@ -260,11 +291,14 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
 }
 
 /**
- * Under systemd (INVOCATION_ID is set for services) the unit's Restart=on-failure starts us
- * again after exit status 75. Without systemd (demo, tests) a detached copy of this process
- * takes over once this one has released the store and the admin socket.
+ * Under the boot guard (ota/boot-guard.ts, our parent; it sets EDGE_AGENT_GUARD) exit status 75
+ * makes it start the active slot again at once. Under systemd without the guard
+ * (INVOCATION_ID is set for services) the unit's Restart=on-failure starts us again after 75.
+ * Without either (demo, tests) a detached copy of this process takes over once this one has
+ * released the store and the admin socket.
  */
 function restartProcess(env: NodeJS.ProcessEnv, logger: Logger): number {
+  if (env.EDGE_AGENT_GUARD) return EXIT_RESTART;
   if (env.INVOCATION_ID) return EXIT_RESTART;
   const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { detached: true, stdio: 'inherit', env });
   child.unref();

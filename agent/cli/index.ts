@@ -8,6 +8,11 @@ import { errorMessage } from '../../lib/errors.js';
 import { runDaemon } from '../main.js';
 import { statusCommand } from './status.js';
 import { eventCommand } from './event.js';
+import { BUNDLE_OPTIONS, BUNDLE_USAGE, bundleCommand } from './bundle.js';
+import { slotsCommand } from './slots.js';
+import { historyCommand } from './history.js';
+import { rollbackCommand } from './rollback.js';
+import { installCommand } from './install.js';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 export type Values = Record<string, string | boolean | undefined>;
@@ -76,6 +81,69 @@ ${COMMON_HELP}
   --severity S       info (default), warning or critical`,
     options: { ...common, code: { type: 'string' }, message: { type: 'string' }, severity: { type: 'string' } },
     run: (v) => eventCommand(v),
+  },
+  slots: {
+    summary: 'both slots: version and state (active, committed, trial, bad, empty, installing)',
+    usage: `edge-agent slots [--json] [--config FILE] [--data-dir DIR]
+
+Reads ROOT/slots.json (ROOT is ota.root of the configuration, or $EDGE_AGENT_ROOT); works when
+the daemon is down. Exit status 3 when nothing is installed under ROOT, 1 when slots.json is
+unreadable.
+
+${COMMON_HELP}
+  --json             machine-readable output`,
+    options: { ...common, json: { type: 'boolean' } },
+    run: (v) => slotsCommand(v),
+  },
+  history: {
+    summary: 'installed versions and past operations, newest first',
+    usage: `edge-agent history [--json] [--limit N] [--config FILE] [--data-dir DIR]
+
+The slot transitions ROOT/slots.json remembers (install, verified, activate, commit, fail-trial,
+guard-rollback, rollback, abort-install) merged with the commands in the state store (read-only),
+newest first; works when the daemon is down. Exit status 3 when neither exists.
+
+${COMMON_HELP}
+  --limit N          at most N entries (default 50)
+  --json             machine-readable output`,
+    options: { ...common, json: { type: 'boolean' }, limit: { type: 'string' } },
+    run: (v) => historyCommand(v),
+  },
+  rollback: {
+    summary: 'switch back to the other committed slot (the rollback operation)',
+    usage: `edge-agent rollback [--timeout SEC] [--config FILE] [--data-dir DIR]
+
+Asks the running daemon to run the rollback operation, as if the WMS had sent it, and waits for
+its outcome across the agent's restart. Exit status 0 when it succeeded, 1 when it failed or was
+rejected (the reason code is printed) or no outcome came in time, 3 when the daemon is not running.
+
+${COMMON_HELP}
+  --timeout SEC      how long to wait for the outcome (default 60)`,
+    options: { ...common, timeout: { type: 'string' } },
+    run: (v) => rollbackCommand(v),
+  },
+  bundle: {
+    summary: 'make, verify or inspect an update bundle (create|verify|inspect)',
+    usage: BUNDLE_USAGE,
+    options: BUNDLE_OPTIONS,
+    positionals: true,
+    run: (v, p) => bundleCommand(v, p),
+  },
+  install: {
+    summary: 'first installation of this release into ROOT as slot A, with the boot guard',
+    usage: `edge-agent install --root ROOT [--from DIR] [--config FILE]
+
+Copies package.json, dist/ and node_modules/ of the release (default: the one this command runs
+from; symbolic links as they are) into ROOT/slots/A, installs the boot guard in ROOT/guard,
+writes ROOT/slots.json (A committed and active) and prints the systemd ExecStart line (with
+the --config path). Refuses
+when ROOT is already installed: releases change through update bundles.
+
+${COMMON_HELP}
+  --root ROOT        the install root, e.g. /opt/edge-agent
+  --from DIR         the release to install (a package root with dist/ and node_modules/)`,
+    options: { ...common, root: { type: 'string' }, from: { type: 'string' } },
+    run: (v) => installCommand(v),
   },
 };
 

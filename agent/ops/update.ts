@@ -1,0 +1,154 @@
+/**
+ * The `update` and `rollback` operations (CONTRACT.md section 2), mapping ota/'s updater, trial
+ * gate and slots onto the command router. Both restart the agent at their point of no return; the
+ * terminal status then comes from `resume` in whichever release runs next, so the WMS gets exactly
+ * one, also when the new release crashed and the boot guard brought the old one back.
+ */
+import { z } from 'zod';
+import { errorCode, errorMessage } from '../../lib/errors.js';
+import { Updater, resolveAfterRestart, type UpdateContext, type UpdateData, type UpdateParams } from '../../ota/updater.js';
+import type { TrialGate } from '../../ota/trial-gate.js';
+import { loadSlots, rollback, saveSlots, type SlotName } from '../../ota/slots.js';
+import type { OperationContext, OperationHandler, OperationOutcome } from '../ports.js';
+
+export interface UpdateOpDeps {
+  updater: Updater;
+  gate: TrialGate;
+  root: string;
+  runningSlot: SlotName;
+  runningVersion: string;
+  /** Only a boot guard starts the other slot after the restart; without one, no update. */
+  underGuard: boolean;
+  /** Graceful stop and start again (the boot guard starts the active slot). */
+  restart(): void;
+  setUpdating(on: boolean): void;
+}
+
+export const updateParams = z
+  .object({
+    url: z.string().url().max(4096),
+    sha256: z.string().regex(/^[0-9a-fA-F]{64}$/, 'a SHA-256 in hex').optional(),
+    size: z.number().int().positive().optional(),
+    allowDowngrade: z.boolean().optional(),
+  })
+  .strict();
+
+function uctx(ctx: OperationContext<unknown>): UpdateContext {
+  return {
+    signal: ctx.signal,
+    progress: (step, percent) => ctx.progress(step, percent),
+    setCancellable: (c) => ctx.setCancellable(c),
+    save: (d) => ctx.saveData(d),
+  };
+}
+
+function failed(err: unknown): OperationOutcome {
+  return { status: 'failed', reason: { code: errorCode(err) ?? 'internal', message: errorMessage(err) } };
+}
+
+/** docs/errors.md: the message of `cancelled` names the `cancel` command (the abort reason says which). */
+function cancelled(signal: AbortSignal): OperationOutcome {
+  return { status: 'cancelled', reason: { code: 'cancelled', message: `${errorMessage(signal.reason)} before activation; the slot was given back` } };
+}
+
+export function updateOperation(deps: UpdateOpDeps): OperationHandler<UpdateParams> {
+  return {
+    op: 'update',
+    params: updateParams,
+    exclusive: true,
+    async execute(ctx) {
+      if (!deps.underGuard) {
+        return { status: 'failed', reason: { code: 'not-installed', message: 'this agent was not started by the boot guard (ROOT/guard), so it cannot switch slots; install it with the A/B layout' } };
+      }
+      deps.setUpdating(true);
+      try {
+        const u = uctx(ctx);
+        const { data } = await deps.updater.install(ctx.id, ctx.params, u);
+        if (ctx.signal.aborted) {
+          deps.updater.giveBack(data.toSlot);
+          deps.setUpdating(false);
+          return cancelled(ctx.signal);
+        }
+        deps.updater.activate(ctx.id, data, u);
+        deps.restart();
+        return { status: 'pending' };
+      } catch (err) {
+        deps.setUpdating(false);
+        if (ctx.signal.aborted) return cancelled(ctx.signal);
+        return failed(err);
+      }
+    },
+    async resume(ctx) {
+      const data = ctx.loadData() as UpdateData | undefined;
+      if (!data?.phase) return { status: 'failed', reason: { code: 'interrupted', message: 'the agent stopped before the update began' } };
+      for (;;) {
+        const r = resolveAfterRestart(data, loadSlots(deps.root), deps.runningSlot);
+        switch (r.kind) {
+          case 'install-interrupted':
+            deps.updater.giveBack(data.toSlot);
+            return {
+              status: 'failed',
+              reason: { code: 'interrupted', message: 'the agent stopped during the download or install; the slot was emptied: send the update again' },
+              result: { fromVersion: data.fromVersion, toVersion: data.toVersion ?? null, slot: data.fromSlot, rolledBack: false },
+            };
+          case 'done':
+            ctx.progress('commit');
+            return { status: 'successful', result: r.result };
+          case 'rolled-back':
+            return { status: 'failed', reason: { code: 'rolled-back', message: r.reason }, result: r.result };
+          case 'gate': {
+            deps.setUpdating(true);
+            ctx.progress('health-check');
+            const o = await deps.gate.outcome;
+            if (o === 'failed') {
+              // Still updating: this release is bad and on its way out; it must not announce itself online.
+              ctx.progress('rollback');
+              return { status: 'pending' }; // the release started next reports the outcome
+            }
+            deps.setUpdating(false);
+            continue; // committed (or no longer on trial): resolve again from slots.json
+          }
+        }
+      }
+    },
+  };
+}
+
+interface RollbackData {
+  fromSlot: SlotName;
+  toSlot: SlotName;
+  fromVersion: string;
+  toVersion: string | undefined;
+}
+
+export function rollbackOperation(deps: Pick<UpdateOpDeps, 'root' | 'runningSlot' | 'runningVersion' | 'restart' | 'underGuard'>): OperationHandler<Record<string, never>> {
+  return {
+    op: 'rollback',
+    params: z.object({}).strict(),
+    exclusive: true,
+    async execute(ctx) {
+      if (!deps.underGuard) {
+        return { status: 'failed', reason: { code: 'not-installed', message: 'this agent was not started by the boot guard, so it cannot switch slots' } };
+      }
+      try {
+        const s = loadSlots(deps.root);
+        const next = rollback(s);
+        const data: RollbackData = { fromSlot: s.active, toSlot: next.active, fromVersion: deps.runningVersion, toVersion: next.slots[next.active].version };
+        ctx.saveData(data);
+        ctx.setCancellable(false);
+        ctx.progress('rollback');
+        saveSlots(deps.root, next);
+        deps.restart();
+        return { status: 'pending' };
+      } catch (err) {
+        return failed(err);
+      }
+    },
+    async resume(ctx) {
+      const d = ctx.loadData() as RollbackData | undefined;
+      const result = d ? { fromVersion: d.fromVersion, toVersion: d.toVersion, slot: deps.runningSlot, rolledBack: true } : undefined;
+      if (d && deps.runningSlot === d.toSlot) return { status: 'successful', result };
+      return { status: 'failed', reason: { code: 'interrupted', message: 'the agent stopped before the rollback was carried out' }, result };
+    },
+  };
+}

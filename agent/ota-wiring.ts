@@ -1,0 +1,97 @@
+/**
+ * Wires ota/ into the agent: the `update` and `rollback` operations, the trial health gate, and
+ * the backup taken before each activation. Called once by the composition root.
+ */
+import { copyFileSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import type { Clock } from '../lib/clock.js';
+import type { Logger } from '../lib/log.js';
+import type { LoopMonitor } from '../lib/loops.js';
+import { fsyncDir } from '../lib/atomic.js';
+import type { Db } from '../lib/sqlite.js';
+import { Updater } from '../ota/updater.js';
+import { TrialGate } from '../ota/trial-gate.js';
+import type { SlotName } from '../ota/slots.js';
+import type { AgentConfig } from './config.js';
+import type { Router } from './router.js';
+import type { WmsLink } from './wms-link.js';
+import type { Component } from './ports.js';
+import { rollbackOperation, updateOperation } from './ops/update.js';
+
+export interface OtaWiring {
+  config: AgentConfig;
+  configPath: string | undefined;
+  db: Db;
+  router: Router;
+  link: WmsLink;
+  loops: LoopMonitor;
+  clock: Clock;
+  logger: Logger;
+  version: string;
+  runningSlot: SlotName;
+  /** Started by the boot guard, which starts the active slot after a restart. */
+  underGuard: boolean;
+  /** Graceful stop; the boot guard then starts whatever slot is active. */
+  restart(reason: string): void;
+}
+
+/** Registers the operations; returns the trial gate, a component to start after the WMS link. */
+export function wireOta(w: OtaWiring): Component {
+  const { config, logger } = w;
+  const root = config.ota.root;
+  const log = logger.child({ component: 'ota' });
+  const updater = new Updater({
+    root,
+    runningSlot: w.runningSlot,
+    runningVersion: w.version,
+    deviceClass: config.deviceClass,
+    trustPath: config.ota.trustAnchors,
+    maxBundleBytes: config.ota.maxBundleBytes,
+    download: { caPath: config.ota.download.ca, idleTimeoutMs: config.ota.download.idleTimeoutMs, retries: config.ota.download.retries },
+    backup: (id) => backup(w, id),
+    logger: log,
+  });
+  const gate = new TrialGate({
+    root,
+    runningSlot: w.runningSlot,
+    stableMs: config.ota.healthGate.stableMs,
+    timeoutMs: config.ota.healthGate.timeoutMs,
+    healthy: () => {
+      if (!w.link.isConnected()) return { ok: false, why: 'not connected to the WMS broker' };
+      const h = w.loops.check();
+      if (!h.ok) return { ok: false, why: `unhealthy: ${h.stale.map((s) => s.name).join(', ') || `event loop lag ${h.eventLoopLagMs} ms`}` };
+      return { ok: true };
+    },
+    restart: () => w.restart('health gate failed'),
+    clock: w.clock,
+    logger: log,
+  });
+  const deps = {
+    updater,
+    gate,
+    root,
+    runningSlot: w.runningSlot,
+    runningVersion: w.version,
+    underGuard: w.underGuard,
+    restart: () => setImmediate(() => w.restart('update activated')),
+    setUpdating: (on: boolean) => w.link.setState(on ? 'updating' : 'online'),
+  };
+  w.router.register(updateOperation(deps));
+  w.router.register(rollbackOperation({ ...deps, restart: () => setImmediate(() => w.restart('rollback')) }));
+  return gate;
+}
+
+/** The configuration file and a consistent copy of the store (VACUUM INTO), newest kept. */
+function backup(w: OtaWiring, id: string): void {
+  const dir = join(w.config.dataDir, 'backups');
+  const target = join(dir, `${new Date(w.clock.now()).toISOString().replace(/[:.]/g, '-')}-${id}`);
+  mkdirSync(target, { recursive: true, mode: 0o750 });
+  if (w.configPath) copyFileSync(w.configPath, join(target, basename(w.configPath)));
+  w.db.prepare('VACUUM INTO ?').run(join(target, 'agent.db'));
+  fsyncDir(target);
+  const all = readdirSync(dir)
+    .map((n) => ({ n, t: statSync(join(dir, n)).mtimeMs }))
+    .sort((a, b) => b.t - a.t);
+  for (const old of all.slice(w.config.ota.backupsKept)) rmSync(join(dir, old.n), { recursive: true, force: true });
+  w.logger.info({ backup: target }, 'configuration and store backed up before activation');
+}

@@ -1,0 +1,179 @@
+/**
+ * The update pipeline up to the point of no return: download -> verify -> install into the
+ * inactive slot -> backup -> activate. What happens after activation (the new version's health
+ * gate, commit or roll back) is ota/trial-gate.ts and resolveAfterRestart() below.
+ *
+ * ota/ knows nothing of MQTT: progress, cancellation and the command's durable data come in
+ * through UpdateContext, which agent/ops/update.ts maps onto the command router.
+ *
+ * INVARIANTS
+ * - The inactive slot is marked `installing` (slots.json, atomic) before a byte of it is
+ *   removed or written; so a power cut never leaves a `committed` slot half-written.
+ * - The command's phase is saved before the step it names: `installing` before the slot is
+ *   touched, `activated` before the active pointer moves. After a restart the phase and
+ *   slots.json together say exactly what happened (resolveAfterRestart).
+ * - A failed or cancelled install gives the slot back: it becomes `empty` and its files are
+ *   removed, so the space is free again; the active slot is never touched.
+ * - Activation is one atomic write of slots.json (state and pointer together); before it, a
+ *   backup of the configuration and the state store is on disk.
+ */
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from '../lib/log.js';
+import { fsyncDir } from '../lib/atomic.js';
+import { download } from './download.js';
+import { readBundle } from './bundle-reader.js';
+import { checkPolicy, type Manifest } from './manifest.js';
+import { OtaError } from './errors.js';
+import { abortInstall, activate, beginInstall, loadSlots, markVerified, otherSlot, saveSlots, type SlotName, type SlotsFile } from './slots.js';
+
+export type UpdateStep = 'download' | 'verify' | 'install' | 'activate' | 'health-check' | 'commit' | 'rollback';
+
+export interface UpdateParams {
+  url: string;
+  sha256?: string | undefined;
+  size?: number | undefined;
+  allowDowngrade?: boolean | undefined;
+}
+
+/** What the command keeps across restarts (saved through UpdateContext.save). */
+export interface UpdateData {
+  phase: 'installing' | 'activated';
+  fromSlot: SlotName;
+  toSlot: SlotName;
+  fromVersion: string;
+  toVersion?: string;
+}
+
+export interface UpdateContext {
+  readonly signal: AbortSignal;
+  progress(step: UpdateStep, percent?: number): void;
+  setCancellable(cancellable: boolean): void;
+  save(data: UpdateData): void;
+}
+
+export interface UpdaterOptions {
+  root: string;
+  /** The slot and version this process runs. */
+  runningSlot: SlotName;
+  runningVersion: string;
+  deviceClass: string;
+  /** PEM file of the trust anchors. */
+  trustPath: string;
+  maxBundleBytes: number;
+  download: { caPath?: string | undefined; idleTimeoutMs: number; retries: number };
+  /** Writes a backup of the configuration and the state store (before activation). */
+  backup(updateId: string): void;
+  logger: Logger;
+}
+
+export interface UpdateResult {
+  fromVersion: string;
+  toVersion: string;
+  slot: SlotName;
+  rolledBack: boolean;
+}
+
+export class Updater {
+  constructor(private readonly opts: UpdaterOptions) {}
+
+  slotDir(slot: SlotName): string {
+    return join(this.opts.root, 'slots', slot);
+  }
+
+  /** Download, verify and install into the inactive slot; on failure the slot is given back. */
+  async install(id: string, params: UpdateParams, ctx: UpdateContext): Promise<{ data: UpdateData; manifest: Manifest }> {
+    const { root, runningSlot, runningVersion } = this.opts;
+    const slots = loadSlots(root);
+    if (slots.active !== runningSlot) {
+      throw new OtaError('download-failed', `slots.json says slot ${slots.active} is active, but this process runs from ${runningSlot}; restart the agent first`);
+    }
+    const toSlot = otherSlot(runningSlot);
+    const data: UpdateData = { phase: 'installing', fromSlot: runningSlot, toSlot, fromVersion: runningVersion };
+    ctx.save(data);
+    const trustPem = readFileSync(this.opts.trustPath, 'utf8');
+    const dir = this.slotDir(toSlot);
+    let began = false;
+    const checkManifest = (m: Manifest): void => {
+      checkPolicy(
+        m,
+        { deviceClass: this.opts.deviceClass, runningVersion, installedVersion: runningVersion, highestSecurityVersion: slots.highestSecurityVersion },
+        { allowDowngrade: params.allowDowngrade ?? false },
+      );
+      ctx.progress('verify');
+      // Persist the slot as forfeit before removing what it held (invariant 1).
+      saveSlots(root, beginInstall(loadSlots(root), toSlot, { version: m.version, securityVersion: m.securityVersion, updateId: id }));
+      began = true;
+      data.toVersion = m.version;
+      ctx.save(data);
+      rmSync(dir, { recursive: true, force: true });
+      mkdirSync(dir, { recursive: true, mode: 0o755 });
+      ctx.progress('install');
+    };
+    const ca = this.opts.download.caPath ? readFileSync(this.opts.download.caPath) : undefined;
+    const dl = download({
+      url: params.url,
+      ca,
+      maxBytes: this.opts.maxBundleBytes,
+      size: params.size,
+      sha256: params.sha256,
+      idleTimeoutMs: this.opts.download.idleTimeoutMs,
+      retries: this.opts.download.retries,
+      signal: ctx.signal,
+      onProgress: (received, total) => {
+        if (!began) ctx.progress('download', total ? Math.floor((received / total) * 100) : undefined);
+        else ctx.progress('install', total ? Math.floor((received / total) * 100) : undefined);
+      },
+    });
+    ctx.progress('download', 0);
+    const reading = readBundle(dl.stream, { trustPem, extractTo: dir, checkManifest, maxBundleBytes: this.opts.maxBundleBytes, signal: ctx.signal });
+    try {
+      const [res] = await Promise.all([reading, dl.done]);
+      fsyncDir(dir);
+      saveSlots(root, markVerified(loadSlots(root), toSlot));
+      this.opts.logger.info({ slot: toSlot, version: res.manifest.version, files: res.files, bytes: res.bytesOut }, 'bundle installed and verified');
+      return { data, manifest: res.manifest };
+    } catch (err) {
+      dl.stream.destroy();
+      // When the download fails first, the reader may still be creating files in the slot:
+      // emptying it before the reader has stopped would leave them behind in an `empty` slot.
+      await reading.catch(() => undefined);
+      if (began) this.giveBack(toSlot);
+      throw err;
+    }
+  }
+
+  /** Empties a slot whose install failed; safe to call after a restart. */
+  giveBack(slot: SlotName): void {
+    const s = loadSlots(this.opts.root);
+    if (s.active === slot) return;
+    if (s.slots[slot].state === 'installing') saveSlots(this.opts.root, abortInstall(s, slot));
+    if (loadSlots(this.opts.root).slots[slot].state === 'empty') rmSync(this.slotDir(slot), { recursive: true, force: true });
+  }
+
+  /** Backup, then the point of no return: the new slot becomes the active trial. */
+  activate(id: string, data: UpdateData, ctx: UpdateContext): void {
+    ctx.setCancellable(false);
+    ctx.progress('activate');
+    this.opts.backup(id);
+    ctx.save({ ...data, phase: 'activated' });
+    saveSlots(this.opts.root, activate(loadSlots(this.opts.root), data.toSlot));
+    this.opts.logger.info({ slot: data.toSlot, version: data.toVersion }, 'activated; restarting into the new slot');
+  }
+}
+
+export type AfterRestart =
+  | { kind: 'gate' } // this process is the new version on trial: wait for the health gate
+  | { kind: 'done'; result: UpdateResult } // the new version is committed
+  | { kind: 'rolled-back'; reason: string; result: UpdateResult } // back on the old version
+  | { kind: 'install-interrupted' }; // cut before activation: give the slot back and fail
+
+/** What a command in `phase` means, given slots.json and the slot this process runs from. Pure. */
+export function resolveAfterRestart(data: UpdateData, s: SlotsFile, runningSlot: SlotName): AfterRestart {
+  const base = { fromVersion: data.fromVersion, toVersion: data.toVersion ?? '?' };
+  if (data.phase === 'installing') return { kind: 'install-interrupted' };
+  const to = s.slots[data.toSlot];
+  if (s.active === data.toSlot && runningSlot === data.toSlot && to.state === 'trial') return { kind: 'gate' };
+  if (s.active === data.toSlot && to.state === 'committed') return { kind: 'done', result: { ...base, slot: data.toSlot, rolledBack: false } };
+  return { kind: 'rolled-back', reason: to.reason ?? `slot ${data.toSlot} is ${to.state}`, result: { ...base, slot: data.fromSlot, rolledBack: true } };
+}
