@@ -214,7 +214,7 @@ describe('edge-agent install, slots, history, rollback', () => {
 
     test('rollback with a daemon not under the boot guard: the op fails not-installed, exit 1', async () => {
       await wms.publishAsync(`edge/${GW}/cmd/diagnostics`, JSON.stringify({ id: 'diag-1' }), { qos: 1 });
-      await waitFor(() => terminal('diag-1') !== undefined, { timeoutMs: 15_000, what: 'diag-1 to finish' });
+      await waitFor(() => terminal('diag-1') !== undefined, { timeoutMs: 30_000, what: `diag-1 to finish\n${agent!.logText().slice(-3000)}` });
 
       const r = await runCli(['rollback', '--config', config]);
       assert.equal(r.code, 1, `${r.stdout}\n${r.stderr}`);
