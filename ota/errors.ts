@@ -33,6 +33,8 @@ export const OTA_CODES = registerCodes('ota', [
   'download-http-status', // the server answered 4xx (not found, forbidden, ...)
   'download-too-large', // the bundle is larger than ota.download.maxBytes
   'download-checksum', // the size or sha256 the command gave does not match what arrived
+  // the install
+  'disk-full', // the inactive slot's filesystem ran out of space (the slot is given back)
   // after activation
   'rolled-back', // the new release failed its health gate or crashed on trial; the old one runs again
 ] as const);

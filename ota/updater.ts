@@ -139,6 +139,10 @@ export class Updater {
       // emptying it before the reader has stopped would leave them behind in an `empty` slot.
       await reading.catch(() => undefined);
       if (began) this.giveBack(toSlot);
+      const sys = (err as NodeJS.ErrnoException).code;
+      if (sys === 'ENOSPC' || sys === 'EDQUOT') {
+        throw new OtaError('disk-full', `no space left for slot ${toSlot} under ${root}; the slot was emptied again`, { cause: err });
+      }
       throw err;
     }
   }
@@ -147,8 +151,12 @@ export class Updater {
   giveBack(slot: SlotName): void {
     const s = loadSlots(this.opts.root);
     if (s.active === slot) return;
-    if (s.slots[slot].state === 'installing') saveSlots(this.opts.root, abortInstall(s, slot));
-    if (loadSlots(this.opts.root).slots[slot].state === 'empty') rmSync(this.slotDir(slot), { recursive: true, force: true });
+    const state = s.slots[slot].state;
+    if (state !== 'installing' && state !== 'empty') return;
+    // Files first: an `installing` slot's files may go at any time, and on a full disk
+    // slots.json cannot be rewritten until they are gone.
+    rmSync(this.slotDir(slot), { recursive: true, force: true });
+    if (state === 'installing') saveSlots(this.opts.root, abortInstall(s, slot));
   }
 
   /** Backup, then the point of no return: the new slot becomes the active trial. */
