@@ -105,6 +105,20 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     clock,
     resultTopic: (id) => topics.result(id),
     limits: config.commands,
+    // Update outcomes also go to ~/events (CONTRACT.md section 2), for the WMS's event log.
+    onFinished: (id, op, outcome) => {
+      if (op !== 'update' && op !== 'rollback') return;
+      const reason = 'reason' in outcome ? outcome.reason : undefined;
+      event({
+        type: 'update',
+        severity: outcome.status === 'successful' ? 'info' : 'warning',
+        code: `${op}-${outcome.status}`,
+        message: reason ? `${op} ${id} ${outcome.status}: ${reason.message}` : `${op} ${id} ${outcome.status}`,
+        command: id,
+        ...(reason ? { reason } : {}),
+        ...(outcome.result !== undefined ? { result: outcome.result } : {}),
+      });
+    },
   });
   const link = new WmsLink({
     mqtt: config.mqtt,

@@ -33,6 +33,8 @@ export interface RouterOptions {
   limits: { maxPayloadBytes: number; maxPending: number; maxConcurrent: number; retentionDays: number };
   /** How long stop() waits for running operations (default 5 s); they stay resumable after it. */
   stopWaitMs?: number;
+  /** Told of every command that reached a terminal status (after it was persisted). */
+  onFinished?(id: string, op: string, outcome: Exclude<OperationOutcome, { status: 'pending' }>): void;
 }
 
 interface Running {
@@ -285,6 +287,11 @@ export class Router {
     if (outcome.result !== undefined) extra.result = outcome.result;
     this.setStatus(id, op, outcome.status, extra, true);
     this.opts.logger.info({ id, op, status: outcome.status, code: extra.reason?.code }, 'command finished');
+    try {
+      this.opts.onFinished?.(id, op, outcome);
+    } catch (err) {
+      this.opts.logger.error({ err, id, op }, 'onFinished listener failed');
+    }
   }
 
   private setStatus(id: string, op: string, status: CommandStatus, extra: Partial<StatusMessage>, durable: boolean): void {

@@ -179,9 +179,20 @@ export type AfterRestart =
 /** What a command in `phase` means, given slots.json and the slot this process runs from. Pure. */
 export function resolveAfterRestart(data: UpdateData, s: SlotsFile, runningSlot: SlotName): AfterRestart {
   const base = { fromVersion: data.fromVersion, toVersion: data.toVersion ?? '?' };
-  if (data.phase === 'installing') return { kind: 'install-interrupted' };
   const to = s.slots[data.toSlot];
+  // `activated` was saved but the pointer never moved: nothing was activated.
+  if (data.phase === 'installing' || (to.state === 'installing' && s.active === data.fromSlot)) return { kind: 'install-interrupted' };
   if (s.active === data.toSlot && runningSlot === data.toSlot && to.state === 'trial') return { kind: 'gate' };
   if (s.active === data.toSlot && to.state === 'committed') return { kind: 'done', result: { ...base, slot: data.toSlot, rolledBack: false } };
-  return { kind: 'rolled-back', reason: to.reason ?? `slot ${data.toSlot} is ${to.state}`, result: { ...base, slot: data.fromSlot, rolledBack: true } };
+  return { kind: 'rolled-back', reason: explain(to.reason, data), result: { ...base, slot: data.fromSlot, rolledBack: true } };
+}
+
+/** The slot's recorded reason, in words a person on the WMS side can act on. */
+function explain(reason: string | undefined, data: UpdateData): string {
+  const v = data.toVersion ?? 'the new release';
+  if (reason === 'trial-starts-exceeded') {
+    return `${v} did not come up: it crashed or hung on each of its trial starts, so the boot guard went back to slot ${data.fromSlot} (trial-starts-exceeded)`;
+  }
+  if (reason?.startsWith('active-not-runnable')) return `${v} was left in an inconsistent state; the boot guard went back to slot ${data.fromSlot} (${reason})`;
+  return reason ? `${v}: ${reason}` : `${v} was not committed; slot ${data.fromSlot} runs again`;
 }

@@ -69,7 +69,13 @@ export function updateOperation(deps: UpdateOpDeps): OperationHandler<UpdatePara
           deps.setUpdating(false);
           return cancelled(ctx.signal);
         }
-        deps.updater.activate(ctx.id, data, u);
+        try {
+          deps.updater.activate(ctx.id, data, u);
+        } catch (err) {
+          // Not activated (a failed backup, say): the verified slot must not stay `installing`.
+          deps.updater.giveBack(data.toSlot);
+          throw err;
+        }
         deps.restart();
         return { status: 'pending' };
       } catch (err) {
