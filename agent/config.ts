@@ -178,6 +178,11 @@ export function envOverrides(env: NodeJS.ProcessEnv): ConfigOverrides & { config
   };
 }
 
+/** The crash tests' fault point (lib/fault.ts), or undefined. */
+export function faultFromEnv(env: NodeJS.ProcessEnv): string | undefined {
+  return env.EDGE_AGENT_FAULT || undefined;
+}
+
 /** The slot this process runs from, as the boot guard or the unit says (default A). */
 export function slotFromEnv(env: NodeJS.ProcessEnv): string {
   return env.EDGE_AGENT_SLOT || 'A';

@@ -13,9 +13,10 @@ import { systemClock } from '../lib/clock.js';
 import { openDatabase, quickCheck, type Db } from '../lib/sqlite.js';
 import { SdNotify, watchdogIntervalMs } from '../lib/sdnotify.js';
 import { LoopMonitor } from '../lib/loops.js';
+import { faultInjector } from '../lib/fault.js';
 import { buildInfo } from '../lib/version.js';
 import { EdgeError, errorCode } from '../lib/errors.js';
-import { adminSocketPath, slotFromEnv, ConfigError, EXIT_CONFIG, loadConfig, storePath, type AgentConfig, type ConfigOverrides } from './config.js';
+import { adminSocketPath, faultFromEnv, slotFromEnv, ConfigError, EXIT_CONFIG, loadConfig, storePath, type AgentConfig, type ConfigOverrides } from './config.js';
 import { Outbox, OUTBOX_MIGRATIONS } from './outbox.js';
 import { CommandStore, COMMAND_MIGRATIONS } from './command-store.js';
 import { AGENT_INFO_MIGRATIONS, writeAgentInfo } from './agent-info.js';
@@ -219,6 +220,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     version: build.version,
     runningSlot: slot === 'B' ? 'B' : 'A',
     underGuard: env.EDGE_AGENT_GUARD === '1',
+    fault: faultInjector(faultFromEnv(env), config.dataDir),
     restart: (reason) => void shutdown(reason, true),
   });
 

@@ -31,6 +31,8 @@ export interface OtaWiring {
   runningSlot: SlotName;
   /** Started by the boot guard, which starts the active slot after a restart. */
   underGuard: boolean;
+  /** Crash-test fault injection (lib/fault.ts); a no-op in production. */
+  fault: (point: string) => void;
   /** Graceful stop; the boot guard then starts whatever slot is active. */
   restart(reason: string): void;
 }
@@ -50,6 +52,7 @@ export function wireOta(w: OtaWiring): Component {
     download: { caPath: config.ota.download.ca, idleTimeoutMs: config.ota.download.idleTimeoutMs, retries: config.ota.download.retries },
     backup: (id) => backup(w, id),
     logger: log,
+    fault: w.fault,
   });
   const gate = new TrialGate({
     root,
@@ -65,6 +68,7 @@ export function wireOta(w: OtaWiring): Component {
     restart: () => w.restart('health gate failed'),
     clock: w.clock,
     logger: log,
+    fault: w.fault,
   });
   const deps = {
     updater,

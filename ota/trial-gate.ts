@@ -28,6 +28,8 @@ export interface TrialGateOptions {
   clock: Clock;
   logger: Logger;
   pollMs?: number;
+  /** Fault injection for the crash tests (see ota/updater.ts FAULT_POINTS). */
+  fault?: (point: 'gate:before-commit' | 'gate:committed' | 'gate:failed') => void;
 }
 
 export class TrialGate {
@@ -88,13 +90,16 @@ export class TrialGate {
       return;
     }
     if (o === 'committed') {
+      this.opts.fault?.('gate:before-commit');
       saveSlots(this.opts.root, commit(s));
+      this.opts.fault?.('gate:committed');
       this.opts.logger.info({ slot: s.active, version: s.slots[s.active].version }, 'health gate passed: release committed');
       this.settle('committed');
       return;
     }
     const reason = `health gate failed: ${this.lastWhy} (not healthy for ${this.opts.stableMs} ms within ${this.opts.timeoutMs} ms)`;
     saveSlots(this.opts.root, failTrial(s, reason));
+    this.opts.fault?.('gate:failed');
     this.opts.logger.error({ slot: s.active, reason }, 'health gate failed: rolling back');
     this.settle('failed');
     this.opts.restart();

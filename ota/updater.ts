@@ -65,7 +65,23 @@ export interface UpdaterOptions {
   /** Writes a backup of the configuration and the state store (before activation). */
   backup(updateId: string): void;
   logger: Logger;
+  /** Fault injection for the crash tests (lib/fault.ts): called at each named point. */
+  fault?: (point: FaultPoint) => void;
 }
+
+/** Where the crash tests cut power (kill -9): before and after each persisted state change. */
+export const FAULT_POINTS = [
+  'install:began',
+  'install:half',
+  'install:verified',
+  'activate:backed-up',
+  'activate:phase-saved',
+  'activate:switched',
+  'gate:before-commit',
+  'gate:committed',
+  'gate:failed',
+] as const;
+export type FaultPoint = (typeof FAULT_POINTS)[number];
 
 export interface UpdateResult {
   fromVersion: string;
@@ -106,6 +122,7 @@ export class Updater {
       began = true;
       data.toVersion = m.version;
       ctx.save(data);
+      this.opts.fault?.('install:began');
       rmSync(dir, { recursive: true, force: true });
       mkdirSync(dir, { recursive: true, mode: 0o755 });
       ctx.progress('install');
@@ -123,6 +140,7 @@ export class Updater {
       onProgress: (received, total) => {
         if (!began) ctx.progress('download', total ? Math.floor((received / total) * 100) : undefined);
         else ctx.progress('install', total ? Math.floor((received / total) * 100) : undefined);
+        if (began && total && received * 2 >= total) this.opts.fault?.('install:half');
       },
     });
     ctx.progress('download', 0);
@@ -131,6 +149,7 @@ export class Updater {
       const [res] = await Promise.all([reading, dl.done]);
       fsyncDir(dir);
       saveSlots(root, markVerified(loadSlots(root), toSlot));
+      this.opts.fault?.('install:verified');
       this.opts.logger.info({ slot: toSlot, version: res.manifest.version, files: res.files, bytes: res.bytesOut }, 'bundle installed and verified');
       return { data, manifest: res.manifest };
     } catch (err) {
@@ -164,8 +183,11 @@ export class Updater {
     ctx.setCancellable(false);
     ctx.progress('activate');
     this.opts.backup(id);
+    this.opts.fault?.('activate:backed-up');
     ctx.save({ ...data, phase: 'activated' });
+    this.opts.fault?.('activate:phase-saved');
     saveSlots(this.opts.root, activate(loadSlots(this.opts.root), data.toSlot));
+    this.opts.fault?.('activate:switched');
     this.opts.logger.info({ slot: data.toSlot, version: data.toVersion }, 'activated; restarting into the new slot');
   }
 }

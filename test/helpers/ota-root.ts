@@ -92,10 +92,11 @@ function alive(pid: number): boolean {
 }
 
 /** Runs ROOT/guard/ota/boot-guard.js as systemd would, with `run --config CONFIG` for the agent. */
-export function startGuard(r: OtaRoot, guardArgs: string[]): GuardRun {
+export function startGuard(r: OtaRoot, guardArgs: string[], extraEnv: NodeJS.ProcessEnv = {}): GuardRun {
   const env = { ...process.env };
   for (const k of ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID', 'INVOCATION_ID']) delete env[k];
   for (const k of Object.keys(env)) if (k.startsWith('EDGE_AGENT_')) delete env[k];
+  Object.assign(env, extraEnv);
   const argv = [guardEntry(r.root), '--root', r.root, ...guardArgs, '--', 'run', '--config', r.configPath];
   const proc = spawn(process.execPath, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: (Record<string, unknown> | string)[] = [];

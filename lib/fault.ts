@@ -1,0 +1,19 @@
+/**
+ * Fault injection for the crash tests: `EDGE_AGENT_FAULT=<point>` makes the process kill itself
+ * with SIGKILL (no cleanup, like a power cut for everything not yet on disk) the first time it
+ * reaches that point. "First time" is kept in a marker file, so the process the boot guard
+ * starts next runs on. Without the variable every call is a no-op.
+ */
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+export function faultInjector(point: string | undefined, markerDir: string): (name: string) => void {
+  if (!point) return () => undefined;
+  return (name) => {
+    if (name !== point) return;
+    const marker = join(markerDir, `fault-${name.replace(/[^a-z0-9-]/gi, '_')}.done`);
+    if (existsSync(marker)) return;
+    writeFileSync(marker, `${process.pid}\n`);
+    process.kill(process.pid, 'SIGKILL');
+  };
+}
