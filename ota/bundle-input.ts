@@ -36,6 +36,8 @@ export interface InputState {
   tarBytes: number;
   /** The bound on tarBytes: PRE_MANIFEST_TAR_BYTES, then what the manifest allows. */
   tarLimit: number;
+  /** Set once the input is known to be gzip: tar offsets are then not input offsets. */
+  gzip?: boolean;
 }
 
 export interface InputOptions {
@@ -67,7 +69,7 @@ async function* prepend(head: Buffer, it: AsyncIterator<Buffer>): AsyncGenerator
 }
 
 /** The tar stream: the input as is, or gunzipped when it starts with the gzip magic (1f 8b). */
-async function* decoded(raw: AsyncGenerator<Buffer, void, undefined>): AsyncGenerator<Buffer, void, undefined> {
+async function* decoded(raw: AsyncGenerator<Buffer, void, undefined>, st: InputState): AsyncGenerator<Buffer, void, undefined> {
   let head = Buffer.alloc(0);
   while (head.length < GZIP_HEADER.length) {
     const r = await raw.next();
@@ -85,6 +87,7 @@ async function* decoded(raw: AsyncGenerator<Buffer, void, undefined>): AsyncGene
       'the gzip header carries a file name, a timestamp or other unchecked fields; make the bundle with `tar -czf`, `gzip -n` or `edge-agent bundle create --gzip`',
     );
   }
+  st.gzip = true;
   const feed = Readable.from(prepend(head, raw), { objectMode: false });
   const gunzip = createGunzip();
   // Errors reach us through gunzip's iterator: pipeline destroys it with the first error.
@@ -107,9 +110,12 @@ async function* bounded(input: AsyncIterable<Buffer>, st: InputState): AsyncGene
   }
 }
 
-/** The bundle's tar entries, with the input counted, bounded and decompressed. */
-export function bundleEntries(source: Readable, st: InputState, opts: InputOptions): AsyncGenerator<TarEntry, void, undefined> {
-  return readTar(bounded(decoded(counted(source, st, opts)), st));
+/**
+ * The bundle's tar entries, with the input counted, bounded and decompressed. `startOffset`:
+ * the source starts there in a plain tar bundle (a resumed download).
+ */
+export function bundleEntries(source: Readable, st: InputState, opts: InputOptions, startOffset = 0): AsyncGenerator<TarEntry, void, undefined> {
+  return readTar(bounded(decoded(counted(source, st, opts), st), st), { startOffset });
 }
 
 /** A zlib error as 'bundle-malformed'; anything else unchanged. */

@@ -42,6 +42,25 @@ export interface ReadBundleOptions {
   maxBundleBytes?: number;
   onProgress?: (bytesIn: number) => void;
   signal?: AbortSignal;
+  /**
+   * Called before each payload member of a plain tar bundle, when everything before it is
+   * written and fsync'd: reading can resume at `offset` after a restart (see `resume`). `take`
+   * builds the checkpoint (it copies the list of paths seen: call it only to keep one).
+   */
+  onCheckpoint?: (offset: number, take: () => Checkpoint) => void;
+  /** Go on from a checkpoint: `source` starts at `offset`; the head members are not in it. */
+  resume?: Checkpoint;
+}
+
+/** A point to resume a plain tar bundle at; JSON-safe except for the Buffers. */
+export interface Checkpoint {
+  /** The archive (= input) offset of the next member. */
+  offset: number;
+  manifestBytes: Buffer;
+  signature: Buffer;
+  signerPem: Buffer;
+  /** Payload paths already processed (written and fsync'd, or checked). */
+  seen: string[];
 }
 
 export interface ReadBundleResult {
@@ -120,7 +139,18 @@ class PayloadChecker {
   constructor(
     private readonly p: Plan,
     private readonly extractTo: string | undefined,
-  ) {}
+    done: readonly string[] = [],
+  ) {
+    for (const rel of done) {
+      this.seen.add(rel);
+      const f = p.files.get(rel);
+      if (f) {
+        this.files++;
+        this.bytesOut += f.size;
+      }
+      this.changed(rel);
+    }
+  }
 
   private dest(rel: string): string {
     return rel === '' ? this.extractTo! : join(this.extractTo!, ...rel.split('/'));
@@ -217,19 +247,28 @@ function asOtaError(err: unknown): unknown {
 }
 
 async function run(source: Readable, opts: ReadBundleOptions, st: InputState): Promise<ReadBundleResult> {
-  const entries = bundleEntries(source, st, opts);
+  const from = opts.resume;
+  const entries = bundleEntries(source, st, opts, from?.offset ?? 0);
   const next = async (): Promise<TarEntry | undefined> => (await entries.next()).value ?? undefined;
   try {
-    const manifestBytes = await headMember(await next(), 0);
-    const signature = await headMember(await next(), 1);
-    const signerPem = canonicalPem(await headMember(await next(), 2));
+    // On resume the head members were read (and verified) before; they are verified again.
+    const manifestBytes = from ? from.manifestBytes : await headMember(await next(), 0);
+    const signature = from ? from.signature : await headMember(await next(), 1);
+    const signerPemBytes = from ? from.signerPem : await headMember(await next(), 2);
+    const signerPem = canonicalPem(signerPemBytes);
     const signer = verifySignedManifest({ manifest: manifestBytes, signature, signerPem, trustPem: opts.trustPem, now: opts.now ?? new Date() });
     const manifest = parseManifest(manifestBytes);
-    opts.checkManifest?.(manifest);
+    if (!from) opts.checkManifest?.(manifest);
     const p = plan(manifest);
     st.tarLimit = st.tarBytes + allowance(manifest, p);
-    const checker = new PayloadChecker(p, opts.extractTo);
-    for (let e = await next(); e !== undefined; e = await next()) await checker.member(e);
+    const checker = new PayloadChecker(p, opts.extractTo, from?.seen);
+    for (let e = await next(); e !== undefined; e = await next()) {
+      if (opts.onCheckpoint && st.gzip !== true && !e.header.afterGlobal) {
+        const offset = e.header.offset;
+        opts.onCheckpoint(offset, () => ({ offset, manifestBytes, signature, signerPem: signerPemBytes, seen: [...checker.seen] }));
+      }
+      await checker.member(e);
+    }
     await checker.finish();
     return { manifest, manifestBytes, signer, bytesIn: st.bytesIn, files: checker.files, bytesOut: checker.bytesOut };
   } finally {

@@ -47,21 +47,24 @@ export interface Download {
   stream: Readable;
   /** Resolves when every byte was delivered and checked; rejects with an OtaError otherwise. */
   done: Promise<DownloadResult>;
+  /** The server's validator (ETag or Last-Modified) once known: keep it to resume later. */
+  validator(): string | undefined;
 }
 
 export function download(opts: DownloadOptions): Download {
   const out = new PassThrough({ highWaterMark: 256 * 1024 });
-  const done = run(opts, out);
+  const seen = { validator: opts.ifRange };
+  const done = run(opts, out, seen);
   done.then(
     () => out.end(),
     (err: unknown) => out.destroy(err instanceof Error ? err : new Error(String(err))),
   );
   // The consumer learns of failures through the stream; `done` is for the caller's bookkeeping.
   done.catch(() => undefined);
-  return { stream: out, done };
+  return { stream: out, done, validator: () => seen.validator };
 }
 
-async function run(opts: DownloadOptions, out: PassThrough): Promise<DownloadResult> {
+async function run(opts: DownloadOptions, out: PassThrough, seen: { validator: string | undefined }): Promise<DownloadResult> {
   // `at.offset` moves with every byte delivered, also on a connection that then breaks.
   const at = { offset: opts.startAt ?? 0 };
   // A whole-file hash is only possible when we see every byte from the start.
@@ -89,6 +92,7 @@ async function run(opts: DownloadOptions, out: PassThrough): Promise<DownloadRes
         throw new OtaError('download-checksum', `the server offers ${total} bytes; the command said ${opts.size}`);
       }
       validator ??= typeof res.headers.etag === 'string' ? res.headers.etag : (res.headers['last-modified'] ?? undefined);
+      seen.validator = validator;
       await pump(res, out, at, skip, opts, hash, total);
       if (total === undefined || at.offset >= total) break;
       throw new OtaError('download-failed', `connection closed at ${at.offset} of ${total} bytes`);

@@ -35,6 +35,7 @@ export const OTA_CODES = registerCodes('ota', [
   'download-checksum', // the size or sha256 the command gave does not match what arrived
   // the install
   'disk-full', // the inactive slot's filesystem ran out of space (the slot is given back)
+  'install-interrupted', // the agent stopped during this install more often than it is resumed
   // after activation
   'rolled-back', // the new release failed its health gate or crashed on trial; the old one runs again
 ] as const);

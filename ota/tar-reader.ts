@@ -36,6 +36,10 @@ export interface TarHeader {
   typeflag: string;
   size: number;
   mode: number;
+  /** Where the entry (its first header block, pax or long-name ones included) starts in the archive. */
+  offset: number;
+  /** Whether a global pax header came before: reading from `offset` alone would miss it. */
+  afterGlobal: boolean;
 }
 
 export interface TarEntry {
@@ -79,6 +83,8 @@ export function isZero(buf: Buffer): boolean {
 class ByteReader {
   private buf: Buffer = Buffer.alloc(0);
   private ended = false;
+  /** Bytes handed out so far. */
+  consumed = 0;
   constructor(private readonly it: AsyncIterator<Uint8Array>) {}
 
   /** At most `max` bytes (at least one), or undefined at the end of the input. */
@@ -94,6 +100,7 @@ class ByteReader {
     }
     const out = this.buf.subarray(0, max);
     this.buf = this.buf.subarray(out.length);
+    this.consumed += out.length;
     return out;
   }
 
@@ -206,8 +213,12 @@ function applyPax(to: Overrides, pax: Map<string, string>): void {
   }
 }
 
-/** `maxMetaBytes`: the largest pax or GNU long-name entry accepted (default 64 KiB). */
-export async function* readTar(input: AsyncIterable<Uint8Array>, opts: { maxMetaBytes?: number } = {}): AsyncGenerator<TarEntry, void, undefined> {
+/**
+ * `maxMetaBytes`: the largest pax or GNU long-name entry accepted (default 64 KiB).
+ * `startOffset`: where `input` starts in the archive, when reading resumes at an entry's offset.
+ */
+export async function* readTar(input: AsyncIterable<Uint8Array>, opts: { maxMetaBytes?: number; startOffset?: number } = {}): AsyncGenerator<TarEntry, void, undefined> {
+  const base = opts.startOffset ?? 0;
   const maxMeta = opts.maxMetaBytes ?? 64 * 1024;
   const it = input[Symbol.asyncIterator]();
   const r = new ByteReader(it);
@@ -229,7 +240,10 @@ export async function* readTar(input: AsyncIterable<Uint8Array>, opts: { maxMeta
     const global: Overrides = {};
     let local: Overrides = {};
     let pendingMeta = false;
+    let entryStart = 0;
+    let sawGlobal = false;
     for (;;) {
+      if (!pendingMeta) entryStart = r.consumed;
       const block = await r.exact(BLOCK);
       if (block === undefined) throw malformed('the archive ends without its end-of-archive blocks (truncated)');
       if (isZero(block)) {
@@ -246,6 +260,7 @@ export async function* readTar(input: AsyncIterable<Uint8Array>, opts: { maxMeta
         case 'x':
         case 'g':
           applyPax(h.typeflag === 'g' ? global : local, parsePax(await meta(h.size)));
+          if (h.typeflag === 'g') sawGlobal = true;
           pendingMeta = true;
           continue;
         case 'L':
@@ -262,6 +277,8 @@ export async function* readTar(input: AsyncIterable<Uint8Array>, opts: { maxMeta
         typeflag: h.typeflag,
         size,
         mode: h.mode & 0o7777,
+        offset: base + entryStart,
+        afterGlobal: sawGlobal,
       };
       // No check covers pax data but its use; the header's mtime does cover a pax mtime's seconds.
       if (local.mtime !== undefined && h.mtime !== undefined && Math.floor(Number(local.mtime)) !== h.mtime) {

@@ -17,12 +17,12 @@
  * - Activation is one atomic write of slots.json (state and pointer together); before it, a
  *   backup of the configuration and the state store is on disk.
  */
-import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../lib/log.js';
-import { fsyncDir } from '../lib/atomic.js';
+import { fsyncDir, readJsonFile, writeJsonAtomic } from '../lib/atomic.js';
 import { download } from './download.js';
-import { readBundle } from './bundle-reader.js';
+import { readBundle, type Checkpoint } from './bundle-reader.js';
 import { checkPolicy, type Manifest } from './manifest.js';
 import { OtaError } from './errors.js';
 import { abortInstall, activate, beginInstall, loadSlots, markVerified, otherSlot, saveSlots, type SlotName, type SlotsFile } from './slots.js';
@@ -43,7 +43,14 @@ export interface UpdateData {
   toSlot: SlotName;
   fromVersion: string;
   toVersion?: string;
+  /** Installs resumed after a restart so far. */
+  attempts?: number;
 }
+
+/** Restarts during one install after which it is given up. */
+export const MAX_INSTALL_ATTEMPTS = 3;
+/** Bytes of bundle between two durable checkpoints of an install. */
+const CHECKPOINT_BYTES = 4 * 1024 * 1024;
 
 export interface UpdateContext {
   readonly signal: AbortSignal;
@@ -98,16 +105,15 @@ export class Updater {
   }
 
   /** Download, verify and install into the inactive slot; on failure the slot is given back. */
-  async install(id: string, params: UpdateParams, ctx: UpdateContext): Promise<{ data: UpdateData; manifest: Manifest }> {
+  async install(id: string, params: UpdateParams, ctx: UpdateContext, attempts = 0): Promise<{ data: UpdateData; manifest: Manifest }> {
     const { root, runningSlot, runningVersion } = this.opts;
     const slots = loadSlots(root);
     if (slots.active !== runningSlot) {
       throw new OtaError('download-failed', `slots.json says slot ${slots.active} is active, but this process runs from ${runningSlot}; restart the agent first`);
     }
     const toSlot = otherSlot(runningSlot);
-    const data: UpdateData = { phase: 'installing', fromSlot: runningSlot, toSlot, fromVersion: runningVersion };
+    const data: UpdateData = { phase: 'installing', fromSlot: runningSlot, toSlot, fromVersion: runningVersion, attempts };
     ctx.save(data);
-    const trustPem = readFileSync(this.opts.trustPath, 'utf8');
     const dir = this.slotDir(toSlot);
     let began = false;
     const checkManifest = (m: Manifest): void => {
@@ -124,9 +130,57 @@ export class Updater {
       ctx.save(data);
       this.opts.fault?.('install:began');
       rmSync(dir, { recursive: true, force: true });
+      rmSync(this.resumePath(toSlot), { force: true });
       mkdirSync(dir, { recursive: true, mode: 0o755 });
       ctx.progress('install');
     };
+    const manifest = await this.fill(id, params, ctx, toSlot, undefined, checkManifest, () => began);
+    return { data, manifest };
+  }
+
+  /**
+   * After a restart in the middle of an install: a verified slot is ready to activate; a slot
+   * with a checkpoint is filled on from it (the download resumes with Range); anything else is
+   * given back and installed from the start. `attempts` bounds how often (a release whose
+   * install itself kills the agent must not loop forever).
+   */
+  async resumeInstall(id: string, params: UpdateParams, prev: UpdateData, ctx: UpdateContext): Promise<{ data: UpdateData }> {
+    const attempts = (prev.attempts ?? 0) + 1;
+    if (attempts > MAX_INSTALL_ATTEMPTS) {
+      this.giveBack(prev.toSlot);
+      throw new OtaError('install-interrupted', `the agent stopped ${attempts - 1} times during this install; the slot was emptied: send the update again`);
+    }
+    const slot = loadSlots(this.opts.root).slots[prev.toSlot];
+    const mine = slot.state === 'installing' && slot.updateId === id;
+    if (mine && slot.verified === true) return { data: { ...prev, phase: 'installing', attempts } };
+    const cp = mine ? this.readCheckpoint(prev.toSlot, id) : undefined;
+    if (!cp) {
+      this.giveBack(prev.toSlot);
+      this.opts.logger.info({ attempts }, 'installing again from the start after a restart');
+      return this.install(id, params, ctx, attempts);
+    }
+    const data: UpdateData = { ...prev, phase: 'installing', attempts };
+    ctx.save(data);
+    this.prepareResume(prev.toSlot, cp.checkpoint);
+    this.opts.logger.info({ offset: cp.checkpoint.offset, files: cp.checkpoint.seen.length }, 'resuming the install after a restart');
+    ctx.progress('install');
+    await this.fill(id, params, ctx, prev.toSlot, cp, undefined, () => true);
+    return { data };
+  }
+
+  /** The download streamed into the bundle reader and the slot; marks the slot verified. */
+  private async fill(
+    id: string,
+    params: UpdateParams,
+    ctx: UpdateContext,
+    toSlot: SlotName,
+    from: { checkpoint: Checkpoint; validator: string | undefined } | undefined,
+    checkManifest: ((m: Manifest) => void) | undefined,
+    began: () => boolean,
+  ): Promise<Manifest> {
+    const { root } = this.opts;
+    const dir = this.slotDir(toSlot);
+    const trustPem = readFileSync(this.opts.trustPath, 'utf8');
     const ca = this.opts.download.caPath ? readFileSync(this.opts.download.caPath) : undefined;
     const dl = download({
       url: params.url,
@@ -134,36 +188,98 @@ export class Updater {
       maxBytes: this.opts.maxBundleBytes,
       size: params.size,
       sha256: params.sha256,
+      startAt: from?.checkpoint.offset ?? 0,
+      ifRange: from?.validator,
       idleTimeoutMs: this.opts.download.idleTimeoutMs,
       retries: this.opts.download.retries,
       signal: ctx.signal,
       onProgress: (received, total) => {
-        if (!began) ctx.progress('download', total ? Math.floor((received / total) * 100) : undefined);
-        else ctx.progress('install', total ? Math.floor((received / total) * 100) : undefined);
-        if (began && total && received * 2 >= total) this.opts.fault?.('install:half');
+        const percent = total ? Math.floor((received / total) * 100) : undefined;
+        ctx.progress(began() ? 'install' : 'download', percent);
+        if (began() && total && received * 2 >= total) this.opts.fault?.('install:half');
       },
     });
-    ctx.progress('download', 0);
-    const reading = readBundle(dl.stream, { trustPem, extractTo: dir, checkManifest, maxBundleBytes: this.opts.maxBundleBytes, signal: ctx.signal });
+    if (!from) ctx.progress('download', 0);
+    let lastSaved = from?.checkpoint.offset ?? 0;
+    const onCheckpoint = (offset: number, take: () => Checkpoint): void => {
+      // Throttled: a checkpoint costs a durable write of every path done so far.
+      if (offset - lastSaved < CHECKPOINT_BYTES) return;
+      lastSaved = offset;
+      this.writeCheckpoint(toSlot, id, take(), dl.validator());
+    };
+    const reading = readBundle(dl.stream, {
+      trustPem,
+      extractTo: dir,
+      maxBundleBytes: this.opts.maxBundleBytes,
+      signal: ctx.signal,
+      onCheckpoint,
+      ...(checkManifest ? { checkManifest } : {}),
+      ...(from ? { resume: from.checkpoint } : {}),
+    });
     try {
       const [res] = await Promise.all([reading, dl.done]);
       fsyncDir(dir);
       saveSlots(root, markVerified(loadSlots(root), toSlot));
+      rmSync(this.resumePath(toSlot), { force: true });
       this.opts.fault?.('install:verified');
       this.opts.logger.info({ slot: toSlot, version: res.manifest.version, files: res.files, bytes: res.bytesOut }, 'bundle installed and verified');
-      return { data, manifest: res.manifest };
+      return res.manifest;
     } catch (err) {
       dl.stream.destroy();
       // When the download fails first, the reader may still be creating files in the slot:
       // emptying it before the reader has stopped would leave them behind in an `empty` slot.
       await reading.catch(() => undefined);
-      if (began) this.giveBack(toSlot);
+      if (began()) this.giveBack(toSlot);
       const sys = (err as NodeJS.ErrnoException).code;
       if (sys === 'ENOSPC' || sys === 'EDQUOT') {
         throw new OtaError('disk-full', `no space left for slot ${toSlot} under ${root}; the slot was emptied again`, { cause: err });
       }
       throw err;
     }
+  }
+
+  private resumePath(slot: SlotName): string {
+    return join(this.opts.root, `resume-${slot}.json`);
+  }
+
+  private writeCheckpoint(slot: SlotName, id: string, cp: Checkpoint, validator: string | undefined): void {
+    writeJsonAtomic(this.resumePath(slot), {
+      updateId: id,
+      validator: validator ?? null,
+      offset: cp.offset,
+      manifest: cp.manifestBytes.toString('base64'),
+      signature: cp.signature.toString('base64'),
+      signer: cp.signerPem.toString('base64'),
+      seen: cp.seen,
+    });
+  }
+
+  private readCheckpoint(slot: SlotName, id: string): { checkpoint: Checkpoint; validator: string | undefined } | undefined {
+    try {
+      const r = readJsonFile(this.resumePath(slot)) as Record<string, unknown> | undefined;
+      if (!r || r.updateId !== id || typeof r.offset !== 'number' || !Array.isArray(r.seen)) return undefined;
+      const b = (k: string): Buffer => Buffer.from(String(r[k]), 'base64');
+      return {
+        checkpoint: { offset: r.offset, manifestBytes: b('manifest'), signature: b('signature'), signerPem: b('signer'), seen: r.seen.map(String) },
+        validator: typeof r.validator === 'string' ? r.validator : undefined,
+      };
+    } catch {
+      return undefined; // a damaged checkpoint: install from the start
+    }
+  }
+
+  /** Removes what was written after the checkpoint (possibly half a file); what it lists stays. */
+  private prepareResume(slot: SlotName, cp: Checkpoint): void {
+    const keep = new Set(cp.seen);
+    const dir = this.slotDir(slot);
+    const walk = (rel: string): void => {
+      for (const e of readdirSync(rel === '' ? dir : join(dir, rel), { withFileTypes: true })) {
+        const r = rel === '' ? e.name : `${rel}/${e.name}`;
+        if (e.isDirectory()) walk(r);
+        else if (!keep.has(r)) rmSync(join(dir, r), { force: true });
+      }
+    };
+    walk('');
   }
 
   /** Empties a slot whose install failed; safe to call after a restart. */

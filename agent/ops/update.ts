@@ -91,12 +91,7 @@ export function updateOperation(deps: UpdateOpDeps): OperationHandler<UpdatePara
         const r = resolveAfterRestart(data, loadSlots(deps.root), deps.runningSlot);
         switch (r.kind) {
           case 'install-interrupted':
-            deps.updater.giveBack(data.toSlot);
-            return {
-              status: 'failed',
-              reason: { code: 'interrupted', message: 'the agent stopped during the download or install; the slot was emptied: send the update again' },
-              result: { fromVersion: data.fromVersion, toVersion: data.toVersion ?? null, slot: data.fromSlot, rolledBack: false },
-            };
+            return continueInstall(deps, ctx, data);
           case 'done':
             ctx.progress('commit');
             return { status: 'successful', result: r.result };
@@ -118,6 +113,36 @@ export function updateOperation(deps: UpdateOpDeps): OperationHandler<UpdatePara
       }
     },
   };
+}
+
+/** Goes on with an install a restart cut short (resumed, or from the start), then activates. */
+async function continueInstall(deps: UpdateOpDeps, ctx: OperationContext<UpdateParams>, prev: UpdateData): Promise<OperationOutcome> {
+  deps.setUpdating(true);
+  const u = uctx(ctx);
+  try {
+    const { data } = await deps.updater.resumeInstall(ctx.id, ctx.params, prev, u);
+    if (ctx.signal.aborted) {
+      deps.updater.giveBack(data.toSlot);
+      deps.setUpdating(false);
+      return cancelled(ctx.signal);
+    }
+    try {
+      deps.updater.activate(ctx.id, data, u);
+    } catch (err) {
+      deps.updater.giveBack(data.toSlot);
+      throw err;
+    }
+    deps.restart();
+    return { status: 'pending' };
+  } catch (err) {
+    deps.setUpdating(false);
+    if (ctx.signal.aborted) return cancelled(ctx.signal);
+    return {
+      status: 'failed',
+      reason: { code: errorCode(err) ?? 'internal', message: errorMessage(err) },
+      result: { fromVersion: prev.fromVersion, toVersion: prev.toVersion ?? null, slot: prev.fromSlot, rolledBack: false },
+    };
+  }
 }
 
 interface RollbackData {

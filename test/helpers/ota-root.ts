@@ -163,15 +163,19 @@ export interface BundleServer {
   url(name: string, slow?: boolean): string;
   /** Requests served, by path. */
   requests: string[];
+  /** The Range header of each request (undefined: the whole file), in order. */
+  ranges: (string | undefined)[];
   close(): Promise<void>;
 }
 
 /** Serves the files of `dir` over HTTP on port 0; /slow/NAME sends 16 KiB every 100 ms. */
 export async function serveBundles(dir: string): Promise<BundleServer> {
   const requests: string[] = [];
+  const ranges: (string | undefined)[] = [];
   const server: Server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
     requests.push(path);
+    ranges.push(req.headers.range);
     const slow = path.startsWith('/slow/');
     const name = path.replace(/^\/(slow\/)?/, '');
     let size: number;
@@ -182,7 +186,16 @@ export async function serveBundles(dir: string): Promise<BundleServer> {
       res.writeHead(404).end();
       return;
     }
-    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': size });
+    // Byte ranges as RFC 9110 14.2 (one open range, the form a resuming client sends).
+    const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+    const etag = `"${size}-${Math.floor(statSync(join(dir, name)).mtimeMs)}"`;
+    if (!slow && range && Number(range[1]) < size && (req.headers['if-range'] === undefined || req.headers['if-range'] === etag)) {
+      const start = Number(range[1]);
+      res.writeHead(206, { 'content-type': 'application/octet-stream', 'content-length': size - start, 'content-range': `bytes ${start}-${size - 1}/${size}`, etag });
+      createReadStream(join(dir, name), { start }).pipe(res);
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': size, etag });
     if (!slow) {
       createReadStream(join(dir, name)).pipe(res);
       return;
@@ -205,6 +218,7 @@ export async function serveBundles(dir: string): Promise<BundleServer> {
   return {
     url: (name, slow = false) => `http://127.0.0.1:${port}/${slow ? 'slow/' : ''}${name}`,
     requests,
+    ranges,
     close: async () => {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
