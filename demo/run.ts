@@ -1,83 +1,66 @@
 /**
  * `npm run demo`: the agent against a WMS, on a machine with nothing installed.
  *
- * An embedded broker (aedes), the real daemon as a child process (its log made readable by
- * pino-pretty), and a small WMS that sends commands one after another, each awaited with a
- * deadline: diagnostics, a duplicate id, an unknown op, invalid JSON, an expired command, the
- * admin CLI (`status`, `event`), and a restart of the agent itself. Exits 0 when every expected
- * status arrived, 1 (naming what was missing) when one did not.
+ * An embedded broker (aedes); the agent installed into a temporary A/B root (demo/install.ts)
+ * and started through the real boot guard, as systemd would (its log and the guard's made
+ * readable by pino-pretty); and a small WMS that sends commands one after another, each awaited
+ * with a deadline: diagnostics, a duplicate id, an unknown op, invalid JSON, an expired command,
+ * the admin CLI (`status`, `event`), a restart of the agent (exit 75: the guard starts it again),
+ * then two signed self-updates (demo/update.ts): one committed, one that fails its health gate
+ * and is rolled back. Exits 0 when every expected status arrived, 1 (naming what was missing)
+ * when one did not; stops the guard (which stops its agent) and removes the temp dir either way.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startEmbeddedBroker, type EmbeddedBroker } from './broker.js';
-import { agentEnv, runCli, startAgent, stopAll, type AgentProcess } from './agent.js';
-import { brief, WmsSim, type StatusMessage } from './wms-sim.js';
+import { agentEnv, agentPids, runCli, startGuard, stopGuard, waitGuard, type GuardProcess } from './agent.js';
+import { makeBundles, serveBundles, type BundleServer } from './bundles.js';
+import { installRoot, repoVersion } from './install.js';
+import { color, expectStatus as expect, paint, print, printCli, say, wms } from './ui.js';
+import { demoUpdates } from './update.js';
+import { brief, WmsSim } from './wms-sim.js';
 
 const GATEWAY = 'demo-gw';
-const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', 'agent', 'cli', 'index.js');
+const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const CLI = join(REPO, 'dist', 'agent', 'cli', 'index.js');
 const CONNECT_MS = 10_000;
 const STATUS_MS = 5_000;
 const RESTART_MS = 15_000;
-const STOP_MS = 8_000;
-
-const color = process.stdout.isTTY === true && !process.env.NO_COLOR;
-const paint = (code: number, s: string): string => (color ? `\x1b[${code}m${s}\x1b[0m` : s);
-const print = (line: string): void => void process.stdout.write(`${line}\n`);
-const say = (line: string): void => print(paint(1, line));
-const wms = (line: string): void => print(paint(33, line));
-
-function expect(st: StatusMessage, status: string, code?: string): void {
-  const got = `${st.status}${st.reason ? ` (${st.reason.code}: ${st.reason.message})` : ''}`;
-  if (st.status !== status || (code !== undefined && st.reason?.code !== code)) {
-    throw new Error(`command ${st.id}: expected ${status}${code ? ` with ${code}` : ''}, got ${got}`);
-  }
-}
-
-/** The daemon's pid as `edge-agent status --json` reports it (live, or the last one the store saw). */
-async function daemonPid(env: NodeJS.ProcessEnv, local: string[]): Promise<number | undefined> {
-  const r = await runCli(CLI, ['status', '--json', ...local], env, 2000);
-  try {
-    const pid = (JSON.parse(r.stdout) as { pid?: unknown }).pid;
-    return typeof pid === 'number' ? pid : undefined;
-  } catch {
-    return undefined;
-  }
-}
+const STOP_MS = 12_000;
+/** Fast restarts for the demo; the guard's SIGKILL comes before the demo's own (STOP_MS). */
+const GUARD_ARGS = ['--max-trial-starts', '3', '--trial-timeout-ms', '30000', '--backoff-min-ms', '200', '--backoff-max-ms', '1000', '--poll-ms', '100', '--kill-grace-ms', '10000'];
+const HEALTH_GATE = { stableMs: 2000, timeoutMs: 8000 };
 
 async function main(): Promise<number> {
   const t0 = Date.now();
   const work = mkdtempSync(join(tmpdir(), 'edge-agent-demo-'));
-  const dataDir = join(work, 'data');
-  const configPath = join(work, 'config.yaml');
-  mkdirSync(dataDir);
-  // aedes speaks MQTT 3.1.1 only; the agent's default is MQTT 5.
-  writeFileSync(configPath, 'mqtt:\n  protocolVersion: 4\n  reconnect: {initialMs: 200, maxMs: 2000}\n');
   const env = agentEnv(process.env);
-  const local = ['--config', configPath, '--data-dir', dataDir];
   const shown: string[] = [];
-  const pids = new Set<number>();
   let broker: EmbeddedBroker | undefined;
+  let server: BundleServer | undefined;
   let sim: WmsSim | undefined;
-  let agent: AgentProcess | undefined;
+  let guard: GuardProcess | undefined;
   let failed = false;
   let interrupted = false;
   let stopping: Promise<void> | undefined;
-  /** Agents first (they say `offline` while the broker still runs), then the WMS, then the broker. */
+  /** The guard and its agent first (the agent says `offline` while the broker still runs), then the WMS, the bundle server, the broker. */
   const stopEverything = (): Promise<void> =>
     (stopping ??= (async () => {
-      say('== stopping: SIGTERM to the agent, then the broker');
-      if (agent) {
-        const killed = await stopAll(pids, agent.allGone, () => daemonPid(env, local), STOP_MS);
-        if (killed.length > 0) process.stderr.write(`agent pid(s) ${killed.join(', ')} ignored SIGTERM for ${STOP_MS} ms: killed\n`);
+      say('== stopping: SIGTERM to the boot guard (it stops its agent), then the broker');
+      if (guard) {
+        const killed = await stopGuard(guard, STOP_MS);
+        if (killed.length > 0) process.stderr.write(`pid(s) ${killed.join(', ')} still ran ${STOP_MS} ms after SIGTERM to the guard: killed\n`);
+        else print(`   guard pid ${String(guard.child.pid)} exited with ${String(await guard.exited)}; agent pids ${agentPids(guard).join(', ')}: all exited`);
       }
       await sim?.stop();
+      await server?.close();
       await broker?.close();
       if (failed && !interrupted) process.stderr.write(`agent data kept in ${work}\n`);
       else rmSync(work, { recursive: true, force: true });
     })());
-  // Ctrl-C: the detached replacement is in its own session, so the terminal's SIGINT misses it.
+  // Ctrl-C reaches the guard and its agent too (one process group); this stops them in order.
   process.once('SIGINT', () => {
     interrupted = true;
     void stopEverything().finally(() => process.exit(130));
@@ -85,24 +68,34 @@ async function main(): Promise<number> {
 
   try {
     broker = await startEmbeddedBroker();
-    say(`== embedded MQTT broker (aedes) on ${broker.url}; data dir ${dataDir}`);
+    say(`== embedded MQTT broker (aedes) on ${broker.url}`);
+    const version = repoVersion(REPO);
+    const bundles = await makeBundles({ repo: REPO, dir: join(work, 'bundles'), current: version, compatible: 'wms-gateway' });
+    const inst = installRoot({ repo: REPO, root: join(work, 'root'), trustPem: bundles.trustPem, brokerUrl: broker.url, gatewayId: GATEWAY, healthGate: HEALTH_GATE });
+    const local = ['--config', inst.configPath];
+    server = await serveBundles(join(work, 'bundles'));
+    say(`== installed into ${inst.root}: slot A = ${version} (package.json + dist/), the boot guard in ROOT/guard, trust.pem = a dev CA`);
+    say(`== bundles ${bundles.good.version} and ${bundles.unhealthy.version} of this agent, signed by the CA's code-signing certificate, served on ${server.url('')}`);
     sim = new WmsSim({ url: broker.url, gatewayId: GATEWAY, print: wms });
     await sim.start();
-    say(`== WMS simulator subscribed to edge/${GATEWAY}/#; starting the agent`);
+    say(`== WMS simulator subscribed to edge/${GATEWAY}/#; starting the boot guard, which starts the agent from slot A`);
     let mark = sim.mark();
-    agent = startAgent({
-      cli: CLI,
-      args: ['run', '--broker', broker.url, '--gateway-id', GATEWAY, ...local],
+    guard = startGuard({
+      entry: inst.guard,
+      root: inst.root,
+      guardArgs: GUARD_ARGS,
+      agentArgs: ['run', '--config', inst.configPath],
       env,
-      prefix: paint(36, 'agent │ '),
+      agentPrefix: paint(36, 'agent │ '),
+      guardPrefix: paint(34, 'guard │ '),
       colorize: color,
       print,
     });
-    const firstPid = agent.child.pid;
-    if (firstPid === undefined) throw new Error('the agent could not be spawned');
-    pids.add(firstPid);
-    await sim.waitFor('status "online" from the agent', (m) => m.sub === 'status' && m.payload.state === 'online', CONNECT_MS, mark);
-    shown.push('agent online (retained ~/status)');
+    const g = guard;
+    await sim.waitFor(`status "online" ${version} slot A from the agent`, (m) => m.sub === 'status' && m.payload.state === 'online' && m.payload.version === version && m.payload.slot === 'A', CONNECT_MS, mark);
+    const firstPid = agentPids(g)[0];
+    if (firstPid === undefined) throw new Error('the boot guard reported no agent');
+    shown.push(`agent ${version} online from slot A under the boot guard (retained ~/status)`);
 
     say('== 1. diagnostics');
     mark = sim.mark();
@@ -140,28 +133,32 @@ async function main(): Promise<number> {
 
     say('== 6. `edge-agent status` over the admin socket');
     const status = await runCli(CLI, ['status', ...local], env);
-    for (const line of `${status.stdout}${status.stderr}`.split('\n')) if (line) print(paint(35, `cli   │ ${line}`));
+    printCli(`${status.stdout}${status.stderr}`);
     if (status.code !== 0) throw new Error(`edge-agent status exited with ${status.code}`);
     shown.push('edge-agent status (exit 0)');
 
     say('== 7. `edge-agent event`: an admin note reaches the WMS on ~/events');
     mark = sim.mark();
     const note = await runCli(CLI, ['event', ...local, '--code', 'demo-note', '--message', 'forklift 7 parked in bay 3 for service'], env);
-    print(paint(35, `cli   │ ${(note.stdout + note.stderr).trim()}`));
+    printCli(note.stdout + note.stderr);
     if (note.code !== 0) throw new Error(`edge-agent event exited with ${note.code}`);
     await sim.waitFor('the admin note on ~/events', (m) => m.sub === 'events' && m.payload.code === 'demo-note', STATUS_MS, mark);
     shown.push('admin note on ~/events');
 
-    say(`== 8. restart the agent (pid ${firstPid}); the next process reports the outcome`);
+    say(`== 8. restart the agent (pid ${firstPid}): it exits 75, the guard starts it again, the new process reports the outcome`);
     mark = sim.mark();
+    const gMark = g.events.length;
     await sim.send('restart', { id: 'r-1', params: { component: 'agent' } });
     const r1 = await sim.terminal('r-1', RESTART_MS, mark);
     expect(r1, 'successful');
     const result = (r1.result ?? {}) as { pid?: unknown; previousPid?: unknown };
     if (typeof result.pid !== 'number') throw new Error(`restart result has no pid: ${brief(r1.result)}`);
-    pids.add(result.pid);
-    say(`   old pid ${String(result.previousPid)} -> new pid ${result.pid}; the first process exited with ${String(await agent.exited)}`);
     if (result.previousPid !== firstPid || result.pid === firstPid) throw new Error(`restart: expected previousPid ${firstPid} and a new pid, got ${brief(result)}`);
+    const newPid = result.pid;
+    await waitGuard(g, `the restart of pid ${firstPid}`, (ev) => ev.slice(gMark).some((e) => e.event === 'spawned' && e.childPid === newPid), STATUS_MS);
+    const exit = g.events.slice(gMark).find((e) => e.event === 'child-exit');
+    say(`   old pid ${firstPid} exited with ${String(exit?.code)} (${String(exit?.reason)}) -> the guard started pid ${newPid}`);
+    if (exit?.code !== 75) throw new Error(`restart: expected the agent to exit 75 for the guard, got ${brief(exit)}`);
     shown.push(`restart: pid ${firstPid} -> ${result.pid}, successful from the new process`);
 
     say('== 9. diagnostics on the new process');
@@ -171,6 +168,8 @@ async function main(): Promise<number> {
     expect(d2, 'successful');
     if ((d2.result as { pid?: unknown } | undefined)?.pid !== result.pid) throw new Error('diagnostics d-2 did not come from the new process');
     shown.push('diagnostics after the restart: answered by the new pid');
+
+    shown.push(...(await demoUpdates({ sim, guard: g, server, bundles, version, slot: 'A', cli: CLI, env, local })));
 
     const counts = sim.statusCounts();
     say('== summary');

@@ -202,7 +202,7 @@ export class BootGuard {
         clearInterval(timers.poll);
         child.kill(sig);
         timers.kill = setTimeout(() => {
-          this.log('warn', 'kill', `the agent did not stop within ${o.killGraceMs} ms: SIGKILL`, { slot, pid: child.pid, reason: why });
+          this.log('warn', 'kill', `the agent did not stop within ${o.killGraceMs} ms: SIGKILL`, { slot, childPid: child.pid, reason: why });
           child.kill('SIGKILL');
         }, o.killGraceMs);
       };

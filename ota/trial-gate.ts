@@ -14,7 +14,8 @@ import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/log.js';
 import { commit, failTrial, loadSlots, saveSlots, type SlotName } from './slots.js';
 
-export type GateOutcome = 'committed' | 'failed' | 'not-trial';
+/** `stopped`: the agent stops before the gate decided; the next start decides (still on trial). */
+export type GateOutcome = 'committed' | 'failed' | 'not-trial' | 'stopped';
 
 export interface TrialGateOptions {
   root: string;
@@ -79,6 +80,8 @@ export class TrialGate {
   async stop(): Promise<void> {
     this.opts.clock.clearInterval(this.timer);
     this.timer = undefined;
+    // Whoever waits for the outcome must not hold up the shutdown (a settled promise ignores this).
+    this.settle('stopped');
   }
 
   private finish(o: 'committed' | 'failed'): void {

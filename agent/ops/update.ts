@@ -101,6 +101,7 @@ export function updateOperation(deps: UpdateOpDeps): OperationHandler<UpdatePara
             deps.setUpdating(true);
             ctx.progress('health-check');
             const o = await deps.gate.outcome;
+            if (o === 'stopped') return { status: 'pending' }; // still on trial: the next start goes on
             if (o === 'failed') {
               // Still updating: this release is bad and on its way out; it must not announce itself online.
               ctx.progress('rollback');

@@ -1,16 +1,25 @@
 /**
  * `npm run demo` end to end: the real demo script, as a child process, with its embedded broker,
- * the real daemon, its self-restart and the admin CLI. Checks the exit status, the statuses the
- * WMS saw, that the agent's log went through pino-pretty, and that no agent outlives the demo.
+ * the agent installed into a temp A/B root and run by the real boot guard, its restart through
+ * the guard, the admin CLI, a signed self-update that commits and one that fails its health gate
+ * and rolls back. Checks the exit status, the statuses the WMS saw, that the logs went through
+ * pino-pretty, that neither the guard nor any agent outlives the demo, and that its temp dir is gone.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import semver from 'semver';
 
-const DEMO = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'demo', 'run.js');
+const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const DEMO = join(REPO, 'dist', 'demo', 'run.js');
+/** The demo updates this release to the next minor version, then tries the one after. */
+const V1 = (JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { version: string }).version;
+const V2 = semver.inc(V1, 'minor')!;
+const V3 = semver.inc(V2, 'minor')!;
+const esc = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 interface Run {
   code: number | string | null;
@@ -51,8 +60,8 @@ async function waitGone(pid: number, timeoutMs: number): Promise<boolean> {
   return true;
 }
 
-test('npm run demo: every expected status arrives, the agent restarts, and everything stops', { timeout: 70_000 }, async () => {
-  const run = await runDemo(60_000);
+test('npm run demo: every expected status arrives, the agent restarts and updates itself, and everything stops', { timeout: 120_000 }, async () => {
+  const run = await runDemo(110_000);
   const out = run.stdout;
   const why = `exit ${String(run.code)}\n--- stdout ---\n${out}\n--- stderr ---\n${run.stderr}`;
   assert.equal(run.code, 0, why);
@@ -73,14 +82,43 @@ test('npm run demo: every expected status arrives, the agent restarts, and every
   const [, oldPid, newPid] = restart;
   assert.notEqual(oldPid, newPid);
   assert.match(out, new RegExp(`WMS <- res/d-2\\s+diagnostics\\s+successful\\s+\\{daemon: running, pid: ${newPid},`), why);
+  // ... and the restart went through the boot guard: exit 75, started again at once.
+  assert.match(out, new RegExp(`old pid ${oldPid} exited with 75 \\(restart-requested\\) -> the guard started pid ${newPid}`), why);
+
+  // The update to the next version: every step, the right result, the agent back online from slot B.
+  assert.match(out, new RegExp(`WMS <- res/up-1\\s+update\\s+successful\\s+\\{fromVersion: ${esc(V1)}, toVersion: ${esc(V2)}, slot: B, rolledBack: false\\}`), why);
+  assert.match(out, /progress: download \d+% → verify → install( \d+%)* → activate → health-check → commit\n/, why);
+  assert.match(out, /guard: agent of slot A exited 75 \(restart-requested\) → pid \d+ started from slot B on trial → slot B committed/, why);
+  assert.match(out, new RegExp(`cli\\s+│ B  ${esc(V2)}  committed, active`), why);
+
+  // The unhealthy release: activated on trial in slot A, its gate failed, rolled back to V2 in B.
+  assert.match(out, new RegExp(`WMS <- res/up-2\\s+update\\s+failed\\s+rolled-back: ${esc(V3)}: health gate failed`), why);
+  assert.match(out, new RegExp(`result: \\{fromVersion: ${esc(V2)}, toVersion: ${esc(V3)}, slot: B, rolledBack: true\\}`), why);
+  assert.match(out, /progress: download \d+% → verify → install( \d+%)* → activate → health-check → rollback\n/, why);
+  assert.match(out, new RegExp(`WMS <- status\\s+updating\\s+v${esc(V3)} slot A`), why);
+  assert.doesNotMatch(out, new RegExp(`WMS <- status\\s+online\\s+v${esc(V3)}`), why);
+  assert.match(out, new RegExp(`cli\\s+│ A  ${esc(V3)}  bad  \\(.*reason: health gate failed`), why);
+  assert.match(out, new RegExp(`cli\\s+│ \\S+  slot A  fail-trial\\s+${esc(V3)}`), why);
+  assert.match(out, /cli\s+│ \S+  cmd\s+update\s+failed rolled-back\s+id up-2/, why);
+  // The last status before the demo stopped it: V2 online in slot B.
+  const states = [...out.matchAll(/WMS <- status\s+(\w+)\s+v(\S+) slot (\w)/g)].map((m) => `${m[1]} ${m[2]} ${m[3]}`);
+  assert.deepEqual(states.slice(-2), [`online ${V2} B`, `offline ${V2} B`], why);
 
   // The agent's pino JSON was made readable, not passed through raw.
   assert.match(out, /agent │ \[[\d:.]+\] INFO \(\d+\): agent ready/, why);
+  assert.match(out, /guard │ \[[\d:.]+\] INFO \(\d+\): agent of slot A started/, why);
   assert.doesNotMatch(out, /"level":\d+/, why);
 
   assert.match(out, /== summary/, why);
   assert.match(out, /WMS <- status\s+offline/, why);
-  // The detached replacement must not outlive the demo.
-  assert.equal(await waitGone(Number(newPid), 5000), true, `replacement agent pid ${newPid} still runs after the demo exited`);
-  assert.equal(await waitGone(Number(oldPid), 5000), true, `first agent pid ${oldPid} still runs after the demo exited`);
+  // Neither the guard nor any agent it started outlives the demo; the temp install root is gone.
+  const stopped = /guard pid (\d+) exited with 0; agent pids ([\d, ]+): all exited/.exec(out);
+  assert.ok(stopped, why);
+  const spawned = [...out.matchAll(/"event":"spawned","slot":"[AB]","childPid":(\d+)/g)].map((m) => Number(m[1]));
+  assert.deepEqual(stopped[2]!.split(', ').map(Number), spawned, why);
+  assert.ok(spawned.length >= 5, `expected at least 5 agent starts (first, restart, 1.1.0, 1.2.0, back): ${spawned.join(', ')}`);
+  for (const pid of [Number(stopped[1]), ...spawned]) assert.equal(await waitGone(pid, 5000), true, `pid ${pid} still runs after the demo exited`);
+  const work = /installed into (\S+)\/root:/.exec(out)?.[1];
+  assert.ok(work, why);
+  assert.equal(existsSync(work), false, `the demo left ${work} behind`);
 });
