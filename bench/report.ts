@@ -9,6 +9,8 @@ import { dirname } from 'node:path';
 export interface Goal {
   op: '<=' | '<' | '>=';
   value: number;
+  /** What the goal bounds: the measured value (default) or the ratio value / reference. */
+  of?: 'ratio';
 }
 
 export interface Measurement {
@@ -79,7 +81,7 @@ export function measurement(m: {
     reference: { name: m.reference.name, value: ref, samples: m.reference.samples },
     ratio: value / ref,
     goal: m.goal,
-    goalMet: m.goal ? meetsGoal(value, m.goal) : undefined,
+    goalMet: m.goal ? meetsGoal(m.goal.of === 'ratio' ? value / ref : value, m.goal) : undefined,
     details,
   };
 }
@@ -95,7 +97,8 @@ function fmt(v: number, unit: string): string {
 export function formatTable(ms: readonly Measurement[]): string {
   const rows: string[][] = [['Measurement', 'Median', 'Reference (same run)', 'Ref median', 'Ratio', 'Goal']];
   for (const m of ms) {
-    const goal = m.goal ? `${m.goal.op} ${fmt(m.goal.value, m.unit)} ${m.goalMet ? 'met' : 'MISSED'}` : '-';
+    const bound = m.goal?.of === 'ratio' ? `ratio ${m.goal.op} ${m.goal.value.toFixed(2)}x` : m.goal ? `${m.goal.op} ${fmt(m.goal.value, m.unit)}` : '';
+    const goal = m.goal ? `${bound} ${m.goalMet ? 'met' : 'MISSED'}` : '-';
     rows.push([m.title, fmt(m.value, m.unit), m.reference.name, fmt(m.reference.value, m.unit), `${m.ratio.toFixed(2)}x`, goal]);
   }
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));

@@ -7,11 +7,17 @@
  *   3. outbox with the broker down: RSS growth for 100k events       vs the same events in a JS array
  *      and its enqueue rate                                          vs plain better-sqlite3 inserts
  *   4. outbox drain after reconnect, msg/s until depth 0             vs plain mqtt.js QoS 1, same window
+ *   5. OTA install of a 512 MiB bundle (Updater.install)             vs curl | tee >(sha256sum) | tar -x
+ *   6. its peak RSS, and at 2 GiB                                    vs a plain http.get of the bundle
+ *   7. activation downtime, update through the boot guard            vs `restart {component: agent}`
+ *   8. rollback after a failed health gate, until the old is online  vs the same restart
  *
- * Uses a real mosquitto on a free port, or an in-process aedes broker when mosquitto is missing
- * (and says so). Prints a table and writes JSON to bench/results/latest.json (--quick:
- * bench/results/quick.json; --out FILE to choose). Exit 0 when every measurement completed;
- * with --strict, exit 2 when a goal is missed.
+ * `--only startup,outbox,ota` picks groups (default: all; `ota` is 5-8). 1-4 use a real mosquitto
+ * on a free port, or an in-process aedes broker when mosquitto is missing (and says so); 5-6 need
+ * no broker (ota-bench.ts); 7-8 start their own broker the same way (ota-activation.ts). Prints a
+ * table and writes JSON to bench/results/latest.json (--quick: bench/results/quick.json; --out
+ * FILE to choose). Exit 0 when every measurement completed; with --strict, exit 2 when a goal is
+ * missed.
  */
 import { cpus } from 'node:os';
 import { existsSync, mkdirSync } from 'node:fs';
@@ -22,6 +28,8 @@ import { startBenchBroker, type BenchBroker } from './broker.js';
 import { DIST, ROOT } from './proc.js';
 import { startupSample, type StartupSample, type StartupSubject } from './startup.js';
 import { outboxRun, type OutboxRun } from './outbox-bench.js';
+import { otaMeasurements, otaPhase } from './ota-bench.js';
+import { activationMeasurements, activationPhase } from './ota-activation.js';
 import { formatSamples, formatTable, measurement, writeResults, type BenchResults, type Measurement } from './report.js';
 
 const MB = 1024 * 1024;
@@ -34,15 +42,35 @@ interface Config {
   inflight: number;
   idleMs: number;
   warmup: boolean;
+  otaRuns: number;
+  otaMiB: number;
+  /** 0: no second (large) bundle. */
+  otaLargeMiB: number;
 }
 
-function config(v: { quick?: boolean; runs?: string; messages?: string }): Config {
+const GROUPS = ['startup', 'outbox', 'ota'] as const;
+type Group = (typeof GROUPS)[number];
+
+function config(v: { quick?: boolean; runs?: string; messages?: string; 'ota-mib'?: string; 'ota-large-mib'?: string }): Config {
   const quick = v.quick ?? false;
   const runs = v.runs === undefined ? (quick ? 1 : 5) : Number(v.runs);
   const messages = v.messages === undefined ? (quick ? 20_000 : 100_000) : Number(v.messages);
+  const otaMiB = Number(v['ota-mib'] ?? (quick ? 32 : 512));
+  const otaLargeMiB = Number(v['ota-large-mib'] ?? (quick ? 0 : 2048));
   if (!Number.isInteger(runs) || runs < 1) throw new Error('--runs must be a positive integer');
   if (!Number.isInteger(messages) || messages < 1000) throw new Error('--messages must be an integer >= 1000');
-  return { quick, runs, outboxRuns: runs, messages, inflight: 256, idleMs: quick ? 1000 : 3000, warmup: !quick };
+  if (!Number.isInteger(otaMiB) || otaMiB < 1) throw new Error('--ota-mib must be a positive integer');
+  if (!Number.isInteger(otaLargeMiB) || otaLargeMiB < 0) throw new Error('--ota-large-mib must be an integer >= 0');
+  const otaRuns = v.runs === undefined ? (quick ? 1 : 3) : runs;
+  return { quick, runs, outboxRuns: runs, messages, inflight: 256, idleMs: quick ? 1000 : 3000, warmup: !quick, otaRuns, otaMiB, otaLargeMiB };
+}
+
+function groups(only: string | undefined): Set<Group> {
+  if (only === undefined) return new Set(GROUPS);
+  const picked = only.split(',').map((g) => g.trim());
+  const bad = picked.filter((g) => !(GROUPS as readonly string[]).includes(g));
+  if (bad.length > 0 || picked.length === 0) throw new Error(`--only takes a comma-separated list of ${GROUPS.join(', ')}; got ${only}`);
+  return new Set(picked as Group[]);
 }
 
 const log = (s: string): void => void process.stderr.write(`${s}\n`);
@@ -91,9 +119,9 @@ async function outboxPhase(broker: BenchBroker, cfg: Config, cpuProfDir: string 
   return runs;
 }
 
-function measurements(st: Record<StartupSubject, StartupSample[]>, ob: OutboxRun[], cfg: Config): Measurement[] {
-  const n = cfg.messages.toLocaleString('en-US');
-  const mb = (xs: number[]): number[] => xs.map((x) => x / MB);
+const mb = (xs: number[]): number[] => xs.map((x) => x / MB);
+
+function startupMeasurements(st: Record<StartupSubject, StartupSample[]>, cfg: Config): Measurement[] {
   return [
     measurement({
       id: 'startup',
@@ -117,6 +145,12 @@ function measurements(st: Record<StartupSubject, StartupSample[]>, ob: OutboxRun
         referenceRssFileMB: mb(st.reference.map((s) => s.idleRss.file)),
       },
     }),
+  ];
+}
+
+function outboxMeasurements(ob: OutboxRun[], cfg: Config): Measurement[] {
+  const n = cfg.messages.toLocaleString('en-US');
+  return [
     measurement({
       id: 'outbox-memory',
       title: `Outbox RSS growth, ${n} events queued`,
@@ -161,9 +195,13 @@ async function main(): Promise<number> {
       broker: { type: 'string' },
       'cpu-prof': { type: 'boolean' },
       strict: { type: 'boolean' },
+      only: { type: 'string' },
+      'ota-mib': { type: 'string' },
+      'ota-large-mib': { type: 'string' },
     },
   });
   const cfg = config(values);
+  const run = groups(values.only);
   const prefer = values.broker;
   if (prefer !== undefined && prefer !== 'mosquitto' && prefer !== 'aedes') throw new Error('--broker must be mosquitto or aedes');
   const out = values.out ?? join(ROOT, 'bench', 'results', cfg.quick ? 'quick.json' : 'latest.json');
@@ -172,33 +210,50 @@ async function main(): Promise<number> {
   if (!existsSync(join(DIST, 'agent', 'cli', 'index.js'))) throw new Error('dist/agent/cli/index.js is missing: run `npm run build` first');
 
   const startedAt = new Date().toISOString();
+  log(`config: ${JSON.stringify(cfg)}; groups: ${[...run].join(', ')}`);
+  const ms: Measurement[] = [];
+  let broker: BenchResults['broker'] = { kind: 'none', version: '-', note: 'no MQTT measurement selected' };
+  if (run.has('startup') || run.has('outbox')) broker = await mqttPhases(cfg, run, prefer, cpuProfDir, ms);
+  if (run.has('ota')) {
+    const ota = await otaPhase({ runs: cfg.otaRuns, bundleMiB: cfg.otaMiB, largeMiB: cfg.otaLargeMiB, cpuProfDir }, log);
+    ms.push(...otaMeasurements(ota));
+    const act = await activationPhase({ runs: cfg.otaRuns, prefer }, log);
+    ms.push(...activationMeasurements(act));
+    if (broker.kind === 'none') broker = act.broker;
+  }
+  const results: BenchResults = {
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    quick: cfg.quick,
+    node: process.version,
+    platform: `${process.platform}-${process.arch}`,
+    cpus: cpus().length,
+    broker,
+    config: { ...cfg },
+    measurements: ms,
+    goalsMet: ms.every((m) => m.goalMet !== false),
+  };
+  writeResults(out, results);
+  const runs = run.has('ota') ? `medians of ${cfg.runs} runs (OTA: ${cfg.otaRuns})` : `medians of ${cfg.runs} runs`;
+  process.stdout.write(`\nBroker: ${broker.version} (${broker.note}); ${runs}; ratio = value / reference\n\n`);
+  process.stdout.write(`${formatTable(ms)}\n\nSamples:\n${formatSamples(ms)}\n\nJSON: ${out}\n`);
+  if (cpuProfDir) process.stdout.write(`CPU profiles of the outbox and OTA install children: ${cpuProfDir}\n`);
+  return values.strict && !results.goalsMet ? 2 : 0;
+}
+
+/** Measurements 1-4 (the groups asked for) against one broker, stopped before returning. */
+async function mqttPhases(cfg: Config, run: Set<Group>, prefer: 'mosquitto' | 'aedes' | undefined, cpuProfDir: string | undefined, ms: Measurement[]): Promise<BenchResults['broker']> {
   const broker: BenchBroker = await startBenchBroker(prefer);
   const note = broker.kind === 'mosquitto' ? 'real broker' : prefer === 'aedes' ? 'aedes asked for (--broker aedes)' : 'mosquitto is not installed: FELL BACK to in-process aedes; numbers are not comparable with mosquitto runs';
   log(`broker: ${broker.version} at ${broker.url} (${note})`);
-  log(`config: ${JSON.stringify(cfg)}`);
   let sub: MqttClient | undefined;
   try {
-    sub = await connectSubscriber(broker);
-    const st = await startupPhase(broker, sub, cfg);
-    const ob = await outboxPhase(broker, cfg, cpuProfDir);
-    const ms = measurements(st, ob, cfg);
-    const results: BenchResults = {
-      startedAt,
-      finishedAt: new Date().toISOString(),
-      quick: cfg.quick,
-      node: process.version,
-      platform: `${process.platform}-${process.arch}`,
-      cpus: cpus().length,
-      broker: { kind: broker.kind, version: broker.version, note },
-      config: { ...cfg },
-      measurements: ms,
-      goalsMet: ms.every((m) => m.goalMet !== false),
-    };
-    writeResults(out, results);
-    process.stdout.write(`\nBroker: ${broker.version} (${note}); medians of ${cfg.runs} runs; ratio = value / reference\n\n`);
-    process.stdout.write(`${formatTable(ms)}\n\nSamples:\n${formatSamples(ms)}\n\nJSON: ${out}\n`);
-    if (cpuProfDir) process.stdout.write(`CPU profiles of the outbox children: ${cpuProfDir}\n`);
-    return values.strict && !results.goalsMet ? 2 : 0;
+    if (run.has('startup')) {
+      sub = await connectSubscriber(broker);
+      ms.push(...startupMeasurements(await startupPhase(broker, sub, cfg), cfg));
+    }
+    if (run.has('outbox')) ms.push(...outboxMeasurements(await outboxPhase(broker, cfg, cpuProfDir), cfg));
+    return { kind: broker.kind, version: broker.version, note };
   } catch (err) {
     const logs = broker.logs();
     if (logs) log(`--- broker log ---\n${logs}`);

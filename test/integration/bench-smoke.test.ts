@@ -1,12 +1,14 @@
 /**
  * Smoke test for the benchmark harness: `node dist/bench/run.js --quick` runs end to end
- * against a real broker and reports every measurement with its reference. No thresholds on
- * the numbers themselves (STYLE.md: targets are ratios in bench/, never timed assertions).
+ * against a real broker (and the OTA install of a 32 MiB bundle, an update and a rollback
+ * through the boot guard), reports every measurement with its reference, and leaves nothing in
+ * its temp dir. No thresholds on the numbers themselves (STYLE.md: targets are ratios in
+ * bench/, never timed assertions).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,18 +16,21 @@ import { promisify } from 'node:util';
 import type { BenchResults } from '../../bench/report.js';
 
 const RUN = fileURLToPath(new URL('../../bench/run.js', import.meta.url));
-const IDS = ['startup', 'idle-rss', 'outbox-memory', 'enqueue-rate', 'drain-rate'];
+const IDS = ['startup', 'idle-rss', 'outbox-memory', 'enqueue-rate', 'drain-rate', 'ota-install-time', 'ota-peak-rss-512m', 'activation-downtime', 'rollback-time'];
 
 test('bench --quick exits 0 and reports every measurement with a positive value and a reference', { timeout: 180_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'bench-smoke-'));
   const out = join(dir, 'results.json');
   try {
-    const { stdout } = await promisify(execFile)(process.execPath, [RUN, '--quick', '--out', out], { timeout: 170_000, maxBuffer: 16 * 1024 * 1024 }).catch(
+    // TMPDIR: the bench's temp dirs (bundles, slots, outbox databases) land here, so we can see they are gone.
+    const env = { ...process.env, TMPDIR: dir };
+    const { stdout } = await promisify(execFile)(process.execPath, [RUN, '--quick', '--out', out], { env, timeout: 170_000, maxBuffer: 16 * 1024 * 1024 }).catch(
       (err: Error & { code?: unknown; stderr?: string }) => {
         throw new Error(`bench exited with ${String(err.code)}: ${err.message}\n${err.stderr ?? ''}`);
       },
     );
     const results = JSON.parse(readFileSync(out, 'utf8')) as BenchResults;
+    assert.deepEqual(readdirSync(dir), ['results.json'], 'the bench removed its temp dirs');
 
     assert.equal(results.quick, true);
     assert.ok(['mosquitto', 'aedes'].includes(results.broker.kind), `broker kind ${results.broker.kind}`);
