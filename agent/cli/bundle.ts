@@ -6,7 +6,6 @@
  * and with --json `{ok: false, code, message}` on stdout; 64 a usage error.
  */
 import { createReadStream, readFileSync } from 'node:fs';
-import type { ParseArgsConfig } from 'node:util';
 import { summarizePem, type CertSummary } from '../../certs/trust.js';
 import { errorCode, errorMessage } from '../../lib/errors.js';
 import { readBundleHead } from '../../ota/bundle-input.js';
@@ -16,43 +15,9 @@ import type { Manifest } from '../../ota/manifest.js';
 
 type Values = Record<string, string | boolean | undefined>;
 
-export const BUNDLE_OPTIONS: NonNullable<ParseArgsConfig['options']> = {
-  in: { type: 'string' },
-  version: { type: 'string' },
-  compatible: { type: 'string', multiple: true },
-  key: { type: 'string' },
-  cert: { type: 'string' },
-  output: { type: 'string', short: 'o' },
-  requires: { type: 'string' },
-  'security-version': { type: 'string' },
-  gzip: { type: 'boolean' },
-  trust: { type: 'string' },
-  json: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
-};
+import { BUNDLE_USAGE } from './bundle-usage.js';
 
-export const BUNDLE_USAGE = `edge-agent bundle <create|verify|inspect> ...
-
-  edge-agent bundle create --in DIR --version V --compatible C --key KEY --cert PEM -o FILE
-                           [--requires RANGE] [--security-version N] [--gzip]
-    Makes a format 1 bundle of DIR (files with their modes, directories, symlinks that stay
-    inside DIR), signs manifest.json with KEY and writes FILE atomically.
-      --compatible C         a device class; repeat it or separate classes with commas
-      --cert PEM             the signer's certificate, then any intermediates
-      --requires RANGE       semver range the running version must satisfy, e.g. ">=1.0.0 <2.0.0"
-      --security-version N   anti-rollback level (default 0)
-      --gzip                 gzip-compress the archive
-
-  edge-agent bundle verify FILE --trust PEM [--json]
-    Checks everything a device checks before installing, without extracting: the archive's
-    safety, the signature chain up to the trust anchors in PEM, every size and hash. Exit 0 and
-    a summary when all holds; exit 1 and "code: message" on stderr otherwise.
-
-  edge-agent bundle inspect FILE [--json]
-    Prints the manifest and the signer's certificates WITHOUT verifying anything (reads only the
-    first three members). Use verify before trusting what it shows.
-
-  -h, --help   this help`;
+export { BUNDLE_OPTIONS, BUNDLE_USAGE } from './bundle-usage.js';
 
 function usage(message: string): number {
   process.stderr.write(`edge-agent bundle: ${message}\n\nUsage: ${BUNDLE_USAGE}\n`);

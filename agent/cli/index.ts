@@ -5,14 +5,7 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { errorMessage } from '../../lib/errors.js';
-import { runDaemon } from '../main.js';
-import { statusCommand } from './status.js';
-import { eventCommand } from './event.js';
-import { BUNDLE_OPTIONS, BUNDLE_USAGE, bundleCommand } from './bundle.js';
-import { slotsCommand } from './slots.js';
-import { historyCommand } from './history.js';
-import { rollbackCommand } from './rollback.js';
-import { installCommand } from './install.js';
+import { BUNDLE_OPTIONS, BUNDLE_USAGE } from './bundle-usage.js';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 export type Values = Record<string, string | boolean | undefined>;
@@ -50,8 +43,10 @@ ${COMMON_HELP}
   --broker URL       MQTT broker, e.g. mqtt://localhost:1883 or mqtts://wms:8883 ($EDGE_AGENT_BROKER)
   --gateway-id ID    this gateway's id, [A-Za-z0-9_-]{1,64} ($EDGE_AGENT_GATEWAY_ID)`,
     options: { ...common, broker: { type: 'string' }, 'gateway-id': { type: 'string' } },
-    run: (v) =>
-      runDaemon({
+    // Each subcommand loads only its own modules: the daemon's start-up is on the path of every
+    // restart and update (bench/ measures it), and `status` need not load the updater.
+    run: async (v) =>
+      (await import('../main.js')).runDaemon({
         configPath: str(v.config),
         overrides: { broker: str(v.broker), gatewayId: str(v['gateway-id']), dataDir: str(v['data-dir']) },
       }),
@@ -66,7 +61,7 @@ store says (last run, outbox depth, unfinished commands) and exits 3.
 ${COMMON_HELP}
   --json             machine-readable output`,
     options: { ...common, json: { type: 'boolean' } },
-    run: (v) => statusCommand(v),
+    run: async (v) => (await import('./status.js')).statusCommand(v),
   },
   event: {
     summary: 'send a note to the WMS on ~/events (queued durably)',
@@ -80,7 +75,7 @@ ${COMMON_HELP}
   --message TEXT     what the WMS should know
   --severity S       info (default), warning or critical`,
     options: { ...common, code: { type: 'string' }, message: { type: 'string' }, severity: { type: 'string' } },
-    run: (v) => eventCommand(v),
+    run: async (v) => (await import('./event.js')).eventCommand(v),
   },
   slots: {
     summary: 'both slots: version and state (active, committed, trial, bad, empty, installing)',
@@ -93,7 +88,7 @@ unreadable.
 ${COMMON_HELP}
   --json             machine-readable output`,
     options: { ...common, json: { type: 'boolean' } },
-    run: (v) => slotsCommand(v),
+    run: async (v) => (await import('./slots.js')).slotsCommand(v),
   },
   history: {
     summary: 'installed versions and past operations, newest first',
@@ -107,7 +102,7 @@ ${COMMON_HELP}
   --limit N          at most N entries (default 50)
   --json             machine-readable output`,
     options: { ...common, json: { type: 'boolean' }, limit: { type: 'string' } },
-    run: (v) => historyCommand(v),
+    run: async (v) => (await import('./history.js')).historyCommand(v),
   },
   rollback: {
     summary: 'switch back to the other committed slot (the rollback operation)',
@@ -120,14 +115,14 @@ rejected (the reason code is printed) or no outcome came in time, 3 when the dae
 ${COMMON_HELP}
   --timeout SEC      how long to wait for the outcome (default 60)`,
     options: { ...common, timeout: { type: 'string' } },
-    run: (v) => rollbackCommand(v),
+    run: async (v) => (await import('./rollback.js')).rollbackCommand(v),
   },
   bundle: {
     summary: 'make, verify or inspect an update bundle (create|verify|inspect)',
     usage: BUNDLE_USAGE,
     options: BUNDLE_OPTIONS,
     positionals: true,
-    run: (v, p) => bundleCommand(v, p),
+    run: async (v, p) => (await import('./bundle.js')).bundleCommand(v, p),
   },
   install: {
     summary: 'first installation of this release into ROOT as slot A, with the boot guard',
@@ -143,7 +138,7 @@ ${COMMON_HELP}
   --root ROOT        the install root, e.g. /opt/edge-agent
   --from DIR         the release to install (a package root with dist/ and node_modules/)`,
     options: { ...common, root: { type: 'string' }, from: { type: 'string' } },
-    run: (v) => installCommand(v),
+    run: async (v) => (await import('./install.js')).installCommand(v),
   },
 };
 
