@@ -60,29 +60,7 @@ export function updateOperation(deps: UpdateOpDeps): OperationHandler<UpdatePara
       if (!deps.underGuard) {
         return { status: 'failed', reason: { code: 'not-installed', message: 'this agent was not started by the boot guard (ROOT/guard), so it cannot switch slots; install it with the A/B layout' } };
       }
-      deps.setUpdating(true);
-      try {
-        const u = uctx(ctx);
-        const { data } = await deps.updater.install(ctx.id, ctx.params, u);
-        if (ctx.signal.aborted) {
-          deps.updater.giveBack(data.toSlot);
-          deps.setUpdating(false);
-          return cancelled(ctx.signal);
-        }
-        try {
-          deps.updater.activate(ctx.id, data, u);
-        } catch (err) {
-          // Not activated (a failed backup, say): the verified slot must not stay `installing`.
-          deps.updater.giveBack(data.toSlot);
-          throw err;
-        }
-        deps.restart();
-        return { status: 'pending' };
-      } catch (err) {
-        deps.setUpdating(false);
-        if (ctx.signal.aborted) return cancelled(ctx.signal);
-        return failed(err);
-      }
+      return installAndActivate(deps, ctx, (u) => deps.updater.install(ctx.id, ctx.params, u), undefined);
     },
     async resume(ctx) {
       const data = ctx.loadData() as UpdateData | undefined;
@@ -91,7 +69,7 @@ export function updateOperation(deps: UpdateOpDeps): OperationHandler<UpdatePara
         const r = resolveAfterRestart(data, loadSlots(deps.root), deps.runningSlot);
         switch (r.kind) {
           case 'install-interrupted':
-            return continueInstall(deps, ctx, data);
+            return installAndActivate(deps, ctx, (u) => deps.updater.resumeInstall(ctx.id, ctx.params, data, u), data);
           case 'done':
             ctx.progress('commit');
             return { status: 'successful', result: r.result };
@@ -116,12 +94,20 @@ export function updateOperation(deps: UpdateOpDeps): OperationHandler<UpdatePara
   };
 }
 
-/** Goes on with an install a restart cut short (resumed, or from the start), then activates. */
-async function continueInstall(deps: UpdateOpDeps, ctx: OperationContext<UpdateParams>, prev: UpdateData): Promise<OperationOutcome> {
+/**
+ * Installs (or goes on with an install a restart cut short), then activates and restarts. A
+ * failure before activation gives the slot back; `prev` adds the result a resumed update reports.
+ */
+async function installAndActivate(
+  deps: UpdateOpDeps,
+  ctx: OperationContext<UpdateParams>,
+  install: (u: UpdateContext) => Promise<{ data: UpdateData }>,
+  prev: UpdateData | undefined,
+): Promise<OperationOutcome> {
   deps.setUpdating(true);
   const u = uctx(ctx);
   try {
-    const { data } = await deps.updater.resumeInstall(ctx.id, ctx.params, prev, u);
+    const { data } = await install(u);
     if (ctx.signal.aborted) {
       deps.updater.giveBack(data.toSlot);
       deps.setUpdating(false);
@@ -130,6 +116,7 @@ async function continueInstall(deps: UpdateOpDeps, ctx: OperationContext<UpdateP
     try {
       deps.updater.activate(ctx.id, data, u);
     } catch (err) {
+      // Not activated (a failed backup, say): the verified slot must not stay `installing`.
       deps.updater.giveBack(data.toSlot);
       throw err;
     }
@@ -138,11 +125,9 @@ async function continueInstall(deps: UpdateOpDeps, ctx: OperationContext<UpdateP
   } catch (err) {
     deps.setUpdating(false);
     if (ctx.signal.aborted) return cancelled(ctx.signal);
-    return {
-      status: 'failed',
-      reason: { code: errorCode(err) ?? 'internal', message: errorMessage(err) },
-      result: { fromVersion: prev.fromVersion, toVersion: prev.toVersion ?? null, slot: prev.fromSlot, rolledBack: false },
-    };
+    const outcome = failed(err);
+    if (!prev || outcome.status !== 'failed') return outcome;
+    return { ...outcome, result: { fromVersion: prev.fromVersion, toVersion: prev.toVersion ?? null, slot: prev.fromSlot, rolledBack: false } };
   }
 }
 
