@@ -9,7 +9,7 @@ import type { Logger } from '../lib/log.js';
 import type { LoopMonitor } from '../lib/loops.js';
 import { fsyncDir } from '../lib/atomic.js';
 import type { Db } from '../lib/sqlite.js';
-import { Updater } from '../ota/updater.js';
+import type { Updater } from '../ota/updater.js';
 import { TrialGate } from '../ota/trial-gate.js';
 import type { SlotName } from '../ota/slots.js';
 import type { AgentConfig } from './config.js';
@@ -42,18 +42,25 @@ export function wireOta(w: OtaWiring): Component {
   const { config, logger } = w;
   const root = config.ota.root;
   const log = logger.child({ component: 'ota' });
-  const updater = new Updater({
-    root,
-    runningSlot: w.runningSlot,
-    runningVersion: w.version,
-    deviceClass: config.deviceClass,
-    trustPath: config.ota.trustAnchors,
-    maxBundleBytes: config.ota.maxBundleBytes,
-    download: { caPath: config.ota.download.ca, idleTimeoutMs: config.ota.download.idleTimeoutMs, retries: config.ota.download.retries },
-    backup: (id) => backup(w, id),
-    logger: log,
-    fault: w.fault,
-  });
+  // Loaded on the first update: the bundle reader, the trust chain code and node-forge cost start-up
+  // time and memory (bench/) that the agent needs on every restart and rarely for an update.
+  let updater: Promise<Updater> | undefined;
+  const loadUpdater = (): Promise<Updater> =>
+    (updater ??= import('../ota/updater.js').then(
+      (m) =>
+        new m.Updater({
+          root,
+          runningSlot: w.runningSlot,
+          runningVersion: w.version,
+          deviceClass: config.deviceClass,
+          trustPath: config.ota.trustAnchors,
+          maxBundleBytes: config.ota.maxBundleBytes,
+          download: { caPath: config.ota.download.ca, idleTimeoutMs: config.ota.download.idleTimeoutMs, retries: config.ota.download.retries },
+          backup: (id) => backup(w, id),
+          logger: log,
+          fault: w.fault,
+        }),
+    ));
   const gate = new TrialGate({
     root,
     runningSlot: w.runningSlot,
@@ -70,8 +77,16 @@ export function wireOta(w: OtaWiring): Component {
     logger: log,
     fault: w.fault,
   });
+  // A release on trial says `updating` from its first status on, until its gate has decided.
+  if (gate.isTrial()) {
+    w.link.setState('updating');
+    // Also when no update command waits for the gate (a trial started by hand).
+    void gate.outcome.then((o) => {
+      if (o === 'committed') w.link.setState('online');
+    });
+  }
   const deps = {
-    updater,
+    updater: loadUpdater,
     gate,
     root,
     runningSlot: w.runningSlot,

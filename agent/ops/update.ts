@@ -6,13 +6,15 @@
  */
 import { z } from 'zod';
 import { errorCode, errorMessage } from '../../lib/errors.js';
-import { Updater, resolveAfterRestart, type UpdateContext, type UpdateData, type UpdateParams } from '../../ota/updater.js';
+// Types only: the updater (bundle reader, node-forge, ...) is loaded when an update needs it.
+import type { Updater, UpdateContext, UpdateData, UpdateParams } from '../../ota/updater.js';
 import type { TrialGate } from '../../ota/trial-gate.js';
 import { loadSlots, rollback, saveSlots, type SlotName } from '../../ota/slots.js';
 import type { OperationContext, OperationHandler, OperationOutcome } from '../ports.js';
 
 export interface UpdateOpDeps {
-  updater: Updater;
+  /** The updater, loaded on first use: most of the agent's life no update runs. */
+  updater(): Promise<Updater>;
   gate: TrialGate;
   root: string;
   runningSlot: SlotName;
@@ -60,16 +62,17 @@ export function updateOperation(deps: UpdateOpDeps): OperationHandler<UpdatePara
       if (!deps.underGuard) {
         return { status: 'failed', reason: { code: 'not-installed', message: 'this agent was not started by the boot guard (ROOT/guard), so it cannot switch slots; install it with the A/B layout' } };
       }
-      return installAndActivate(deps, ctx, (u) => deps.updater.install(ctx.id, ctx.params, u), undefined);
+      return installAndActivate(deps, ctx, async (u) => (await deps.updater()).install(ctx.id, ctx.params, u), undefined);
     },
     async resume(ctx) {
       const data = ctx.loadData() as UpdateData | undefined;
       if (!data?.phase) return { status: 'failed', reason: { code: 'interrupted', message: 'the agent stopped before the update began' } };
+      const { resolveAfterRestart } = await import('../../ota/updater.js');
       for (;;) {
         const r = resolveAfterRestart(data, loadSlots(deps.root), deps.runningSlot);
         switch (r.kind) {
           case 'install-interrupted':
-            return installAndActivate(deps, ctx, (u) => deps.updater.resumeInstall(ctx.id, ctx.params, data, u), data);
+            return installAndActivate(deps, ctx, async (u) => (await deps.updater()).resumeInstall(ctx.id, ctx.params, data, u), data);
           case 'done':
             ctx.progress('commit');
             return { status: 'successful', result: r.result };
@@ -107,17 +110,18 @@ async function installAndActivate(
   deps.setUpdating(true);
   const u = uctx(ctx);
   try {
+    const updater = await deps.updater();
     const { data } = await install(u);
     if (ctx.signal.aborted) {
-      deps.updater.giveBack(data.toSlot);
+      updater.giveBack(data.toSlot);
       deps.setUpdating(false);
       return cancelled(ctx.signal);
     }
     try {
-      deps.updater.activate(ctx.id, data, u);
+      updater.activate(ctx.id, data, u);
     } catch (err) {
       // Not activated (a failed backup, say): the verified slot must not stay `installing`.
-      deps.updater.giveBack(data.toSlot);
+      updater.giveBack(data.toSlot);
       throw err;
     }
     deps.restart();
