@@ -77,7 +77,8 @@ export interface GuardRun {
   stop(graceMs?: number): Promise<void>;
 }
 
-function alive(pid: number): boolean {
+/** True while `pid` runs; a zombie (dead, not yet reaped by its new parent) counts as dead. */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
   } catch {

@@ -11,6 +11,9 @@ import { fileURLToPath } from 'node:url';
 import { guardEntry, installGuard } from '../../ota/guard-install.js';
 import { activate, beginInstall, initSlots, markVerified, saveSlots, type SlotName, type SlotsFile } from '../../ota/slots.js';
 import { tempDir, waitFor } from '../helpers/util.js';
+import { alive } from '../helpers/ota-root.js';
+
+export { alive };
 
 // dist/test/integration/ -> dist/
 export const DIST = fileURLToPath(new URL('../../', import.meta.url));
@@ -100,22 +103,6 @@ export function events(fx: Fixture): MarkerEvent[] {
 
 export function starts(fx: Fixture, slot?: SlotName): MarkerEvent[] {
   return events(fx).filter((e) => e.ev === 'started' && (slot === undefined || e.slot === slot));
-}
-
-/** True while `pid` runs; a zombie (dead, not yet reaped by its new parent) counts as dead. */
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    // /proc/PID/stat: "pid (comm) S ...", the state after the last ')'.
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
 }
 
 export interface GuardProcess {
