@@ -140,3 +140,15 @@ export async function collect(client: MqttClient, topicFilter: string, qos: 0 | 
   if (refused) throw new Error(`subscription to ${topicFilter} refused with reason code ${refused.qos}`);
   return got;
 }
+
+/** mulberry32: a tiny seeded PRNG, so a failing random test can be replayed from its seed. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

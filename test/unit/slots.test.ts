@@ -28,6 +28,7 @@ import {
   type SlotsFile,
 } from '../../ota/slots.js';
 import { tempDir } from '../helpers/util.js';
+import { prng } from '../helpers/util.js';
 
 const NOW = new Date('2026-11-22T10:00:00Z');
 const REL = { version: '1.1.0', securityVersion: 2, updateId: 'u-1' };
@@ -164,17 +165,6 @@ test('every illegal transition throws its code and changes nothing', () => {
   }
 });
 
-/** mulberry32: a tiny seeded PRNG, so a failing sequence can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 test('random sequences of transitions keep every invariant (property test, seeded)', () => {
   const MAX = 3;
