@@ -12,6 +12,7 @@ import { ERROR_CODE_TABLES } from '../../lib/errors.js';
 import '../../agent/config.js';
 import '../../agent/command-parse.js';
 import '../../agent/admin.js';
+import '../../lib/rpc.js';
 import '../../certs/trust.js';
 import '../../ota/errors.js';
 // The A/B slot state machine (ota/slots.ts; the boot guard runs it too).
