@@ -137,6 +137,14 @@ const otaSchema = z
   })
   .strict();
 
+const plcBridgeSchema = z
+  .object({
+    /** The bridge's own YAML file (plc-bridge/config.ts); no bridge without it. */
+    config: z.string().min(1).optional(),
+    launch: z.enum(['auto', 'never']).default('auto'),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     gatewayId: z.string().regex(GATEWAY_ID, 'must match [A-Za-z0-9_-]{1,64}'),
@@ -149,6 +157,7 @@ export const configSchema = z
     admin: adminSchema.default({}),
     systemd: systemdSchema.default(() => systemdSchema.parse({})),
     ota: otaSchema.default(() => otaSchema.parse({})),
+    plcBridge: plcBridgeSchema.default({ launch: 'auto' }),
     shutdownTimeoutMs: z.number().int().min(100).max(120_000).default(10_000),
   })
   .strict();
