@@ -1,0 +1,517 @@
+/**
+ * The bridge's own MQTT connection (CONTRACT.md section 3): `~/plc/status` with its Last Will,
+ * live data, replay of the store with `historical: true`, and the `~/plc/+/set` subscription.
+ *
+ * - A fresh mqtt.js client per attempt, mqtt.js's reconnect off, our capped backoff with jitter;
+ *   MQTT 5, falling back to 3.1.1 for the rest of the process when the broker refuses 5.
+ * - Clean sessions: each instance has its own client id (two run side by side during a
+ *   handover), so a persistent session would only leave orphans at the broker. A `set` sent
+ *   while the bridge is away is therefore not delivered; the WMS sees no answer and resends.
+ * - Last Will = the retained status with state `offline`, built from status() at each connect.
+ *   A clean DISCONNECT suppresses the will, so a graceful stop publishes `offline` itself.
+ * - `announce` (the active instance): birth, Last Will, status and the replay of the store. A
+ *   standby in a handover connects without them, so neither its birth nor its death changes
+ *   `~/plc/status`, and it leaves the shared store to the active instance. A will is fixed at
+ *   CONNECT (MQTT 3.1.3.2), so setAnnounce() drains and reconnects; data published meanwhile goes
+ *   through the store (historical), none is lost.
+ *
+ * INVARIANTS
+ * - A QoS 1 message (data at qos 1, results) is either acknowledged by the broker or in the
+ *   store: live ones are tracked until their PUBACK and moved to the store when the connection
+ *   goes first. A PUBACK may be lost with the connection, so the WMS may see a message twice
+ *   (once live, once historical), never zero times.
+ * - QoS 0 data while connected is fire-and-forget: what the socket had not sent when the
+ *   connection drops is lost. While disconnected it goes to the store like QoS 1 data.
+ * - Replay goes oldest id first, at most replayPerSec per second and REPLAY_INFLIGHT in flight,
+ *   always at QoS 1 so that a row leaves the store only once the broker has it. After a
+ *   reconnect it starts again from the lowest row still present: the same order.
+ * - Both in-flight sets are bounded (LIVE_INFLIGHT_MAX diverts live data to the store).
+ * - Callbacks of an earlier connection (generation) change nothing.
+ */
+import { readFileSync } from 'node:fs';
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { redactUrl, type Logger } from '../lib/log.js';
+import { systemClock, type Clock } from '../lib/clock.js';
+import { Backoff } from '../lib/backoff.js';
+import type { BridgeConfig } from './config.js';
+import type { ForwardStore, Stored } from './store.js';
+
+/** The `mqtt` section of the bridge config. */
+export type BridgeMqttConfig = BridgeConfig['mqtt'];
+
+export interface BridgeTopics {
+  /** `~/plc/status` */
+  status: string;
+  data(device: string, group: string): string;
+  /** `~/plc/+/set` */
+  setFilter: string;
+  deviceOfSet(topic: string): string | undefined;
+  /** `~/res/{id}` */
+  result(id: string): string;
+}
+
+export function bridgeTopics(prefix: string, gatewayId: string): BridgeTopics {
+  const plc = `${prefix}/${gatewayId}/plc/`;
+  return {
+    status: `${plc}status`,
+    data: (device, group) => `${plc}${device}/${group}`,
+    setFilter: `${plc}+/set`,
+    deviceOfSet: (topic) => {
+      if (!topic.startsWith(plc) || !topic.endsWith('/set')) return undefined;
+      const device = topic.slice(plc.length, -'/set'.length);
+      return device.length > 0 && !device.includes('/') ? device : undefined;
+    },
+    result: (id) => `${prefix}/${gatewayId}/res/${id}`,
+  };
+}
+
+export type Connect = (url: string, opts: IClientOptions) => MqttClient;
+
+export interface BridgeLinkOptions {
+  mqtt: BridgeMqttConfig;
+  topics: BridgeTopics;
+  clientId: string;
+  store: ForwardStore;
+  /** The caller's child logger ({component: 'plc-mqtt'}). */
+  logger: Logger;
+  clock?: Clock;
+  replayPerSec: number;
+  /** The retained ~/plc/status body (without ts), asked for at each connect and each publishStatus(). */
+  status: () => Record<string, unknown>;
+  /** A message on ~/plc/{device}/set; only delivered while setsEnabled. */
+  onSet: (device: string, payload: Buffer) => void;
+  /** Birth, Last Will, status and replay (default true); false for a standby. See setAnnounce(). */
+  announce?: boolean;
+  connect?: Connect;
+}
+
+export interface BridgeLinkStats {
+  connected: boolean;
+  /** Live messages the broker acknowledged (QoS 1) or that were handed to the socket (QoS 0). */
+  published: number;
+  /** Messages this link put into the store. */
+  stored: number;
+  /** Stored messages replayed and acknowledged. */
+  replayed: number;
+  /** Rows in the store. */
+  replayPending: number;
+  /** Data dropped by the store's bounds (persistent). */
+  dropped: number;
+  /** Messages the broker refused with a PUBACK reason code (MQTT 5, e.g. not authorized): dropped. */
+  refused: number;
+}
+
+interface Outgoing {
+  topic: string;
+  payload: string;
+  qos: 0 | 1;
+  retain: boolean;
+  kind: Stored['kind'];
+}
+
+const LIVE_INFLIGHT_MAX = 5000;
+const REPLAY_INFLIGHT = 64;
+const REPLAY_READ = 256;
+const REPLAY_TICK_MS = 100;
+const STOP_WAIT_MS = 2000;
+const END_GRACE_MS = 1000;
+
+/** A PUBACK with a reason code (MQTT 5): the broker has the message and refuses it; resending is useless. */
+function isRefusal(err: Error): boolean {
+  return typeof (err as { code?: unknown }).code === 'number';
+}
+
+function withHistorical(payload: string): string {
+  try {
+    const body: unknown = JSON.parse(payload);
+    if (body && typeof body === 'object' && !Array.isArray(body)) return JSON.stringify({ ...body, historical: true });
+  } catch {
+    /* not ours to fix: sent as stored */
+  }
+  return payload;
+}
+
+export class BridgeLink {
+  private client: MqttClient | undefined;
+  private isConnected = false;
+  private stopped = true;
+  private generation = 0;
+  private retry: NodeJS.Timeout | undefined;
+  private readonly backoff: Backoff;
+  private protocol: 4 | 5;
+  private setsEnabled = false;
+  private readonly live = new Map<number, Outgoing>();
+  private liveKey = 0;
+  private replay = { timer: undefined as NodeJS.Timeout | undefined, cursor: 0, inflight: 0, buffer: [] as Stored[], tokens: 0, last: 0 };
+  private acks: number[] = [];
+  private ackScheduled: NodeJS.Immediate | undefined;
+  private readonly drainWaiters = new Set<() => void>();
+  private announce: boolean;
+  /** Set while setAnnounce() drains the connection it is about to replace: new messages go to the store. */
+  private swapping = false;
+  /** The broker granted the set subscription on the current connection. */
+  private setsGranted = false;
+  private counts = { published: 0, stored: 0, replayed: 0, refused: 0 };
+  private readonly clock: Clock;
+  private readonly log: Logger;
+
+  constructor(private readonly opts: BridgeLinkOptions) {
+    this.clock = opts.clock ?? systemClock;
+    this.log = opts.logger;
+    this.backoff = new Backoff(opts.mqtt.reconnect);
+    this.protocol = 5;
+    this.announce = opts.announce ?? true;
+  }
+
+  get connected(): boolean {
+    return this.isConnected;
+  }
+
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    this.connectOnce();
+  }
+
+  async stop(opts: { graceful: boolean } = { graceful: true }): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.clock.clearTimeout(this.retry);
+    this.stopReplay();
+    const client = this.client;
+    if (client && this.isConnected) {
+      const waits = [this.whenDrained()];
+      if (opts.graceful && this.announce) waits.push(this.publishAwait(client, this.opts.topics.status, this.statusPayload('offline'), true));
+      await this.bounded(Promise.all(waits), STOP_WAIT_MS);
+    }
+    const wasConnected = this.isConnected;
+    this.detach();
+    this.opts.store.flush();
+    if (client) await this.end(client, wasConnected);
+  }
+
+  /**
+   * Takes on (or gives up) birth, Last Will, status and replay: the standby of a handover that
+   * becomes active, or the reverse. When connected, the connection is drained and replaced,
+   * since the will is part of CONNECT.
+   */
+  setAnnounce(on: boolean): void {
+    if (on === this.announce) return;
+    this.announce = on;
+    if (this.client && this.isConnected && !this.stopped) void this.swapConnection(this.client);
+  }
+
+  publishData(device: string, group: string, body: Record<string, unknown>): void {
+    this.send({ topic: this.opts.topics.data(device, group), payload: JSON.stringify(body), qos: this.opts.mqtt.qos, retain: false, kind: 'data' });
+  }
+
+  publishResult(id: string, body: Record<string, unknown>): void {
+    this.send({ topic: this.opts.topics.result(id), payload: JSON.stringify(body), qos: 1, retain: true, kind: 'result' });
+  }
+
+  publishStatus(): void {
+    const client = this.client;
+    if (!client || !this.isConnected || this.stopped || this.swapping || !this.announce) return; // the birth at the next connect carries it
+    client.publish(this.opts.topics.status, this.statusPayload('online'), { qos: 1, retain: true }, (err) => {
+      if (err) this.log.warn({ err }, 'status publish not acknowledged');
+    });
+  }
+
+  setSetsEnabled(on: boolean): void {
+    if (on === this.setsEnabled) return;
+    this.setsEnabled = on;
+    const client = this.client;
+    if (!client || !this.isConnected) return; // applied at the next connect
+    if (on) this.subscribeSets(client);
+    else
+      client.unsubscribe(this.opts.topics.setFilter, (err) => {
+        if (err) this.log.warn({ err }, 'unsubscribe from set failed');
+      });
+  }
+
+  /**
+   * True once the broker granted the `set` subscription on the current, announcing connection:
+   * a successor waits for it before its predecessor leaves, so no `set` finds nobody.
+   */
+  get setsReady(): boolean {
+    return this.setsGranted && this.setsEnabled && this.announce && !this.swapping;
+  }
+
+  stats(): BridgeLinkStats {
+    const s = this.opts.store.stats();
+    return { connected: this.isConnected, ...this.counts, replayPending: s.depth, dropped: s.dropped };
+  }
+
+  private send(m: Outgoing): void {
+    const client = this.client;
+    if (!client || !this.isConnected || this.stopped || this.swapping) return this.toStore(m);
+    if (m.qos === 0) {
+      client.publish(m.topic, m.payload, { qos: 0, retain: m.retain });
+      this.counts.published++;
+      return;
+    }
+    if (this.live.size >= LIVE_INFLIGHT_MAX) return this.toStore(m);
+    const key = ++this.liveKey;
+    const gen = this.generation;
+    this.live.set(key, m);
+    client.publish(m.topic, m.payload, { qos: 1, retain: m.retain }, (err) => {
+      if (gen !== this.generation || !this.live.delete(key)) return;
+      if (!err) this.counts.published++;
+      else if (isRefusal(err)) this.refused(m, err);
+      else this.toStore(m); // the connection is going; 'close' follows and replays it later
+      this.checkDrained();
+    });
+  }
+
+  private toStore(m: Outgoing): void {
+    this.opts.store.push({ topic: m.topic, payload: m.payload, qos: m.qos, retain: m.retain, kind: m.kind });
+    this.counts.stored++;
+    // An answer to a write is worth a commit of its own.
+    if (m.kind === 'result') this.opts.store.flush();
+    this.kickReplay();
+  }
+
+  private refused(m: Outgoing | Stored, err: Error): void {
+    this.counts.refused++;
+    this.log.warn({ err, topic: m.topic }, 'the broker refused a message; dropped');
+  }
+
+  private statusPayload(state: 'online' | 'offline'): string {
+    const ts = new Date(this.clock.now()).toISOString();
+    const body = state === 'offline' ? { ...this.opts.status(), state } : { state, ...this.opts.status() };
+    return JSON.stringify({ ...body, ts });
+  }
+
+  private clientOptions(): IClientOptions {
+    const m = this.opts.mqtt;
+    const o: IClientOptions = {
+      clientId: this.opts.clientId,
+      protocolVersion: this.protocol,
+      clean: true,
+      keepalive: m.keepaliveSec,
+      connectTimeout: m.connectTimeoutMs,
+      reconnectPeriod: 0,
+      resubscribe: false,
+    };
+    if (this.announce) o.will = { topic: this.opts.topics.status, payload: Buffer.from(this.statusPayload('offline')), qos: 1, retain: true };
+    if (m.username !== undefined) o.username = m.username;
+    if (m.password !== undefined) o.password = m.password;
+    // TLS material is read at each attempt, so renewed certificates are picked up without a restart.
+    o.rejectUnauthorized = m.tls.rejectUnauthorized;
+    if (m.tls.ca) o.ca = readFileSync(m.tls.ca);
+    if (m.tls.cert) o.cert = readFileSync(m.tls.cert);
+    if (m.tls.key) o.key = readFileSync(m.tls.key);
+    if (m.tls.servername) o.servername = m.tls.servername;
+    return o;
+  }
+
+  private connectOnce(): void {
+    if (this.stopped) return;
+    let client: MqttClient;
+    try {
+      client = (this.opts.connect ?? mqtt.connect)(this.opts.mqtt.url, this.clientOptions());
+    } catch (err) {
+      this.log.error({ err }, 'cannot start an MQTT connection');
+      return this.scheduleRetry();
+    }
+    this.client = client;
+    client.on('connect', () => {
+      if (this.client !== client || this.stopped) return;
+      this.isConnected = true;
+      this.generation++;
+      this.backoff.reset();
+      this.log.info({ url: redactUrl(this.opts.mqtt.url), clientId: this.opts.clientId }, 'connected to the broker');
+      // Birth first: the WMS sees the bridge online before any replayed data.
+      if (this.announce) client.publish(this.opts.topics.status, this.statusPayload('online'), { qos: 1, retain: true });
+      if (this.setsEnabled) this.subscribeSets(client);
+      this.startReplay();
+    });
+    client.on('message', (topic, payload) => {
+      const device = this.opts.topics.deviceOfSet(topic);
+      if (device === undefined || !this.setsEnabled || this.stopped) return;
+      try {
+        this.opts.onSet(device, payload);
+      } catch (err) {
+        this.log.error({ err, device }, 'set handler failed');
+      }
+    });
+    client.on('error', (err) => {
+      // CONNACK "unacceptable protocol version": 1 in MQTT 3.1.1, 0x84 in MQTT 5 (section 3.2.2.2).
+      const rc = (err as { code?: unknown }).code;
+      if (this.protocol === 5 && !this.isConnected && (rc === 1 || rc === 0x84)) {
+        this.protocol = 4;
+        this.log.warn('the broker refused MQTT 5; using MQTT 3.1.1');
+      }
+      this.log.warn({ err: { message: err.message, code: rc } }, 'MQTT connection error');
+    });
+    client.on('close', () => {
+      if (this.client !== client) return;
+      const wasConnected = this.isConnected;
+      this.detach();
+      client.end(true);
+      if (wasConnected) this.log.warn('disconnected from the broker');
+      this.scheduleRetry();
+    });
+  }
+
+  /** The connection is gone: unacknowledged live messages go to the store, replay pauses. */
+  private detach(): void {
+    this.setsGranted = false;
+    this.client = undefined;
+    this.isConnected = false;
+    this.generation++;
+    this.stopReplay();
+    for (const m of this.live.values()) this.toStore(m);
+    this.live.clear();
+    this.flushAcks();
+    this.checkDrained();
+  }
+
+  private async swapConnection(client: MqttClient): Promise<void> {
+    this.swapping = true;
+    this.stopReplay();
+    await this.bounded(this.whenDrained(), STOP_WAIT_MS);
+    this.swapping = false;
+    // Closed or stopped meanwhile: the ordinary paths have taken over.
+    if (this.client !== client || this.stopped) return;
+    this.log.info({ announce: this.announce }, 'reconnecting to change the Last Will');
+    this.detach();
+    await this.end(client, true);
+    if (!this.stopped && !this.client) this.connectOnce();
+  }
+
+  /** A clean DISCONNECT (no will) waits for mqtt.js's queue, which never empties on a dead connection; after a grace period the socket is destroyed instead. */
+  private end(client: MqttClient, clean: boolean): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const t = this.clock.setTimeout(() => client.end(true, {}, () => resolve()), clean ? END_GRACE_MS : 0);
+      if (clean) {
+        client.end(false, {}, () => {
+          this.clock.clearTimeout(t);
+          resolve();
+        });
+      }
+    });
+  }
+
+  private subscribeSets(client: MqttClient): void {
+    const generation = this.generation;
+    client.subscribe(this.opts.topics.setFilter, { qos: 1 }, (err, granted) => {
+      if (err) this.log.error({ err }, 'subscribe to set failed');
+      else if (granted?.some((g) => g.qos > 2)) this.log.error({ granted }, 'broker refused the set subscription (ACL?)');
+      else if (generation === this.generation && this.client === client && !this.swapping) this.setsGranted = true;
+    });
+  }
+
+  private scheduleRetry(): void {
+    if (this.stopped) return;
+    const delay = this.backoff.next();
+    this.log.info({ delayMs: delay, attempt: this.backoff.attempts }, 'reconnecting to the broker');
+    this.retry = this.clock.setTimeout(() => this.connectOnce(), delay);
+  }
+
+  // --- replay -------------------------------------------------------------------------------
+
+  private startReplay(): void {
+    this.replay = { timer: undefined, cursor: 0, inflight: 0, buffer: [], tokens: 1, last: this.clock.now() };
+    this.kickReplay();
+  }
+
+  /** Makes sure the pacing timer runs while connected; it stops itself when the store is empty. */
+  private kickReplay(): void {
+    if (this.replay.timer || !this.isConnected || this.stopped || this.swapping || !this.announce) return;
+    this.replay.last = this.clock.now();
+    this.replay.timer = this.clock.setInterval(() => this.replayTick(), REPLAY_TICK_MS);
+    this.replayTick();
+  }
+
+  private stopReplay(): void {
+    this.clock.clearInterval(this.replay.timer);
+    this.replay.timer = undefined;
+    this.replay.buffer = [];
+  }
+
+  private replayTick(): void {
+    const r = this.replay;
+    const now = this.clock.now();
+    const rate = Math.max(0.1, this.opts.replayPerSec);
+    const burst = Math.max(1, (rate * REPLAY_TICK_MS * 2) / 1000);
+    r.tokens = Math.min(burst, r.tokens + ((now - r.last) * rate) / 1000);
+    r.last = now;
+    this.replayPump();
+  }
+
+  private replayPump(): void {
+    const r = this.replay;
+    const client = this.client;
+    const gen = this.generation;
+    while (client && this.isConnected && !this.stopped && !this.swapping && r.tokens >= 1 && r.inflight < REPLAY_INFLIGHT) {
+      if (r.buffer.length === 0) r.buffer = this.opts.store.peek(REPLAY_READ, r.cursor);
+      const row = r.buffer.shift();
+      if (!row) {
+        if (r.inflight === 0) this.stopReplay();
+        return;
+      }
+      r.tokens--;
+      r.inflight++;
+      r.cursor = row.id;
+      const payload = row.kind === 'data' ? withHistorical(row.payload) : row.payload;
+      client.publish(row.topic, payload, { qos: 1, retain: row.retain }, (err) => {
+        if (gen !== this.generation) return; // still in the store; the next connection resends it
+        r.inflight--;
+        if (err && !isRefusal(err)) return; // the connection is going
+        if (err) this.refused(row, err);
+        else this.counts.replayed++;
+        this.ack(row.id);
+        this.checkDrained();
+        this.replayPump();
+      });
+    }
+  }
+
+  private ack(id: number): void {
+    this.acks.push(id);
+    if (this.acks.length >= 256) this.flushAcks();
+    else this.ackScheduled ??= setImmediate(() => this.flushAcks());
+  }
+
+  private flushAcks(): void {
+    if (this.ackScheduled) {
+      clearImmediate(this.ackScheduled);
+      this.ackScheduled = undefined;
+    }
+    if (this.acks.length === 0) return;
+    const ids = this.acks;
+    this.acks = [];
+    this.opts.store.ack(ids);
+  }
+
+  // --- stop helpers ---------------------------------------------------------------------------
+
+  private checkDrained(): void {
+    if (this.drainWaiters.size === 0 || this.live.size > 0 || (this.replay.inflight > 0 && this.isConnected)) return;
+    for (const w of this.drainWaiters) w();
+    this.drainWaiters.clear();
+  }
+
+  /** Resolves once nothing live or replayed awaits its acknowledgement (or the connection is gone). */
+  private whenDrained(): Promise<void> {
+    return new Promise((resolve) => {
+      this.drainWaiters.add(resolve);
+      this.checkDrained();
+    });
+  }
+
+  private publishAwait(client: MqttClient, topic: string, payload: string, retain: boolean): Promise<void> {
+    return new Promise((resolve) => client.publish(topic, payload, { qos: 1, retain }, () => resolve()));
+  }
+
+  private bounded(p: Promise<unknown>, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = this.clock.setTimeout(resolve, ms);
+      void p.then(() => {
+        this.clock.clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+}
