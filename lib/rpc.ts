@@ -47,6 +47,23 @@ export class RpcServer {
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
+  /**
+   * Stops accepting connections and removes the socket file, but keeps the open connections
+   * (a handover answers its last request after giving the path up to its successor).
+   */
+  async unlisten(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    // close()'s callback waits for the open connections, which is exactly what must go on here.
+    server?.close();
+    try {
+      unlinkSync(this.opts.path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    await Promise.resolve();
+  }
+
   private serve(sock: Socket): void {
     this.sockets.add(sock);
     sock.on('close', () => this.sockets.delete(sock));

@@ -219,6 +219,15 @@ export const bridgeSchema = z
     maxSetBytes: int(1024, 16 * 1024 * 1024).default(64 * 1024),
     handover: z.object({ timeoutMs: int(1000, 3_600_000).default(30_000) }).strict().default({ timeoutMs: 30_000 }),
     heartbeat: z.object({ intervalMs: int(100, 60_000).default(1000) }).strict().default({ intervalMs: 1000 }),
+    /** Above 90 % of a budget the bridge hands over to a fresh instance of itself (no data gap). */
+    memory: z
+      .object({
+        rssBytes: int(0, 64 * 1024 * 1024 * 1024).default(256 * 1024 * 1024),
+        heapBytes: int(0, 64 * 1024 * 1024 * 1024).default(128 * 1024 * 1024),
+        checkIntervalMs: int(1000, 3_600_000).default(10_000),
+      })
+      .strict()
+      .default({ rssBytes: 256 * 1024 * 1024, heapBytes: 128 * 1024 * 1024, checkIntervalMs: 10_000 }),
     devices: z.array(deviceSchema).min(1),
   })
   .strict();

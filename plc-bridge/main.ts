@@ -1,0 +1,245 @@
+/**
+ * The PLC bridge's composition root (`edge-agent plc-bridge --config FILE [--handover]`). It
+ * imports nothing from agent/ or ota/: it must keep running while the agent is stopped,
+ * restarted, updated or rolled back.
+ *
+ * Start: config -> store -> device connections -> MQTT link -> pollers -> control socket ->
+ * READY=1. With --handover it starts as a standby and takes the role over from the running
+ * instance (handover.ts). Stop (SIGTERM/SIGINT) is the reverse, with `offline` on ~/plc/status.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { createLogger } from '../lib/log.js';
+import { systemClock } from '../lib/clock.js';
+import { errorCode, errorMessage } from '../lib/errors.js';
+import { PlcError } from './errors.js';
+import { RpcServer, socketAlive } from '../lib/rpc.js';
+import { SdNotify, watchdogIntervalMs } from '../lib/sdnotify.js';
+import { LoopMonitor } from '../lib/loops.js';
+import { buildInfo } from '../lib/version.js';
+import { loadBridgeConfig, type BridgeConfig } from './config.js';
+import { ForwardStore } from './store.js';
+import { DeviceConnection } from './connection.js';
+import { BridgeLink, bridgeTopics } from './mqtt-link.js';
+import { Bridge } from './bridge.js';
+import { Writer } from './writer.js';
+import { predecessorMethods, startSuccessor, takeOver } from './handover.js';
+import { MemoryBudget } from '../lib/memory-budget.js';
+
+/** EX_CONFIG, as the agent's `run`. */
+export const EXIT_CONFIG = 78;
+
+export interface BridgeRunOptions {
+  configPath: string;
+  handover: boolean;
+  overrides?: { broker?: string | undefined; gatewayId?: string | undefined; dataDir?: string | undefined };
+  env?: NodeJS.ProcessEnv;
+}
+
+export function bridgeSocket(config: BridgeConfig): string {
+  return join(config.dataDir, 'plc-bridge.sock');
+}
+
+export async function runBridge(opts: BridgeRunOptions): Promise<number> {
+  const env = opts.env ?? process.env;
+  let config: BridgeConfig;
+  try {
+    config = loadBridgeConfig(opts.configPath, opts.overrides ?? {});
+  } catch (err) {
+    process.stderr.write(`edge-agent plc-bridge: ${errorMessage(err)}\n`);
+    return errorCode(err)?.startsWith('config-') ? EXIT_CONFIG : 1;
+  }
+  const logger = createLogger({ level: config.log.level, name: 'plc-bridge' });
+  const clock = systemClock;
+  const version = buildInfo().version;
+  const session = `${Date.now().toString(36)}-${process.pid}`;
+  const mainSocket = bridgeSocket(config);
+  const ownSocket = join(config.dataDir, `plc-bridge.${process.pid}.sock`);
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o750 });
+
+  const predecessor = await socketAlive(mainSocket);
+  if (predecessor && !opts.handover) {
+    logger.fatal({ socket: mainSocket, code: 'already-running' }, 'another bridge runs with this data directory; not starting');
+    return 1;
+  }
+  const standby = opts.handover && predecessor;
+
+  const store = new ForwardStore({ path: join(config.dataDir, 'plc-bridge.db'), maxBytes: config.store.maxBytes, maxAgeSec: config.store.maxAgeSec, clock, logger: logger.child({ component: 'plc-store' }) });
+  store.open();
+  const connections = new Map(config.devices.map((d) => [d.name, new DeviceConnection({ device: d, logger: logger.child({ component: 'modbus', device: d.name }), clock })]));
+  const loops = new LoopMonitor({ clock, maxLagMs: 5000 });
+  const maxInterval = Math.max(...config.devices.flatMap((d) => d.groups.map((g) => g.intervalMs)));
+  loops.register('poll', Math.max(10_000, 10 * maxInterval));
+
+  const topics = bridgeTopics(config.mqtt.prefix, config.gatewayId);
+  const statusBody = (): Record<string, unknown> => {
+    const devices: Record<string, unknown> = {};
+    for (const [name, d] of Object.entries(bridge.devices())) devices[name] = { link: connections.get(name)?.link ?? 'down', lastReadAt: d.lastReadAt ?? null };
+    return { state: 'online', session, version, devices };
+  };
+  const link = new BridgeLink({
+    mqtt: config.mqtt,
+    topics,
+    // Two instances run side by side during a handover: each needs its own client id.
+    clientId: `${config.mqtt.clientId ?? `${config.gatewayId}-plc-bridge`}-${process.pid}`,
+    store,
+    logger: logger.child({ component: 'plc-mqtt' }),
+    clock,
+    replayPerSec: config.store.replayPerSec,
+    status: statusBody,
+    // Sets arrive only after the link connected, by which time the writer exists.
+    onSet: (device, payload) => writer.handle(device, payload),
+    announce: !standby,
+  });
+  const bridge = new Bridge({ config, readers: connections, sink: link, clock, logger: logger.child({ component: 'plc-poll' }), role: standby ? 'standby' : 'active', onTick: () => loops.tick('poll') });
+  const writer = new Writer({ devices: config.devices, io: (name) => connections.get(name), ledger: store, publish: (id, body) => link.publishResult(id, body), clock, logger: logger.child({ component: 'plc-write' }), maxSetBytes: config.maxSetBytes });
+  const notify = new SdNotify({ socketPath: env.NOTIFY_SOCKET, logger: logger.child({ component: 'systemd' }) });
+
+  let resolveDone: (code: number) => void = () => undefined;
+  const done = new Promise<number>((r) => (resolveDone = r));
+  let stopping = false;
+  const timers: NodeJS.Timeout[] = [];
+  const stopAll = async (graceful: boolean): Promise<void> => {
+    for (const t of timers) clock.clearInterval(t);
+    await budget.stop();
+    bridge.stop();
+    await Promise.race([writer.drain(), new Promise<void>((r) => clock.setTimeout(() => r(), 5000))]);
+    await link.stop({ graceful });
+    await Promise.all([...connections.values()].map((c) => c.stop()));
+    await control.stop();
+    loops.stop();
+    store.close();
+    notify.close();
+  };
+  const shutdown = async (reason: string, graceful: boolean, code: number): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ reason }, 'bridge stopping');
+    notify.notify('STOPPING=1');
+    try {
+      await stopAll(graceful);
+    } catch (err) {
+      logger.error({ err }, 'bridge stop failed');
+      code = 1;
+    }
+    logger.info({ code }, 'bridge stopped');
+    resolveDone(code);
+  };
+
+  const control = new RpcServer({
+    name: 'plc-control',
+    path: standby ? ownSocket : mainSocket,
+    logger: logger.child({ component: 'plc-control' }),
+    methods: {
+      ping: () => ({ pid: process.pid, version, cli: process.argv[1], instance: process.pid, role: bridge.role, session, ts: new Date(clock.now()).toISOString(), loopsOk: loops.check().ok }),
+      status: () => ({
+        ...statusBody(),
+        role: bridge.role,
+        pid: process.pid,
+        devices: Object.fromEntries(
+          Object.entries(bridge.devices()).map(([name, d]) => {
+            const c = connections.get(name);
+            return [name, { link: c?.link ?? 'down', ...d, ...(c?.lastError ? { error: c.lastError } : {}) }];
+          }),
+        ),
+        groups: bridge.groupStats(),
+        store: store.stats(),
+        mqtt: link.stats(),
+        writes: writer.counters,
+        memory: { rssBytes: process.memoryUsage().rss, heapUsedBytes: process.memoryUsage().heapUsed },
+      }),
+      // A new release's agent asks for this after an update or a rollback (agent/bridge-upgrade.ts).
+      upgrade: async (params) => {
+        if (typeof params.cli !== 'string') throw new PlcError('invalid-params', 'cli: the path of the release entry point is required');
+        return upgrade(params.cli);
+      },
+      ...predecessorMethods({
+        bridge,
+        clock,
+        logger,
+        timeoutMs: config.handover.timeoutMs,
+        retire: async () => {
+          await control.unlisten();
+          setImmediate(() => void shutdown('handed over', false, 0));
+        },
+      }),
+    },
+  });
+
+  let upgrading: Promise<{ pid: number }> | undefined;
+  const upgrade = (cli: string): Promise<{ pid: number }> => {
+    if (bridge.role !== 'active') return Promise.reject(new PlcError('not-active', `this instance is ${bridge.role}`));
+    upgrading ??= startSuccessor({ cli, ownCli: process.argv[1] ?? '', args: process.argv.slice(2), mainSocket, timeoutMs: config.handover.timeoutMs, logger, clock, env }).finally(() => {
+      upgrading = undefined;
+    });
+    return upgrading;
+  };
+  const budget = new MemoryBudget({
+    budget: { rssBytes: config.memory.rssBytes, heapBytes: config.memory.heapBytes },
+    checkIntervalMs: config.memory.checkIntervalMs,
+    clock,
+    logger: logger.child({ component: 'memory' }),
+    // A restart in place would lose polls; a handover to a fresh instance of the same release does not.
+    onExceeded: (info) => {
+      logger.warn({ rss: info.rss, heap: info.heap, over: info.over }, 'memory budget reached: handing over to a fresh instance');
+      upgrade(process.argv[1] ?? '').catch((err: unknown) => {
+        logger.error({ err }, 'handover failed; restarting instead');
+        void shutdown('memory budget', true, 75);
+      });
+    },
+  });
+
+  const onSignal = (sig: NodeJS.Signals): void => void shutdown(sig, true, 0);
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  loops.start();
+  for (const c of connections.values()) {
+    c.onLink(() => link.publishStatus());
+    c.start();
+  }
+  link.start();
+  if (!standby) link.setSetsEnabled(true);
+  bridge.start();
+  try {
+    await control.start();
+    if (standby) {
+      await takeOver({
+        bridge,
+        clock,
+        logger,
+        mainSocket,
+        ownSocket,
+        timeoutMs: config.handover.timeoutMs,
+        linkUp: (d) => connections.get(d)?.link === 'up',
+        activate: async () => {
+          link.setSetsEnabled(true);
+          link.setAnnounce(true);
+          // The predecessor keeps its set subscription until it leaves; it may leave only once
+          // ours is granted, or a set sent in between would reach nobody. A broker that is down
+          // holds this up to the deadline, then sets wait for the reconnect like everything else.
+          const until = clock.now() + config.handover.timeoutMs;
+          while (!link.setsReady && clock.now() < until) await new Promise<void>((r) => clock.setTimeout(() => r(), 10));
+        },
+      });
+    }
+  } catch (err) {
+    logger.error({ err, code: errorCode(err) }, standby ? 'handover failed; the running bridge keeps the role' : 'bridge start failed');
+    await shutdown('start failed', false, 1);
+    return done;
+  }
+  void budget.start();
+  notify.notify(`MAINPID=${process.pid}\nREADY=1`);
+  logger.info({ version, session, devices: config.devices.length, handover: standby }, 'bridge ready');
+  const wdMs = watchdogIntervalMs(env);
+  if (wdMs !== undefined) {
+    timers.push(
+      clock.setInterval(() => {
+        if (loops.check().ok) notify.notify('WATCHDOG=1');
+      }, wdMs),
+    );
+  }
+  const code = await done;
+  process.off('SIGTERM', onSignal);
+  process.off('SIGINT', onSignal);
+  return code;
+}

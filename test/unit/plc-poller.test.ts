@@ -1,0 +1,117 @@
+/**
+ * The poller's grid: cycles at multiples of the interval, a late timer or a slow cycle costs no
+ * tick (one owed tick runs right after), only a long stall skips ahead and is counted.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { silentLogger } from '../../lib/log.js';
+import type { Clock } from '../../lib/clock.js';
+import { Poller, nextTick, type CycleResult } from '../../plc-bridge/poller.js';
+import type { GroupConfig, ResolvedTag } from '../../plc-bridge/config.js';
+import { PlcError } from '../../plc-bridge/errors.js';
+
+/** A manual clock: advance() runs due timers in time order. */
+function fakeClock(start: number): Clock & { advance(ms: number): Promise<void> } {
+  let now = start;
+  let seq = 0;
+  const timers = new Map<number, { at: number; fn: () => void }>();
+  const clock = {
+    now: () => now,
+    setTimeout: (fn: () => void, ms: number) => {
+      const id = ++seq;
+      timers.set(id, { at: now + ms, fn });
+      return id as unknown as NodeJS.Timeout;
+    },
+    clearTimeout: (t: NodeJS.Timeout | undefined) => void timers.delete(t as unknown as number),
+    setInterval: () => {
+      throw new Error('not used');
+    },
+    clearInterval: () => undefined,
+    advance: async (ms: number) => {
+      const end = now + ms;
+      for (;;) {
+        const due = [...timers.entries()].filter(([, t]) => t.at <= end).sort((a, b) => a[1].at - b[1].at)[0];
+        if (!due) break;
+        timers.delete(due[0]);
+        now = Math.max(now, due[1].at);
+        due[1].fn();
+        for (let i = 0; i < 5; i++) await Promise.resolve();
+      }
+      now = end;
+      for (let i = 0; i < 5; i++) await Promise.resolve();
+    },
+  };
+  return clock;
+}
+
+const tag: ResolvedTag = { name: 'a', area: 'holding', start: 0, count: 1, type: 'uint16', order: 'ABCD', scale: 1, offset: 0, access: 'read', deadband: 0 };
+const group: GroupConfig = { name: 'g', intervalMs: 100, staleAfterMs: 300, tags: [tag] };
+
+test('nextTick is the next multiple of the interval', () => {
+  assert.equal(nextTick(1000, 100), 1100);
+  assert.equal(nextTick(1050, 100), 1100);
+});
+
+test('cycles run on the grid; a slow read owes one tick that runs right after, none is lost', async () => {
+  const clock = fakeClock(10_000);
+  const ticks: number[] = [];
+  let slow = 0;
+  const poller = new Poller({
+    group,
+    maxGap: 0,
+    clock,
+    logger: silentLogger(),
+    reader: {
+      read: () =>
+        new Promise((resolve) => {
+          const ms = slow > 0 ? (slow--, 150) : 5;
+          clock.setTimeout(() => resolve([1]), ms);
+        }),
+    },
+    onCycle: (r: CycleResult) => ticks.push(r.tick),
+  });
+  poller.start();
+  await clock.advance(350);
+  assert.deepEqual(ticks, [10_100, 10_200, 10_300]);
+  slow = 1;
+  await clock.advance(400);
+  assert.deepEqual(ticks.slice(3), [10_400, 10_500, 10_600, 10_700], 'the tick that came during the slow read ran after it');
+  assert.equal(poller.overruns, 0);
+  poller.stop();
+});
+
+test('a stall longer than two intervals skips ahead and counts the skipped ticks', async () => {
+  const clock = fakeClock(20_000);
+  const ticks: number[] = [];
+  let stall = false;
+  const poller = new Poller({
+    group,
+    maxGap: 0,
+    clock,
+    logger: silentLogger(),
+    reader: { read: () => new Promise((resolve) => clock.setTimeout(() => resolve([1]), stall ? 1000 : 5)) },
+    onCycle: (r: CycleResult) => ticks.push(r.tick),
+  });
+  poller.start();
+  await clock.advance(150);
+  stall = true;
+  await clock.advance(1200);
+  stall = false;
+  await clock.advance(300);
+  poller.stop();
+  assert.ok(poller.overruns > 0, 'skipped ticks are counted');
+  for (let i = 1; i < ticks.length; i++) assert.ok(ticks[i]! > ticks[i - 1]!, 'ticks only go forward');
+});
+
+test('a failed read marks the block tags failed with the error code; nothing made up', async () => {
+  const clock = fakeClock(30_000);
+  const results: CycleResult[] = [];
+  const err = new PlcError('timeout', 'no answer within 500 ms');
+  const poller = new Poller({ group, maxGap: 0, clock, logger: silentLogger(), reader: { read: () => Promise.reject(err) }, onCycle: (r) => results.push(r) });
+  poller.start();
+  await clock.advance(150);
+  poller.stop();
+  assert.equal(results.length, 1);
+  assert.equal(results[0]!.good.size, 0);
+  assert.equal(results[0]!.failed.get('a'), 'timeout');
+});
