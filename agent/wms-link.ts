@@ -48,6 +48,8 @@ export interface LinkStats {
   lastError: string | undefined;
   state: AgentState;
   protocolVersion: 4 | 5;
+  /** PINGREQ -> PINGRESP of the last keep-alive ping, ms; undefined until one was answered. */
+  rttMs: number | undefined;
 }
 
 const LOOP = 'wms-link';
@@ -63,6 +65,7 @@ export class WmsLink implements Component {
   private attempts = 0;
   private connects = 0;
   private lastError: string | undefined;
+  private rttMs: number | undefined;
   private state: Exclude<AgentState, 'offline'> = 'online';
   private stateSince: number;
   private readonly backoff: Backoff;
@@ -141,6 +144,7 @@ export class WmsLink implements Component {
       lastError: this.lastError,
       state: this.state,
       protocolVersion: this.protocol,
+      rttMs: this.rttMs,
     };
   }
 
@@ -205,6 +209,16 @@ export class WmsLink implements Component {
       this.opts.outbox.attach({
         publish: (topic, payload, popts, cb) => client.publish(topic, payload, popts, (err) => cb(err ?? undefined)),
       });
+    });
+    // Round trip from the keep-alive ping mqtt.js sends when the link is otherwise idle (health metric).
+    let pingAt: number | undefined;
+    client.on('packetsend', (p) => {
+      if (p.cmd === 'pingreq') pingAt = this.opts.clock.now();
+    });
+    client.on('packetreceive', (p) => {
+      if (p.cmd !== 'pingresp' || pingAt === undefined || this.client !== client) return;
+      this.rttMs = this.opts.clock.now() - pingAt;
+      pingAt = undefined;
     });
     client.on('message', (topic, payload) => {
       if (!topic.startsWith(this.opts.topics.cmdPrefix)) return;
