@@ -3,6 +3,7 @@
  * secrets redacted by path. Pretty output is pino-pretty's job: `... | npx pino-pretty`.
  */
 import { pino, type Logger, type DestinationStream } from 'pino';
+import { LogRing, type LogRingOptions } from './log-ring.js';
 
 export type { Logger };
 
@@ -15,10 +16,14 @@ export interface LoggerOptions {
   name?: string;
   /** Defaults to a synchronous stdout destination, so nothing is lost on a fatal exit. */
   destination?: DestinationStream;
+  /** Also keep info and above in a bounded on-disk ring (lib/log-ring.ts) for `edge-agent diag`. */
+  ring?: LogRingOptions;
 }
 
 export function createLogger(opts: LoggerOptions = {}): Logger {
-  const dest = opts.destination ?? pino.destination({ dest: 1, sync: true });
+  const out = opts.destination ?? pino.destination({ dest: 1, sync: true });
+  // The first stream takes every level the logger lets through; the ring only info and above.
+  const dest = opts.ring ? pino.multistream([{ level: 'trace', stream: out }, { level: 'info', stream: new LogRing(opts.ring) }]) : out;
   return pino(
     {
       name: opts.name ?? 'edge-agent',

@@ -66,6 +66,9 @@ export interface Checkpoint {
 export interface ReadBundleResult {
   manifest: Manifest;
   manifestBytes: Buffer;
+  /** The detached signature and the signer chain (PEM) as they came in the bundle. */
+  signature: Buffer;
+  signerPem: Buffer;
   signer: VerifiedSigner;
   /** Bytes read from the source. */
   bytesIn: number;
@@ -297,7 +300,7 @@ async function run(source: Readable, opts: ReadBundleOptions, st: InputState): P
       await checker.member(e);
     }
     await checker.finish();
-    return { manifest, manifestBytes, signer, bytesIn: st.bytesIn, files: checker.files, bytesOut: checker.bytesOut };
+    return { manifest, manifestBytes, signature, signerPem: signerPemBytes, signer, bytesIn: st.bytesIn, files: checker.files, bytesOut: checker.bytesOut };
   } finally {
     await entries.return();
   }

@@ -129,3 +129,6 @@ export function totalPayloadBytes(m: Manifest): number {
 }
 
 export { checkPolicy, type DeviceFacts, type PolicyOptions } from './manifest-policy.js';
+
+/** The directory in an installed slot that keeps its bundle's manifest.json, manifest.sig and signer.pem (health/diag/slots.ts checks the slot against them). */
+export const SLOT_MANIFEST_DIR = '.edge-agent-bundle';

@@ -20,10 +20,10 @@
 import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../lib/log.js';
-import { fsyncDir, readJsonFile, writeJsonAtomic } from '../lib/atomic.js';
+import { fsyncDir, readJsonFile, writeFileAtomic, writeJsonAtomic } from '../lib/atomic.js';
 import { download } from './download.js';
 import { readBundle, type Checkpoint } from './bundle-reader.js';
-import { checkPolicy, type Manifest } from './manifest.js';
+import { checkPolicy, SLOT_MANIFEST_DIR, type Manifest } from './manifest.js';
 import { OtaError } from './errors.js';
 import { abortInstall, activate, beginInstall, loadSlots, markVerified, otherSlot, saveSlots, type SlotName, type SlotsFile } from './slots.js';
 
@@ -218,6 +218,9 @@ export class Updater {
     });
     try {
       const [res] = await Promise.all([reading, dl.done]);
+      // The signed manifest stays with the slot, so `edge-agent diag` can check later that the
+      // running release's files are still the ones that were signed.
+      keepSignedManifest(dir, res);
       fsyncDir(dir);
       saveSlots(root, markVerified(loadSlots(root), toSlot));
       rmSync(this.resumePath(toSlot), { force: true });
@@ -333,4 +336,13 @@ function explain(reason: string | undefined, data: UpdateData): string {
   }
   if (reason?.startsWith('active-not-runnable')) return `${v} was left in an inconsistent state; the boot guard went back to slot ${data.fromSlot} (${reason})`;
   return reason ? `${v}: ${reason}` : `${v} was not committed; slot ${data.fromSlot} runs again`;
+}
+
+
+function keepSignedManifest(slotDir: string, res: { manifestBytes: Buffer; signature: Buffer; signerPem: Buffer }): void {
+  const dir = join(slotDir, SLOT_MANIFEST_DIR);
+  mkdirSync(dir, { recursive: true });
+  writeFileAtomic(join(dir, 'manifest.json'), res.manifestBytes, 0o644);
+  writeFileAtomic(join(dir, 'manifest.sig'), res.signature, 0o644);
+  writeFileAtomic(join(dir, 'signer.pem'), res.signerPem, 0o644);
 }

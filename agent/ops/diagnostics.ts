@@ -1,19 +1,38 @@
 /**
- * The `diagnostics` operation, first version: version, uptime, broker connection, store. The
- * full suite (issue: health) replaces `collect` with its own; the operation stays the same.
+ * The `diagnostics` operation: runs the diagnostics suite (health/diag/) inside the daemon; the
+ * report is the `result`. With `params.upload: {url, headers?}` it also makes the support bundle
+ * and PUTs it there (http or https, bounded in time and size); `result.upload` says how it went.
+ *
+ * The suite is loaded on the first command, not at start: the daemon's start-up is on the path
+ * of every restart and update, and diagnostics are rare.
  */
 import { z } from 'zod';
 import type { OperationHandler } from '../ports.js';
+import type { DaemonDiagnostics, DaemonDiagOptions } from '../../health/diag/daemon.js';
+// Registers the diag error codes at start (it imports nothing heavy).
+import '../../health/diag/errors.js';
 
-export const diagnosticsParams = z.object({}).passthrough();
+export const diagnosticsParams = z
+  .object({
+    upload: z
+      .object({
+        url: z.string().max(4096).regex(/^https?:\/\/[^\s]+$/, 'must be an http or https URL'),
+        headers: z.record(z.string().regex(/^[A-Za-z0-9-]{1,128}$/, 'must be a header name'), z.string().max(8192)).optional(),
+      })
+      .strict()
+      .optional(),
+  })
+  .passthrough();
 
-export function diagnosticsOperation(collect: () => unknown): OperationHandler<z.infer<typeof diagnosticsParams>> {
+export function diagnosticsOperation(opts: DaemonDiagOptions): OperationHandler<z.infer<typeof diagnosticsParams>> {
+  let diag: Promise<DaemonDiagnostics> | undefined;
+  const load = (): Promise<DaemonDiagnostics> => (diag ??= import('../../health/diag/daemon.js').then((m) => new m.DaemonDiagnostics(opts)));
   return {
     op: 'diagnostics',
     params: diagnosticsParams,
     async execute(ctx) {
-      ctx.progress('collect');
-      return { status: 'successful', result: await collect() };
+      const result = await (await load()).run({ upload: ctx.params.upload }, (step) => ctx.progress(step));
+      return { status: 'successful', result };
     },
   };
 }

@@ -9,12 +9,13 @@
  */
 import { after, afterEach, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { createCa, issueCert, type CertAndKey } from '../../certs/devca.js';
 import { createBundle } from '../../ota/bundle-writer.js';
 import { checkInvariants, loadSlots, type SlotName } from '../../ota/slots.js';
+import { SLOT_MANIFEST_DIR } from '../../ota/manifest.js';
 import { startBroker, type Broker } from '../helpers/broker.js';
 import { agentStatus, commandIds, makeOtaRoot, makeRelease, patchFile, resOf, serveBundles, startGuard, statusesOf, stepsOf, terminalsOf, TERMINAL, until } from '../helpers/ota-root.js';
 import type { BundleServer, GuardRun, OtaRoot, Res } from '../helpers/ota-root.js';
@@ -168,6 +169,10 @@ test('1. v1.0.0 (slot A) updates to v1.1.0 (slot B), then rolls back to A', { ti
   assert.ok(statuses(gw).some((s) => s.state === 'updating' && s.version === '1.1.0'), 'updating while v2 is on trial');
   let s = slots(gw);
   assert.deepEqual([s.active, s.slots.B.state, s.slots.B.version, s.slots.A.state], ['B', 'committed', '1.1.0', 'committed']);
+  // The slot keeps its signed manifest, for diag's check of the running release's files.
+  const kept = join(gw.r.root, 'slots', 'B', SLOT_MANIFEST_DIR);
+  assert.deepEqual(readdirSync(kept).sort(), ['manifest.json', 'manifest.sig', 'signer.pem']);
+  assert.equal(JSON.parse(readFileSync(join(kept, 'manifest.json'), 'utf8')).version, '1.1.0');
   // The outcome is on ~/events too, for the WMS's event log.
   const events = (): { code: string; command: string; result?: unknown }[] =>
     gw.got.filter((m) => m.topic === `edge/${gw.id}/events`).map((m) => m.payload as { code: string; command: string; result?: unknown });
