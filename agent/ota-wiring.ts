@@ -35,6 +35,10 @@ export interface OtaWiring {
   fault: (point: string) => void;
   /** Graceful stop; the boot guard then starts whatever slot is active. */
   restart(reason: string): void;
+  /** The release on trial passed its health gate (its configuration is known-good). */
+  onCommitted?: () => void;
+  /** More conditions of the health gate (the PLC bridge runs this release). */
+  extraHealth?: () => { ok: boolean; why?: string };
 }
 
 /** Registers the operations; returns the trial gate, a component to start after the WMS link. */
@@ -70,7 +74,7 @@ export function wireOta(w: OtaWiring): Component {
       if (!w.link.isConnected()) return { ok: false, why: 'not connected to the WMS broker' };
       const h = w.loops.check();
       if (!h.ok) return { ok: false, why: `unhealthy: ${h.stale.map((s) => s.name).join(', ') || `event loop lag ${h.eventLoopLagMs} ms`}` };
-      return { ok: true };
+      return w.extraHealth?.() ?? { ok: true };
     },
     restart: () => w.restart('health gate failed'),
     clock: w.clock,
@@ -85,6 +89,9 @@ export function wireOta(w: OtaWiring): Component {
       if (o === 'committed') w.link.setState('online');
     });
   }
+  void gate.outcome.then((o) => {
+    if (o === 'committed') w.onCommitted?.();
+  });
   const deps = {
     updater: loadUpdater,
     gate,
@@ -108,8 +115,11 @@ function backup(w: OtaWiring, id: string): void {
   if (w.configPath) copyFileSync(w.configPath, join(target, basename(w.configPath)));
   w.db.prepare('VACUUM INTO ?').run(join(target, 'agent.db'));
   fsyncDir(target);
+  // Only this kind (directories): {dataDir}/backups/store-*.db are recovery/store-backup.ts's.
   const all = readdirSync(dir)
-    .map((n) => ({ n, t: statSync(join(dir, n)).mtimeMs }))
+    .map((n) => ({ n, s: statSync(join(dir, n)) }))
+    .filter((e) => e.s.isDirectory())
+    .map((e) => ({ n: e.n, t: e.s.mtimeMs }))
     .sort((a, b) => b.t - a.t);
   for (const old of all.slice(w.config.ota.backupsKept)) rmSync(join(dir, old.n), { recursive: true, force: true });
   w.logger.info({ backup: target }, 'configuration and store backed up before activation');

@@ -1,0 +1,56 @@
+/**
+ * `{dataDir}/quarantine/`: where a bad configuration file or a corrupt store is kept for analysis
+ * instead of being deleted. Names are `{stamp}-{name}`; the oldest are removed beyond `keep`
+ * entries so a crash loop cannot fill the disk with copies of the same broken store.
+ */
+import { copyFileSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { fsyncDir } from '../lib/atomic.js';
+
+export const QUARANTINE_KEEP = 20;
+
+export function quarantineDir(dataDir: string): string {
+  return join(dataDir, 'quarantine');
+}
+
+/** A file-name-safe, sortable UTC time stamp. */
+export function stamp(now: number): string {
+  return new Date(now).toISOString().replace(/[:.]/g, '-');
+}
+
+/**
+ * Moves (or, across file systems and for files the agent may not remove, copies) `file` into
+ * quarantine as `{stamp}-{basename}`; returns the new path.
+ */
+export function quarantineFile(dataDir: string, file: string, now: number, opts: { copy?: boolean; keep?: number } = {}): string {
+  const dir = quarantineDir(dataDir);
+  mkdirSync(dir, { recursive: true, mode: 0o750 });
+  const target = join(dir, `${stamp(now)}-${basename(file)}`);
+  if (opts.copy) copyFileSync(file, target);
+  else {
+    try {
+      renameSync(file, target);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+      copyFileSync(file, target);
+      rmSync(file, { force: true });
+    }
+  }
+  fsyncDir(dir);
+  prune(dir, opts.keep ?? QUARANTINE_KEEP);
+  return target;
+}
+
+/** Names in quarantine, newest first. */
+export function listQuarantine(dataDir: string): string[] {
+  try {
+    return readdirSync(quarantineDir(dataDir)).sort().reverse();
+  } catch {
+    return [];
+  }
+}
+
+function prune(dir: string, keep: number): void {
+  const names = readdirSync(dir).sort().reverse();
+  for (const old of names.slice(keep)) rmSync(join(dir, old), { force: true, recursive: true });
+}

@@ -1,0 +1,149 @@
+/**
+ * Keeps the running store recoverable: online backups (one once the agent has proven itself
+ * after a start, unless a recent one exists, then every `backupIntervalMs`) and a periodic
+ * `quick_check` (every `integrityCheckIntervalMs`, at a quiet moment: it reads the whole file
+ * and blocks the event loop while it does).
+ *
+ * A damaged store cannot be repaired under a running agent (every component holds the same
+ * handle), so `onCorrupt` is called once and the owner restarts; the start-time check
+ * (store-check.ts) then moves the store aside and restores a backup.
+ *
+ * INVARIANTS: at most one backup runs at a time; nothing runs after stop(); onCorrupt at most once.
+ */
+import type { Clock } from '../lib/clock.js';
+import type { Logger } from '../lib/log.js';
+import { quickCheck, type Db } from '../lib/sqlite.js';
+import { errorCode } from '../lib/errors.js';
+import { listStoreBackups, takeStoreBackup, type BackupResult } from './store-backup.js';
+import { isCorruption } from './store-check.js';
+import type { RestoreError } from './restore-errors.js';
+
+export interface StoreKeeperOptions {
+  db: Db;
+  dataDir: string;
+  keepBackups: number;
+  backupIntervalMs: number;
+  integrityCheckIntervalMs: number;
+  /** Whether now is a good moment for a check that blocks the event loop (no command running...). */
+  quiet(): boolean;
+  onCorrupt(problems: string[], when: 'integrity-check' | 'backup'): void;
+  clock: Clock;
+  logger: Logger;
+  /** How long to wait for a quiet moment before checking anyway; default 10 minutes. */
+  maxDeferMs?: number;
+}
+
+/** The first backup's delay after the agent proved itself: none while a recent one exists; pure. */
+export function firstBackupDelay(newestMs: number | undefined, now: number, intervalMs: number): number {
+  if (newestMs === undefined) return 0;
+  return Math.max(0, Math.min(intervalMs, newestMs + intervalMs - now));
+}
+
+export class StoreKeeper {
+  readonly name = 'store-keeper';
+  private backupTimer: NodeJS.Timeout | undefined;
+  private checkTimer: NodeJS.Timeout | undefined;
+  private running: Promise<BackupResult | undefined> | undefined;
+  private stopped = true;
+  private corrupt = false;
+  private deferredSince: number | undefined;
+  lastBackup: { at: string; path: string; bytes: number; ms: number } | undefined;
+  lastCheck: { at: string; problems: string[]; ms: number } | undefined;
+
+  constructor(private readonly opts: StoreKeeperOptions) {}
+
+  async start(): Promise<void> {
+    this.stopped = false;
+    this.scheduleCheck(this.opts.integrityCheckIntervalMs);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.opts.clock.clearTimeout(this.backupTimer);
+    this.opts.clock.clearTimeout(this.checkTimer);
+    this.backupTimer = this.checkTimer = undefined;
+    // The backup reads through the store handle the owner closes next: let it finish first.
+    await this.running?.catch(() => undefined);
+  }
+
+  /** The agent proved itself after a start: schedule backups from now on. */
+  proven(): void {
+    if (this.stopped || this.backupTimer) return;
+    const newest = listStoreBackups(this.opts.dataDir).find((b) => b.kind === 'periodic');
+    this.scheduleBackup(firstBackupDelay(newest?.mtimeMs, this.opts.clock.now(), this.opts.backupIntervalMs));
+  }
+
+  /** One backup now (also used by the timer); resolves undefined when stopped or one is running. */
+  async backupNow(): Promise<BackupResult | undefined> {
+    if (this.stopped || this.running || this.corrupt) return undefined;
+    const { db, dataDir, keepBackups, clock, logger } = this.opts;
+    this.running = takeStoreBackup({ db, dataDir, keep: keepBackups, now: () => clock.now() });
+    try {
+      const r = await this.running;
+      if (r) {
+        this.lastBackup = { at: new Date(clock.now()).toISOString(), path: r.path, bytes: r.bytes, ms: r.ms };
+        logger.info({ backup: r.path, bytes: r.bytes, ms: r.ms }, 'store backed up');
+      }
+      return r;
+    } catch (err) {
+      if (errorCode(err) === 'backup-corrupt') this.flagCorrupt((err as RestoreError).details?.problems as string[], 'backup');
+      else if (isCorruption(err)) this.flagCorrupt([String(err)], 'backup');
+      else logger.error({ err }, 'store backup failed');
+      return undefined;
+    } finally {
+      this.running = undefined;
+    }
+  }
+
+  /** One quick_check now; returns its problems. */
+  checkNow(): string[] {
+    const { clock } = this.opts;
+    const t0 = clock.now();
+    let problems: string[];
+    try {
+      problems = quickCheck(this.opts.db);
+    } catch (err) {
+      if (!isCorruption(err)) throw err;
+      problems = [String(err)];
+    }
+    this.lastCheck = { at: new Date(t0).toISOString(), problems, ms: clock.now() - t0 };
+    this.opts.logger.info({ ms: this.lastCheck.ms, problems: problems.slice(0, 10) }, problems.length === 0 ? 'store integrity check passed' : 'store integrity check FAILED');
+    if (problems.length > 0) this.flagCorrupt(problems, 'integrity-check');
+    return problems;
+  }
+
+  private flagCorrupt(problems: string[], when: 'integrity-check' | 'backup'): void {
+    if (this.corrupt) return;
+    this.corrupt = true;
+    this.opts.logger.error({ problems: problems.slice(0, 10), when }, 'the store is damaged');
+    this.opts.onCorrupt(problems, when);
+  }
+
+  private scheduleBackup(ms: number): void {
+    this.backupTimer = this.opts.clock.setTimeout(() => {
+      void this.backupNow().finally(() => {
+        if (!this.stopped) this.scheduleBackup(this.opts.backupIntervalMs);
+      });
+    }, ms);
+  }
+
+  private scheduleCheck(ms: number): void {
+    this.checkTimer = this.opts.clock.setTimeout(() => {
+      const now = this.opts.clock.now();
+      this.deferredSince ??= now;
+      const waited = now - this.deferredSince;
+      // A backup in progress also reads the whole file: never both at once.
+      if (this.running || (!this.opts.quiet() && waited < (this.opts.maxDeferMs ?? 600_000))) {
+        this.scheduleCheck(Math.min(60_000, this.opts.integrityCheckIntervalMs));
+        return;
+      }
+      this.deferredSince = undefined;
+      try {
+        this.checkNow();
+      } catch (err) {
+        this.opts.logger.error({ err }, 'store integrity check could not run');
+      }
+      if (!this.stopped && !this.corrupt) this.scheduleCheck(this.opts.integrityCheckIntervalMs);
+    }, ms);
+  }
+}
