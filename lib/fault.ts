@@ -17,3 +17,12 @@ export function faultInjector(point: string | undefined, markerDir: string): (na
     process.kill(process.pid, 'SIGKILL');
   };
 }
+
+/**
+ * `EDGE_AGENT_FAULT=block-loop` (the hung-agent test): blocks this thread's event loop for `ms`,
+ * as a bug stuck in a synchronous loop would. Atomics.wait on a buffer no one notifies sleeps
+ * the whole thread without burning the CPU.
+ */
+export function blockEventLoop(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}

@@ -6,6 +6,7 @@ import { adminRequest } from '../admin.js';
 import { readAgentInfo } from '../agent-info.js';
 import { readOutboxStats } from '../outbox.js';
 import { CommandStore } from '../command-store.js';
+import { IncidentStore } from '../../recovery/incidents.js';
 import { cliContext, fail, openStoreReadonly, type CliContext } from './context.js';
 
 type Values = Record<string, string | boolean | undefined>;
@@ -48,6 +49,15 @@ function offlineReport(ctx: CliContext): Record<string, unknown> {
       broker: { connected: false, url: info.brokerUrl },
       outbox: readOutboxStats(db),
       operations: unfinished,
+      // The watchdog's last persisted view; detached components may well still run.
+      components: new IncidentStore(db).allStates().map(({ component, state: s }) => ({
+        name: component,
+        state: s.state,
+        restarts: s.restarts,
+        level: s.level,
+        ...(s.lastFailure ? { lastFailure: { at: new Date(s.lastFailure.at).toISOString(), cause: s.lastFailure.cause, exitCode: s.lastFailure.exitCode, signal: s.lastFailure.signal } } : {}),
+        ...(s.alarm ? { alarm: { since: new Date(s.alarm.since).toISOString(), message: s.alarm.message } } : {}),
+      })),
     };
   } finally {
     db.close();
@@ -74,6 +84,26 @@ interface StatusView {
   broker?: { connected?: boolean; url?: string; since?: string; lastError?: string; state?: string };
   outbox?: { depth?: number; bytes?: number; oldestCreatedAt?: number; dropped?: number };
   operations?: { id: string; op: string; status?: string; step?: string }[];
+  components?: ComponentView[];
+}
+
+interface ComponentView {
+  name: string;
+  state: string;
+  restarts: number;
+  pid?: number;
+  lastFailure?: { at: string; cause: string; exitCode?: number; signal?: string };
+  alarm?: { since: string; message: string };
+}
+
+/** One line per supervised component; the alarm on its own line, so it is not missed. */
+export function formatComponents(list: readonly ComponentView[]): string[] {
+  return list.flatMap((c) => {
+    const f = c.lastFailure;
+    const how = f ? (f.exitCode !== undefined && f.exitCode !== null ? ` code ${f.exitCode}` : f.signal ? ` ${f.signal}` : '') : '';
+    const line = `  ${c.name.padEnd(14)} ${c.state.padEnd(8)} restarts ${c.restarts}${c.pid ? `  pid ${c.pid}` : ''}${f ? `  last failure ${age(Date.parse(f.at))} ago: ${f.cause}${how}` : ''}`;
+    return c.alarm ? [line, `    ALARM since ${c.alarm.since}: ${c.alarm.message}`] : [line];
+  });
 }
 
 export function formatStatus(report: Record<string, unknown>): string {
@@ -92,6 +122,7 @@ export function formatStatus(report: Record<string, unknown>): string {
   );
   lines.push(`outbox      ${o.depth ?? 0} waiting (${o.bytes ?? 0} bytes), oldest ${age(o.oldestCreatedAt)}${o.dropped ? `, ${o.dropped} dropped` : ''}`);
   lines.push(`operation   ${ops.length === 0 ? 'none' : ops.map((x) => `${x.op} ${x.id}${x.step ? ` (${x.step})` : x.status ? ` (${x.status})` : ''}`).join(', ')}`);
+  if (r.components && r.components.length > 0) lines.push('components', ...formatComponents(r.components));
   if (typeof r.store === 'string') lines.push(`store       ${r.store}`);
   return lines.join('\n') + '\n';
 }
