@@ -16,7 +16,7 @@ import { LoopMonitor } from '../lib/loops.js';
 import { faultInjector } from '../lib/fault.js';
 import { buildInfo } from '../lib/version.js';
 import { EdgeError, errorCode } from '../lib/errors.js';
-import { adminSocketPath, faultFromEnv, slotFromEnv, ConfigError, EXIT_CONFIG, loadConfig, storePath, type AgentConfig, type ConfigOverrides } from './config.js';
+import { adminSocketPath, faultFromEnv, slotFromEnv, ConfigError, EXIT_CONFIG, logRingDir, storePath, type AgentConfig, type ConfigOverrides } from './config.js';
 import { Outbox, OUTBOX_MIGRATIONS } from './outbox.js';
 import { CommandStore, COMMAND_MIGRATIONS } from './command-store.js';
 import { AGENT_INFO_MIGRATIONS, writeAgentInfo } from './agent-info.js';
@@ -27,9 +27,16 @@ import { topicsFor } from './topics.js';
 import { diagnosticsOperation } from './ops/diagnostics.js';
 import { restartOperation } from './ops/restart.js';
 import { wireOta } from './ota-wiring.js';
+import { BridgeUpgrade } from './bridge-upgrade.js';
+import { bridgeSocketPath } from './bridge-paths.js';
+import { wireRecovery } from './recovery-wiring.js';
+import { RECOVERY_MIGRATIONS } from '../recovery/incidents.js';
+import { checkStoreAtStart, loadConfigWithRestore, wireRestore, type BootConfig } from './restore-wiring.js';
+import { wireHealth } from './health-wiring.js';
+import { HEALTH_MIGRATIONS } from '../health/history.js';
 import type { AgentEvent, Component } from './ports.js';
 
-export const STORE_MIGRATIONS = [AGENT_INFO_MIGRATIONS, OUTBOX_MIGRATIONS, COMMAND_MIGRATIONS];
+export const STORE_MIGRATIONS = [AGENT_INFO_MIGRATIONS, OUTBOX_MIGRATIONS, COMMAND_MIGRATIONS, HEALTH_MIGRATIONS, RECOVERY_MIGRATIONS];
 
 /** EX_TEMPFAIL: "restart me" for systemd's Restart=on-failure. */
 export const EXIT_RESTART = 75;
@@ -53,8 +60,11 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
   const env = opts.env ?? process.env;
   let config: AgentConfig;
   let configPath: string | undefined;
+  let boot: BootConfig;
   try {
-    ({ config, path: configPath } = loadConfig({ path: opts.configPath, overrides: opts.overrides ?? {}, env }));
+    // A file that fails validation or its .sha256 is replaced by its last known-good copy.
+    boot = loadConfigWithRestore({ path: opts.configPath, overrides: opts.overrides ?? {}, env });
+    ({ config, path: configPath } = boot);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`edge-agent: ${err.message}\n`);
@@ -62,7 +72,8 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     }
     throw err;
   }
-  const logger = createLogger({ level: config.log.level });
+  // Info and above also go to a bounded ring in the data directory, for `edge-agent diag` and support bundles.
+  const logger = createLogger({ level: config.log.level, ring: { dir: logRingDir(config), ...config.diag.logRing } });
   const startedAt = Date.now();
   const build = buildInfo();
   const slot = slotFromEnv(env);
@@ -77,6 +88,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     logger.fatal({ socket: adminSocketPath(config), code: 'already-running' }, 'another agent runs with this data directory; not starting');
     return 1;
   }
+  checkStoreAtStart(config, logger);
   let db: Db;
   try {
     db = openDatabase(storePath(config), { migrations: STORE_MIGRATIONS });
@@ -140,6 +152,11 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     if (durable) outbox.enqueueNow(msg);
     else outbox.enqueue(msg);
   };
+  // Metrics, history, alerts and ~/health; undefined with health.enabled false.
+  const health = wireHealth({ config, db, clock, logger, topics, link, outbox, event, components: () => ({ 'wms-link': link.isConnected() ? 'running' : 'degraded' }) });
+
+  // The watchdog over the PLC bridge and the declared services; incidents; the hung-agent fault hook.
+  const recovery = wireRecovery({ config, db, clock, logger, loops, env, event, restart: (reason) => void shutdown(reason, true), fault: faultFromEnv(env) });
 
   const status = (): Record<string, unknown> => ({
     daemon: 'running',
@@ -154,6 +171,9 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     outbox: outbox.stats(),
     operations: router.current(),
     commands: { ...router.counters, queued: router.queued() },
+    components: recovery.supervisor.status(),
+    alerts: health?.activeAlerts() ?? [],
+    health: health?.lastSnapshot(),
   });
   // quick_check reads the whole store: a burst of diagnostics commands shares one result a minute.
   let integrity: { at: number; problems: string[] } | undefined;
@@ -170,13 +190,14 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
   };
 
   let shutdown: (reason: string, restart: boolean) => Promise<void> = async () => undefined;
-  router.register(diagnosticsOperation(diagnostics));
+  router.register(diagnosticsOperation({ config, configPath, db, clock, logger: logger.child({ component: 'diag' }), version: build.version, builtAt: build.builtAt, facts: diagnostics }));
   router.register(
     restartOperation(
       {
         agent: () => {
           setImmediate(() => void shutdown('restart command', true));
         },
+        ...recovery.restartTargets,
       },
       process.pid,
     ),
@@ -186,6 +207,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     path: adminSocketPath(config),
     logger: logger.child({ component: 'admin' }),
     methods: {
+      ...recovery.adminMethods,
       status,
       diagnostics,
       event: (params) => {
@@ -208,6 +230,24 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     },
   });
 
+  // Hands over the incidents of a config/store restore; known-good copies, backups, memory budget.
+  const restore = wireRestore({
+    config, boot, db, clock, logger, event,
+    incidents: recovery.incidents,
+    components: () => recovery.supervisor.status(),
+    healthy: () => link.isConnected() && loops.check().ok,
+    quiet: () => router.current().length === 0,
+    restart: (reason) => void shutdown(reason, true),
+  });
+  // After an update or a rollback the PLC bridge is handed over to this release's code.
+  const bridgeUpgrade = new BridgeUpgrade({
+    socket: bridgeSocketPath(config),
+    cli: process.argv[1] ?? '',
+    waitMs: 30_000,
+    handoverTimeoutMs: 60_000,
+    clock,
+    logger: logger.child({ component: 'bridge-upgrade' }),
+  });
   const gate = wireOta({
     config,
     configPath,
@@ -222,6 +262,8 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     underGuard: env.EDGE_AGENT_GUARD === '1',
     fault: faultInjector(faultFromEnv(env), config.dataDir),
     restart: (reason) => void shutdown(reason, true),
+    onCommitted: () => restore.committed(),
+    extraHealth: () => bridgeUpgrade.health(),
   });
 
   const components: Component[] = [
@@ -229,7 +271,11 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     router,
     link,
     admin,
+    recovery.supervisor,
+    bridgeUpgrade,
     gate,
+    ...(health ? [health] : []),
+    restore,
   ];
   const started: Component[] = [];
   let watchdog: NodeJS.Timeout | undefined;

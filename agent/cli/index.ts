@@ -51,6 +51,35 @@ ${COMMON_HELP}
         overrides: { broker: str(v.broker), gatewayId: str(v['gateway-id']), dataDir: str(v['data-dir']) },
       }),
   },
+  'plc-bridge': {
+    summary: 'run the PLC bridge (Modbus TCP <-> MQTT), its own process',
+    usage: `edge-agent plc-bridge --config FILE [--handover] [--broker URL] [--gateway-id ID] [--data-dir DIR]
+
+Runs the PLC bridge in the foreground (docs/plc-bridge.md): its own MQTT connection, its own
+store and control socket ({dataDir}/plc-bridge.sock). Exit status 78 when the configuration is
+invalid (every problem is listed), 1 when another bridge runs on the same data directory.
+
+  --config FILE      the bridge's configuration (required)
+  --handover         start as a standby and take the role over from the running bridge once
+                     this one reads well (an update); without a running bridge, just start
+  --broker URL       overrides mqtt.url
+  --gateway-id ID    overrides gatewayId
+  --data-dir DIR     overrides dataDir
+  -h, --help         this help`,
+    options: { ...common, handover: { type: 'boolean' }, broker: { type: 'string' }, 'gateway-id': { type: 'string' } },
+    run: async (v) => {
+      const configPath = str(v.config);
+      if (!configPath) {
+        process.stderr.write('edge-agent plc-bridge: --config FILE is required\n');
+        return 64;
+      }
+      return (await import('../../plc-bridge/main.js')).runBridge({
+        configPath,
+        handover: v.handover === true,
+        overrides: { broker: str(v.broker), gatewayId: str(v['gateway-id']), dataDir: str(v['data-dir']) },
+      });
+    },
+  },
   status: {
     summary: 'version, slot, broker connection, outbox, current operation',
     usage: `edge-agent status [--json] [--config FILE] [--data-dir DIR]
@@ -76,6 +105,22 @@ ${COMMON_HELP}
   --severity S       info (default), warning or critical`,
     options: { ...common, code: { type: 'string' }, message: { type: 'string' }, severity: { type: 'string' } },
     run: async (v) => (await import('./event.js')).eventCommand(v),
+  },
+  health: {
+    summary: 'metric trends (min/avg/max per bucket) and active alerts, from the store',
+    usage: `edge-agent health [--since 24h|7d|90m] [--metric PATTERN] [--json] [--config FILE] [--data-dir DIR]
+
+Reads the health history from the state store (read-only; works when the daemon is down): per
+metric its min, average, max and last value over the range and a trend line of bucket averages,
+then the alerts that are active. The daemon writes samples about once a minute. Exit status 3
+when there is no state store, 64 when --since is malformed.
+
+${COMMON_HELP}
+  --since D          how far back: a number and s, m, h, d or w (default 24h)
+  --metric PATTERN   only these metrics (* matches anything, e.g. 'disk.*'), bucket by bucket
+  --json             machine-readable output`,
+    options: { ...common, json: { type: 'boolean' }, since: { type: 'string' }, metric: { type: 'string' } },
+    run: async (v) => (await import('./health.js')).healthCommand(v),
   },
   slots: {
     summary: 'both slots: version and state (active, committed, trial, bad, empty, installing)',
@@ -103,6 +148,53 @@ ${COMMON_HELP}
   --json             machine-readable output`,
     options: { ...common, json: { type: 'boolean' }, limit: { type: 'string' } },
     run: async (v) => (await import('./history.js')).historyCommand(v),
+  },
+  incidents: {
+    summary: 'what the watchdog recorded: failures, restarts, escalations, newest first',
+    usage: `edge-agent incidents [--json] [--since 24h] [--component NAME] [--limit N] [--config FILE] [--data-dir DIR]
+
+Lists the incidents of the watchdog from the state store (read-only; works when the daemon is
+down), newest first: the component, the cause (exited, hung, start-timeout, spawn-failed, gone,
+requested) with its exit code or signal, the step taken (restart, restore-config, rollback,
+rollback-skipped, alarm, slow-retry), the last lines of its log and how long recovery took.
+Exit status 3 when there is no state store, 64 for a malformed option.
+
+${COMMON_HELP}
+  --since D          only the last D: a number and s, m, h or d (e.g. 90m, 24h, 7d)
+  --component NAME   only this component (plc-bridge, or a declared service)
+  --limit N          at most N incidents (default 100)
+  --json             machine-readable output`,
+    options: { ...common, json: { type: 'boolean' }, since: { type: 'string' }, component: { type: 'string' }, limit: { type: 'string' } },
+    run: async (v) => (await import('./incidents.js')).incidentsCommand(v),
+  },
+  diag: {
+    summary: 'the diagnostics suite: what is wrong and what to do (exit 0 ok, 1 warnings, 2 failures)',
+    usage: `edge-agent diag [--json] [--only GROUPS] [--config FILE] [--data-dir DIR]
+
+Checks configuration, identity, connectivity (DNS, TCP, TLS, MQTT round trip), time, storage,
+slots, components, PLCs and recent logs, each with a verdict and a recommendation. Runs the
+checks itself, so it works when the daemon is down; each check is bounded (diag.checkTimeoutMs).
+Exit status 0 when all is ok, 1 with warnings, 2 with failures.
+
+${COMMON_HELP}
+  --only GROUPS      only these groups, comma-separated (e.g. connectivity,time)
+  --json             machine-readable output`,
+    options: { ...common, json: { type: 'boolean' }, only: { type: 'string' } },
+    run: async (v) => (await import('./diag.js')).diagCommand(v),
+  },
+  'support-bundle': {
+    summary: 'a .tar.gz for support: diagnostics, recent logs, redacted configuration, slots, history',
+    usage: `edge-agent support-bundle [-o FILE] [--json] [--config FILE] [--data-dir DIR]
+
+Runs the diagnostics suite and writes a .tar.gz (mode 0600) with the report, the recent logs,
+the configuration with secrets redacted, slot states and history, commands, incidents and health
+history. Works when the daemon is down. Exit status 0 when written, 1 when not.
+
+${COMMON_HELP}
+  -o, --output FILE  where to write it (default ./edge-agent-support-GATEWAY-TIME.tar.gz)
+  --json             print {path, bytes, files, overall}`,
+    options: { ...common, output: { type: 'string', short: 'o' }, json: { type: 'boolean' } },
+    run: async (v) => (await import('./support-bundle.js')).supportBundleCommand(v),
   },
   rollback: {
     summary: 'switch back to the other committed slot (the rollback operation)',
@@ -183,7 +275,7 @@ main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
     // The daemon's handles are closed by then; a leftover timer in a library must not keep us alive.
-    if (process.argv[2] === 'run') setTimeout(() => process.exit(code), 200).unref();
+    if (process.argv[2] === 'run' || process.argv[2] === 'plc-bridge') setTimeout(() => process.exit(code), 200).unref();
   },
   (err: unknown) => {
     process.stderr.write(`edge-agent: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);

@@ -17,6 +17,8 @@ import '../../certs/trust.js';
 import '../../ota/errors.js';
 // The A/B slot state machine (ota/slots.ts; the boot guard runs it too).
 import '../../ota/slots.js';
+// The PLC bridge is its own process: agent/main.ts does not import it.
+import '../../plc-bridge/errors.js';
 // The composition root imports every module that registers codes, today and later.
 import '../../agent/main.js';
 
