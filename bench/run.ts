@@ -11,8 +11,13 @@
  *   6. its peak RSS, and at 2 GiB                                    vs a plain http.get of the bundle
  *   7. activation downtime, update through the boot guard            vs `restart {component: agent}`
  *   8. rollback after a failed health gate, until the old is online  vs the same restart
+ *   9. agent CPU with health sampling on                             vs the same agent with it off, side by side
+ *  10. start with a corrupt config / a corrupt store -> online       vs a clean start (restore-bench.ts; `--only restore`)
+ *  11. `edge-agent diag` wall time, healthy and all unreachable      vs `edge-agent status` (diag-bench.ts; `--only diag`)
+ *  12. a hung component: hang -> running again, beyond the deadline  vs a bare kill -9 + respawn (recovery-bench.ts; `--only recovery`)
  *
- * `--only startup,outbox,ota` picks groups (default: all; `ota` is 5-8). 1-4 use a real mosquitto
+ * `--only startup,outbox,ota,health` picks groups (default: startup, outbox, ota; `ota` is 5-8;
+ * `health` is 9, minutes long, so only when asked for, e.g. `--only health`; health-bench.ts). 1-4 use a real mosquitto
  * on a free port, or an in-process aedes broker when mosquitto is missing (and says so); 5-6 need
  * no broker (ota-bench.ts); 7-8 start their own broker the same way (ota-activation.ts). Prints a
  * table and writes JSON to bench/results/latest.json (--quick: bench/results/quick.json; --out
@@ -29,7 +34,11 @@ import { DIST, ROOT } from './proc.js';
 import { startupSample, type StartupSample, type StartupSubject } from './startup.js';
 import { outboxRun, type OutboxRun } from './outbox-bench.js';
 import { otaMeasurements, otaPhase } from './ota-bench.js';
+import { recoveryMeasurements, recoveryPhase } from './recovery-bench.js';
 import { activationMeasurements, activationPhase } from './ota-activation.js';
+import { diagMeasurements, diagPhase } from './diag-bench.js';
+import { healthMeasurements, healthPhase } from './health-bench.js';
+import { restoreMeasurements, restorePhase } from './restore-bench.js';
 import { formatSamples, formatTable, measurement, writeResults, type BenchResults, type Measurement } from './report.js';
 
 const MB = 1024 * 1024;
@@ -48,8 +57,13 @@ interface Config {
   otaLargeMiB: number;
 }
 
-const GROUPS = ['startup', 'outbox', 'ota'] as const;
+const GROUPS = ['startup', 'outbox', 'ota', 'health', 'restore', 'diag', 'recovery'] as const;
 type Group = (typeof GROUPS)[number];
+/**
+ * What a run without `--only` measures (bench-smoke.test.ts expects exactly these). The other groups
+ * run only when named; `health` alone takes minutes of wall time for a 0.05 %-of-a-core signal.
+ */
+const DEFAULT_GROUPS: readonly Group[] = ['startup', 'outbox', 'ota'];
 
 function config(v: { quick?: boolean; runs?: string; messages?: string; 'ota-mib'?: string; 'ota-large-mib'?: string }): Config {
   const quick = v.quick ?? false;
@@ -66,7 +80,7 @@ function config(v: { quick?: boolean; runs?: string; messages?: string; 'ota-mib
 }
 
 function groups(only: string | undefined): Set<Group> {
-  if (only === undefined) return new Set(GROUPS);
+  if (only === undefined) return new Set(DEFAULT_GROUPS);
   const picked = only.split(',').map((g) => g.trim());
   const bad = picked.filter((g) => !(GROUPS as readonly string[]).includes(g));
   if (bad.length > 0 || picked.length === 0) throw new Error(`--only takes a comma-separated list of ${GROUPS.join(', ')}; got ${only}`);
@@ -220,6 +234,23 @@ async function main(): Promise<number> {
     const act = await activationPhase({ runs: cfg.otaRuns, prefer }, log);
     ms.push(...activationMeasurements(act));
     if (broker.kind === 'none') broker = act.broker;
+  }
+  if (run.has('restore')) {
+    const r = await restorePhase({ runs: values.runs === undefined ? (cfg.quick ? 1 : 3) : cfg.runs, prefer }, log);
+    ms.push(...restoreMeasurements(r));
+    if (broker.kind === 'none') broker = r.broker;
+  }
+  if (run.has('diag')) {
+    const d = await diagPhase({ runs: cfg.runs, prefer }, log);
+    ms.push(...diagMeasurements(d));
+    if (broker.kind === 'none') broker = { ...d.broker, note: 'real broker (diag)' };
+  }
+  if (run.has('recovery')) ms.push(...recoveryMeasurements(await recoveryPhase({ runs: values.runs === undefined ? (cfg.quick ? 2 : 7) : cfg.runs }, log)));
+  if (run.has('health')) {
+    const runs = values.runs === undefined ? (cfg.quick ? 1 : 3) : cfg.runs;
+    const h = await healthPhase({ runs, windowMs: cfg.quick ? 15_000 : 60_000, prefer }, log);
+    ms.push(...healthMeasurements(h));
+    if (broker.kind === 'none') broker = h.broker;
   }
   const results: BenchResults = {
     startedAt,
