@@ -185,7 +185,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
       node: process.version,
       memory: { rssBytes: process.memoryUsage().rss, heapUsedBytes: process.memoryUsage().heapUsed },
       store: { path: storePath(config), integrity: problems.length === 0 ? 'ok' : problems, checkedAt: new Date(integrity.at).toISOString() },
-      loops: loops.check(),
+      loops: loops.peek(),
     };
   };
 
@@ -235,7 +235,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     config, boot, db, clock, logger, event,
     incidents: recovery.incidents,
     components: () => recovery.supervisor.status(),
-    healthy: () => link.isConnected() && loops.check().ok,
+    healthy: () => link.isConnected() && loops.peek().ok,
     quiet: () => router.current().length === 0,
     restart: (reason) => void shutdown(reason, true),
   });

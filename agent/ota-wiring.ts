@@ -72,7 +72,7 @@ export function wireOta(w: OtaWiring): Component {
     timeoutMs: config.ota.healthGate.timeoutMs,
     healthy: () => {
       if (!w.link.isConnected()) return { ok: false, why: 'not connected to the WMS broker' };
-      const h = w.loops.check();
+      const h = w.loops.peek();
       if (!h.ok) return { ok: false, why: `unhealthy: ${h.stale.map((s) => s.name).join(', ') || `event loop lag ${h.eventLoopLagMs} ms`}` };
       return w.extraHealth?.() ?? { ok: true };
     },

@@ -41,15 +41,27 @@ export class LoopMonitor {
     this.histogram = undefined;
   }
 
+  /**
+   * The same verdict without resetting the lag histogram: for anyone but the systemd watchdog
+   * ping, whose check() must see every delay since its previous ping.
+   */
+  peek(): LoopHealth {
+    return this.evaluate(false);
+  }
+
   /** Lag is the worst delay seen since the previous call (the histogram is reset each time). */
   check(): LoopHealth {
+    return this.evaluate(true);
+  }
+
+  private evaluate(reset: boolean): LoopHealth {
     const now = this.opts.clock.now();
     const stale = [...this.loops.entries()]
       .map(([name, l]) => ({ name, ageMs: now - l.last, deadlineMs: l.deadlineMs }))
       .filter((l) => l.ageMs > l.deadlineMs)
       .map(({ name, ageMs }) => ({ name, ageMs }));
     const lag = this.histogram ? this.histogram.max / 1e6 : 0;
-    this.histogram?.reset();
+    if (reset) this.histogram?.reset();
     return { ok: stale.length === 0 && lag <= this.opts.maxLagMs, eventLoopLagMs: Math.round(lag), stale };
   }
 }

@@ -145,8 +145,15 @@ export function rpcRequest(path: string, method: string, params: Record<string, 
       if (nl < 0) return;
       clearTimeout(timer);
       sock.end();
-      const res = JSON.parse(buf.slice(0, nl)) as { ok: boolean; result?: unknown; error?: { code: string; message: string } };
-      if (res.ok) resolve(res.result);
+      let res: { ok?: unknown; result?: unknown; error?: { code?: string; message?: string } };
+      try {
+        res = JSON.parse(buf.slice(0, nl)) as typeof res;
+      } catch {
+        // A peer that answers garbage must not throw in our data handler (it would crash us).
+        reject(new EdgeError('invalid-request', `the answer on ${path} is not JSON`));
+        return;
+      }
+      if (res.ok === true) resolve(res.result);
       else reject(new EdgeError(res.error?.code ?? 'internal', res.error?.message ?? 'request failed'));
     });
     sock.on('error', (err) => {

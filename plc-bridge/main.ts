@@ -131,7 +131,7 @@ export async function runBridge(opts: BridgeRunOptions): Promise<number> {
     path: standby ? ownSocket : mainSocket,
     logger: logger.child({ component: 'plc-control' }),
     methods: {
-      ping: () => ({ pid: process.pid, version, cli: process.argv[1], instance: process.pid, role: bridge.role, session, ts: new Date(clock.now()).toISOString(), loopsOk: loops.check().ok }),
+      ping: () => ({ pid: process.pid, version, cli: process.argv[1], instance: process.pid, role: bridge.role, session, ts: new Date(clock.now()).toISOString(), loopsOk: loops.peek().ok }),
       status: () => ({
         ...statusBody(),
         role: bridge.role,
