@@ -8,7 +8,7 @@
 import { realpathSync } from 'node:fs';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/log.js';
-import { errorMessage } from '../lib/errors.js';
+import { errorCode, errorMessage } from '../lib/errors.js';
 import { rpcRequest } from '../lib/rpc.js';
 import type { Component } from './ports.js';
 
@@ -85,14 +85,37 @@ export class BridgeUpgrade implements Component {
     }
     this.state = 'upgrading';
     logger.info({ from: ping.cli, to: this.opts.cli, pid: ping.pid }, 'handing the PLC bridge over to this release');
+    // The old bridge answers once its successor has the role, but it also exits then, and its
+    // answer may not make it out: what counts is who answers `ping` afterwards.
+    let failure: unknown;
+    const asked = rpcRequest(socket, 'upgrade', { cli: this.opts.cli }, this.opts.handoverTimeoutMs).then(
+      () => undefined,
+      (err: unknown) => {
+        failure = err;
+      },
+    );
+    const until = clock.now() + this.opts.handoverTimeoutMs;
+    while (!this.stopped && clock.now() < until) {
+      const now = await this.ping(socket);
+      if (now?.role === 'active' && typeof now.cli === 'string' && same(now.cli, this.opts.cli)) {
+        this.state = 'ok';
+        logger.info({ pid: now.pid }, 'the PLC bridge runs this release');
+        return;
+      }
+      if (failure !== undefined && errorCode(failure) !== 'internal') break;
+      await new Promise<void>((r) => clock.setTimeout(() => r(), 100));
+    }
+    await Promise.race([asked, new Promise<void>((r) => clock.setTimeout(() => r(), 1000))]);
+    this.state = 'failed';
+    this.detail = failure === undefined ? `no bridge of this release within ${this.opts.handoverTimeoutMs} ms` : errorMessage(failure);
+    logger.error({ err: failure, detail: this.detail }, 'the PLC bridge handover failed; the previous bridge keeps running');
+  }
+
+  private async ping(socket: string): Promise<{ cli?: string; pid?: number; role?: string } | undefined> {
     try {
-      const res = (await rpcRequest(socket, 'upgrade', { cli: this.opts.cli }, this.opts.handoverTimeoutMs)) as { pid: number };
-      this.state = 'ok';
-      logger.info({ pid: res.pid }, 'the PLC bridge runs this release');
-    } catch (err) {
-      this.state = 'failed';
-      this.detail = errorMessage(err);
-      logger.error({ err }, 'the PLC bridge handover failed; the previous bridge keeps running');
+      return (await rpcRequest(socket, 'ping', {}, 2000)) as { cli?: string; pid?: number; role?: string };
+    } catch {
+      return undefined;
     }
   }
 }

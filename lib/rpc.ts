@@ -160,5 +160,11 @@ export function rpcRequest(path: string, method: string, params: Record<string, 
       clearTimeout(timer);
       reject(err);
     });
+    // The peer went away without answering (it exited): no need to wait for the timeout. A
+    // promise settles once, so this is a no-op after an answer.
+    sock.on('close', () => {
+      clearTimeout(timer);
+      reject(new EdgeError('internal', `the connection on ${path} closed before an answer to ${method}`));
+    });
   });
 }

@@ -73,6 +73,8 @@ export interface Ping {
   role: string;
   session: string;
   version: string;
+  /** The entry point the bridge runs from (the release it belongs to). */
+  cli?: string;
 }
 
 export async function bridgePing(socket: string, timeoutMs = 2000): Promise<Ping | undefined> {
