@@ -85,6 +85,7 @@ interface StatusView {
   outbox?: { depth?: number; bytes?: number; oldestCreatedAt?: number; dropped?: number };
   operations?: { id: string; op: string; status?: string; step?: string }[];
   components?: ComponentView[];
+  alerts?: { code: string; severity: string; metric: string; value: number; threshold: number; since: string; predictedAt?: string }[];
 }
 
 interface ComponentView {
@@ -123,6 +124,13 @@ export function formatStatus(report: Record<string, unknown>): string {
   lines.push(`outbox      ${o.depth ?? 0} waiting (${o.bytes ?? 0} bytes), oldest ${age(o.oldestCreatedAt)}${o.dropped ? `, ${o.dropped} dropped` : ''}`);
   lines.push(`operation   ${ops.length === 0 ? 'none' : ops.map((x) => `${x.op} ${x.id}${x.step ? ` (${x.step})` : x.status ? ` (${x.status})` : ''}`).join(', ')}`);
   if (r.components && r.components.length > 0) lines.push('components', ...formatComponents(r.components));
+  if (r.alerts && r.alerts.length > 0) {
+    lines.push(`alerts      ${r.alerts.length} active`);
+    for (const a of r.alerts) {
+      const when = a.predictedAt ? `, predicted to cross ${a.threshold} at ${a.predictedAt}` : ` (threshold ${a.threshold})`;
+      lines.push(`  ${a.severity.toUpperCase().padEnd(8)} ${a.code}: ${a.metric} ${a.value}${when}, since ${a.since}`);
+    }
+  }
   if (typeof r.store === 'string') lines.push(`store       ${r.store}`);
   return lines.join('\n') + '\n';
 }
