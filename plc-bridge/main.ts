@@ -75,7 +75,8 @@ export async function runBridge(opts: BridgeRunOptions): Promise<number> {
   const statusBody = (): Record<string, unknown> => {
     const devices: Record<string, unknown> = {};
     for (const [name, d] of Object.entries(bridge.devices())) devices[name] = { link: connections.get(name)?.link ?? 'down', lastReadAt: d.lastReadAt ?? null };
-    return { state: 'online', session, version, devices };
+    // Data the store had to drop (its bounds), so the WMS knows how much history is missing.
+    return { state: 'online', session, version, devices, dropped: store.stats().dropped };
   };
   const link = new BridgeLink({
     mqtt: config.mqtt,

@@ -92,5 +92,8 @@ test('agent kill -9 and restart x5 under load: the bridge keeps running, no seq 
   const report = gapReport(fast, 100);
   assert.deepEqual(report.seqGaps, [], 'no seq gap');
   assert.deepEqual(report.tickGaps, [], 'no missed poll interval');
-  assert.equal(fast.filter((m) => m.historical).length, 0, 'the bridge never lost its broker connection');
+  // Cycles polled before the bridge's first connection are replayed as historical; after that,
+  // the agent's kills never cost the bridge its broker connection.
+  const firstLive = Math.min(...fast.filter((m) => !m.historical).map((m) => m.seq));
+  assert.deepEqual(fast.filter((m) => m.historical && m.seq > firstLive).map((m) => m.seq), [], 'nothing went through the store after the bridge first connected');
 });
