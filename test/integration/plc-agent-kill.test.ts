@@ -8,8 +8,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import type { MqttClient } from 'mqtt';
-import { PlcSim } from '../../demo/plc-sim.js';
-import { setValues } from '../../demo/plc-sim-pdu.js';
+import { startSimProcess, type SimProcess } from '../helpers/plc-sim-process.js';
 import { startBroker, type Broker } from '../helpers/broker.js';
 import { collect, mqttClient, tempDir, waitFor, type Received } from '../helpers/util.js';
 import { agentConnected, startAgent, type AgentProcess } from '../helpers/agent.js';
@@ -19,23 +18,19 @@ import { dataMessages, gapReport } from '../helpers/plc-data.js';
 const ROOT = 'edge/gw-test';
 
 let broker: Broker;
-let sim: PlcSim;
+let sim: SimProcess;
 let wms: MqttClient;
-let ticker: NodeJS.Timeout;
 let agent: AgentProcess | undefined;
 let bridgeSocket = '';
 
 before(async () => {
   broker = await startBroker();
-  sim = new PlcSim({ port: 0 });
-  await sim.start();
-  let n = 0;
-  ticker = setInterval(() => setValues(sim.regs, 'holding', 0, [++n & 0xffff]), 10);
+  // Register 0 changes on every read (every cycle reports); the PLC runs in its own process.
+  sim = await startSimProcess(['--churn', '1']);
   wms = await mqttClient(broker.url);
 });
 
 after(async () => {
-  clearInterval(ticker);
   await agent?.stop();
   const p = bridgeSocket ? await bridgePing(bridgeSocket) : undefined;
   if (p) process.kill(p.pid, 'SIGTERM');
@@ -53,7 +48,7 @@ test('agent kill -9 and restart x5 under load: the bridge keeps running, no seq 
       {
         name: 'plc0',
         host: '127.0.0.1',
-        port: sim.port,
+        port: sim.ports[0],
         unitId: 1,
         timeoutMs: 500,
         groups: [

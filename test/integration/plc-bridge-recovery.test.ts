@@ -11,8 +11,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import type { MqttClient } from 'mqtt';
-import { PlcSim } from '../../demo/plc-sim.js';
-import { setValues } from '../../demo/plc-sim-pdu.js';
+import { startSimProcess, type SimProcess } from '../helpers/plc-sim-process.js';
 import { startBroker, type Broker } from '../helpers/broker.js';
 import { collect, mqttClient, tempDir, waitFor, type Received } from '../helpers/util.js';
 import { agentConnected, runCli, startAgent, type AgentProcess } from '../helpers/agent.js';
@@ -21,9 +20,8 @@ import { bridgePing, writeBridgeConfig } from '../helpers/bridge.js';
 const ROOT = 'edge/gw-test';
 
 let broker: Broker;
-let sim: PlcSim;
+let sim: SimProcess;
 let wms: MqttClient;
-let ticker: NodeJS.Timeout;
 let agent: AgentProcess | undefined;
 let socket = '';
 let got: Received[] = [];
@@ -39,16 +37,14 @@ function killQuietly(pid: number, sig: NodeJS.Signals): void {
 
 before(async () => {
   broker = await startBroker();
-  sim = new PlcSim({ port: 0 });
-  await sim.start();
-  let n = 0;
-  ticker = setInterval(() => setValues(sim.regs, 'holding', 0, [++n & 0xffff]), 10);
+  // Register 0 changes on every read (every cycle reports); the PLC runs in its own process.
+  sim = await startSimProcess(['--churn', '1']);
   wms = await mqttClient(broker.url);
   got = await collect(wms, `${ROOT}/plc/#`);
   const dir = tempDir('plc-recovery');
   const bridgeConfig = writeBridgeConfig(join(dir, 'bridge'), {
     mqtt: { url: broker.url },
-    devices: [{ name: 'plc0', host: '127.0.0.1', port: sim.port, unitId: 1, timeoutMs: 500, groups: [{ name: 'fast', intervalMs: 100, tags: [{ name: 'counter', area: 'holding', address: 0, type: 'uint16' }] }] }],
+    devices: [{ name: 'plc0', host: '127.0.0.1', port: sim.ports[0], unitId: 1, timeoutMs: 500, groups: [{ name: 'fast', intervalMs: 100, tags: [{ name: 'counter', area: 'holding', address: 0, type: 'uint16' }] }] }],
   });
   socket = join(dir, 'bridge', 'data', 'plc-bridge.sock');
   dataDir = join(dir, 'agent');
@@ -66,7 +62,6 @@ before(async () => {
 });
 
 after(async () => {
-  clearInterval(ticker);
   await agent?.stop();
   const p = socket ? await bridgePing(socket) : undefined;
   if (p) killQuietly(p.pid, 'SIGKILL');

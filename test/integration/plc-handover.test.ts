@@ -7,8 +7,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { MqttClient } from 'mqtt';
-import { PlcSim } from '../../demo/plc-sim.js';
-import { getValues, setValues } from '../../demo/plc-sim-pdu.js';
+import { startSimProcess, type SimProcess } from '../helpers/plc-sim-process.js';
 import { startBroker, type Broker } from '../helpers/broker.js';
 import { collect, mqttClient, tempDir, waitFor, type Received } from '../helpers/util.js';
 import { bridgeActive, bridgeSocketOf, startBridge, writeBridgeConfig, type BridgeProcess } from '../helpers/bridge.js';
@@ -18,22 +17,18 @@ const ROOT = 'edge/gw-test';
 const TERMINAL = new Set(['successful', 'failed', 'rejected', 'cancelled']);
 
 let broker: Broker;
-let sim: PlcSim;
+let sim: SimProcess;
 let wms: MqttClient;
-let ticker: NodeJS.Timeout;
 const bridges: BridgeProcess[] = [];
 
 before(async () => {
   broker = await startBroker();
-  sim = new PlcSim({ port: 0 });
-  await sim.start();
-  let n = 0;
-  ticker = setInterval(() => setValues(sim.regs, 'holding', 0, [++n & 0xffff]), 10);
+  // Register 0 changes on every read (every cycle reports); the PLC runs in its own process.
+  sim = await startSimProcess(['--churn', '1']);
   wms = await mqttClient(broker.url);
 });
 
 after(async () => {
-  clearInterval(ticker);
   for (const b of bridges) await b.stop();
   await wms?.endAsync();
   await sim?.stop();
@@ -48,7 +43,7 @@ test('3 handovers under load with writes in flight: no gap, no write twice', { t
       {
         name: 'plc0',
         host: '127.0.0.1',
-        port: sim.port,
+        port: sim.ports[0],
         unitId: 1,
         timeoutMs: 500,
         groups: [
@@ -75,7 +70,7 @@ test('3 handovers under load with writes in flight: no gap, no write twice', { t
       await new Promise((r) => setTimeout(r, 40));
     }
   })();
-  const writesBefore = sim.stats().writes;
+  const writesBefore = (await sim.stats()).writes;
 
   let current = first;
   for (let round = 1; round <= 3; round++) {
@@ -102,8 +97,8 @@ test('3 handovers under load with writes in flight: no gap, no write twice', { t
     assert.equal(distinct.size, 1, `${id} reached one terminal status: ${[...distinct].join(' | ')}`);
     assert.equal(terminal(id)[0]!.status, 'successful', id);
   }
-  assert.equal(sim.stats().writes - writesBefore, sent, 'the PLC saw exactly one write request per set');
-  assert.equal(getValues(sim.regs, 'holding', 100, 1)[0], sent, 'the last write is in the PLC');
+  assert.equal((await sim.stats()).writes - writesBefore, sent, 'the PLC saw exactly one write request per set');
+  assert.deepEqual(await sim.holding(100, 1), [sent], 'the last write is in the PLC');
 
   const fast = dataMessages(got, `${ROOT}/plc/plc0/fast`);
   const report = gapReport(fast, 100);

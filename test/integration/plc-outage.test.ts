@@ -3,13 +3,12 @@
  * x 2 groups every 100 ms. After the broker is back, the WMS (a persistent session, so the broker
  * keeps what it missed) has every seq of every group topic exactly once in the union of live and
  * replayed data, replayed data carries `historical: true` and arrives in order, and no poll
- * interval is missing.
+ * interval is missing. The PLCs run in their own process (a busy test process must not slow them).
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { MqttClient } from 'mqtt';
-import { PlcSim } from '../../demo/plc-sim.js';
-import { setValues } from '../../demo/plc-sim-pdu.js';
+import { startSimProcess, type SimProcess } from '../helpers/plc-sim-process.js';
 import { startBroker, type Broker } from '../helpers/broker.js';
 import { collect, mqttClient, tempDir, waitFor, type Received } from '../helpers/util.js';
 import { bridgeActive, bridgeSocketOf, startBridge, writeBridgeConfig, type BridgeProcess } from '../helpers/bridge.js';
@@ -20,10 +19,9 @@ const ROOT = 'edge/gw-test';
 const OUTAGE_MS = 30_000;
 
 let broker: Broker;
-const sims: PlcSim[] = [];
+let sim: SimProcess;
 let bridge: BridgeProcess;
 let wms: MqttClient;
-let ticker: NodeJS.Timeout;
 let dir: string;
 
 function tags(n: number): Record<string, unknown>[] {
@@ -32,31 +30,19 @@ function tags(n: number): Record<string, unknown>[] {
 
 before(async () => {
   broker = await startBroker();
-  const devices: Record<string, unknown>[] = [];
-  for (let d = 0; d < 2; d++) {
-    const sim = new PlcSim({ port: 0 });
-    const port = await sim.start();
-    sims.push(sim);
-    devices.push({
-      name: `plc${d}`,
-      host: '127.0.0.1',
-      port,
-      unitId: 1,
-      timeoutMs: 500,
-      groups: [
-        { name: 'a', intervalMs: 100, tags: tags(50) },
-        { name: 'b', intervalMs: 100, tags: tags(100).map((t, i) => ({ ...t, name: `u${i}`, address: 200 + i })) },
-      ],
-    });
-  }
-  let n = 0;
-  ticker = setInterval(() => {
-    n = (n + 1) & 0xffff;
-    for (const s of sims) {
-      setValues(s.regs, 'holding', 0, [n]);
-      setValues(s.regs, 'holding', 200, [n]);
-    }
-  }, 10);
+  // Registers 0..200 change on every read, so every cycle of both groups has a report.
+  sim = await startSimProcess(['--devices', '2', '--churn', '201']);
+  const devices = sim.ports.map((port, d) => ({
+    name: `plc${d}`,
+    host: '127.0.0.1',
+    port,
+    unitId: 1,
+    timeoutMs: 500,
+    groups: [
+      { name: 'a', intervalMs: 100, tags: tags(50) },
+      { name: 'b', intervalMs: 100, tags: tags(100).map((t, i) => ({ ...t, name: `u${i}`, address: 200 + i })) },
+    ],
+  }));
   dir = tempDir('plc-outage');
   const config = writeBridgeConfig(dir, { mqtt: { url: broker.url }, store: { replayPerSec: 500 }, devices });
   wms = await mqttClient(broker.url, { clientId: 'wms-outage', clean: false, reconnectPeriod: 200 });
@@ -65,10 +51,9 @@ before(async () => {
 });
 
 after(async () => {
-  clearInterval(ticker);
   await bridge?.stop();
   await wms?.endAsync();
-  for (const s of sims) await s.stop();
+  await sim?.stop();
   await broker?.stop();
 });
 

@@ -13,8 +13,7 @@ import { join, sep } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { createCa, issueCert } from '../../certs/devca.js';
 import { createBundle } from '../../ota/bundle-writer.js';
-import { PlcSim } from '../../demo/plc-sim.js';
-import { setValues } from '../../demo/plc-sim-pdu.js';
+import { startSimProcess, type SimProcess } from '../helpers/plc-sim-process.js';
 import { startBroker, type Broker } from '../helpers/broker.js';
 import { makeOtaRoot, makeRelease, resOf, serveBundles, startGuard, TERMINAL, until, type BundleServer, type GuardRun, type OtaRoot } from '../helpers/ota-root.js';
 import { collect, mqttClient, tempDir, type Received } from '../helpers/util.js';
@@ -27,9 +26,8 @@ const GUARD_ARGS = ['--max-trial-starts', '3', '--trial-timeout-ms', '60000', '-
 
 let broker: Broker;
 let server: BundleServer;
-let sim: PlcSim;
+let sim: SimProcess;
 let wms: MqttClient;
-let ticker: NodeJS.Timeout;
 let r: OtaRoot;
 let g: GuardRun | undefined;
 let socket = '';
@@ -37,10 +35,8 @@ let got: Received[] = [];
 
 before(async () => {
   broker = await startBroker();
-  sim = new PlcSim({ port: 0 });
-  await sim.start();
-  let n = 0;
-  ticker = setInterval(() => setValues(sim.regs, 'holding', 0, [++n & 0xffff]), 10);
+  // Register 0 changes on every read (every cycle reports); the PLC runs in its own process.
+  sim = await startSimProcess(['--churn', '1']);
   const work = tempDir('plc-update');
   const ca = createCa({ commonName: 'plc update CA' });
   const signer = issueCert(ca, { commonName: 'plc update signer', kind: 'codeSigning' });
@@ -62,7 +58,7 @@ before(async () => {
     gatewayId: GW,
     mqtt: { url: broker.url },
     handover: { timeoutMs: 10_000 },
-    devices: [{ name: 'plc0', host: '127.0.0.1', port: sim.port, unitId: 1, timeoutMs: 500, groups: [{ name: 'fast', intervalMs: 100, tags: [{ name: 'counter', area: 'holding', address: 0, type: 'uint16' }] }] }],
+    devices: [{ name: 'plc0', host: '127.0.0.1', port: sim.ports[0], unitId: 1, timeoutMs: 500, groups: [{ name: 'fast', intervalMs: 100, tags: [{ name: 'counter', area: 'holding', address: 0, type: 'uint16' }] }] }],
   });
   socket = join(work, 'bridge', 'data', 'plc-bridge.sock');
   r = makeOtaRoot({
@@ -82,7 +78,6 @@ before(async () => {
 });
 
 after(async () => {
-  clearInterval(ticker);
   await g?.stop();
   const p = socket ? await bridgePing(socket) : undefined;
   if (p) process.kill(p.pid, 'SIGKILL');
