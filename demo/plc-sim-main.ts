@@ -2,9 +2,10 @@
  * The simulated PLC as a program, for the demo, the benches and tests that want it in its own
  * process:
  *
- *   node dist/demo/plc-sim.js [--port 0] [--devices N] [--units N] [--size N] [--animate]
+ *   node dist/demo/plc-sim.js [--port 0] [--devices N] [--units N] [--size N] [--animate] [--churn N]
  *
  * `--devices N` serves N independent PLCs on N ports (consecutive from --port when it is not 0).
+ * `--churn N`: holding and input registers 0..N-1 change on every read (PlcSimOptions.churn).
  * Once listening it prints one JSON line, `{"port": FIRST, "ports": [...]}`, then reads JSON-line
  * commands on stdin and answers each with one JSON line, `{"ok": true, ...}` or
  * `{"ok": false, "error": "..."}`. `device` (an index into ports, default 0) picks the PLC:
@@ -71,13 +72,16 @@ async function main(): Promise<void> {
       units: { type: 'string', default: '1' },
       size: { type: 'string', default: '65536' },
       animate: { type: 'boolean', default: false },
+      churn: { type: 'string', default: '0' },
     },
   });
   const base = Number(values.port);
   const count = Number(values.devices);
+  const churn = Number(values.churn);
+  if (!Number.isInteger(churn) || churn < 0) throw new Error('--churn must be an integer >= 0');
   const sims: PlcSim[] = [];
   for (let i = 0; i < count; i++) {
-    const sim = new PlcSim({ port: base === 0 ? 0 : base + i, host: values.host, units: Number(values.units), size: Number(values.size), animate: values.animate });
+    const sim = new PlcSim({ port: base === 0 ? 0 : base + i, host: values.host, units: Number(values.units), size: Number(values.size), animate: values.animate, churn });
     await sim.start();
     sims.push(sim);
   }

@@ -46,6 +46,13 @@ export interface PlcSimOptions {
   size?: number;
   /** Some registers change over time (see animate()). */
   animate?: boolean;
+  /**
+   * Holding and input registers 0..churn-1 change on every read: a read request first adds 1
+   * (wrapping) to each register it covers in that range, so a poller sees every value change
+   * every cycle and report by exception sends them all (the PLC bridge's throughput bench).
+   * Registers from `churn` on keep what is written to them.
+   */
+  churn?: number;
 }
 
 export interface SimStats {
@@ -211,6 +218,7 @@ export class PlcSim {
     } else if (!memory) {
       resPdu = Buffer.from([fc | 0x80, 11]);
     } else {
+      if (this.opts.churn && (fc === 3 || fc === 4) && pdu.length === 5) churn(fc === 3 ? memory.holding : memory.input, pdu.readUInt16BE(1), pdu.readUInt16BE(3), this.opts.churn);
       resPdu = executePdu(memory, pdu);
     }
     const bytes = adu(tid, unitId, resPdu);
@@ -276,6 +284,16 @@ interface Answer {
   immediate: boolean;
   delayMs: number;
   dribbleMs: number;
+}
+
+/**
+ * Adds 1 to each register of start..start+qty-1 below `limit` (see PlcSimOptions.churn); a read
+ * that will be answered with an exception (quantity or range) changes nothing.
+ */
+function churn(regs: Uint16Array, start: number, qty: number, limit: number): void {
+  if (qty < 1 || qty > 125 || start + qty > regs.length) return;
+  const end = Math.min(start + qty, limit, regs.length);
+  for (let i = start; i < end; i++) regs[i] = (regs[i]! + 1) & 0xffff;
 }
 
 function adu(tid: number, unitId: number, pdu: Buffer): Buffer {
