@@ -17,6 +17,7 @@ export const COMMAND_CODES = registerCodes('commands', [
   'cancelled',
   'unknown-target',
   'shutting-down',
+  'stalled',
   'internal',
 ] as const);
 export type CommandCode = (typeof COMMAND_CODES)[number];

@@ -225,6 +225,12 @@ const recoverySchema = z
     slowRetryMs: z.number().int().min(100).max(86_400_000).default(300_000),
     logMaxBytes: z.number().int().min(4096).max(1024 * 1024 * 1024).default(1024 * 1024),
     incidentRetentionDays: z.number().int().min(1).max(3650).default(90),
+    /**
+     * An operation (an update) that may still be cancelled and reported no progress for this long
+     * is stalled: the watchdog aborts it (`stalled`). Keep it above ota.download.idleTimeoutMs x
+     * (retries + 1), or a download that is still retrying is cut short.
+     */
+    operationStallMs: z.number().int().min(1000).max(86_400_000).default(600_000),
     plcBridge: z
       .object({
         intervalMs: z.number().int().min(50).max(3_600_000).default(1000),

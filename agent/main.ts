@@ -13,7 +13,7 @@ import { systemClock } from '../lib/clock.js';
 import { openDatabase, quickCheck, type Db } from '../lib/sqlite.js';
 import { SdNotify, watchdogIntervalMs } from '../lib/sdnotify.js';
 import { LoopMonitor } from '../lib/loops.js';
-import { faultInjector } from '../lib/fault.js';
+import { faultInjector, faultOnce } from '../lib/fault.js';
 import { buildInfo } from '../lib/version.js';
 import { EdgeError, errorCode } from '../lib/errors.js';
 import { adminSocketPath, faultFromEnv, slotFromEnv, ConfigError, EXIT_CONFIG, logRingDir, storePath, type AgentConfig, type ConfigOverrides } from './config.js';
@@ -118,6 +118,8 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     clock,
     resultTopic: (id) => topics.result(id),
     limits: config.commands,
+    // The update runner's watchdog: a cancellable operation without progress this long is stalled.
+    stallMs: config.recovery.operationStallMs,
     // Update outcomes also go to ~/events (CONTRACT.md section 2), for the WMS's event log.
     onFinished: (id, op, outcome) => {
       if (op !== 'update' && op !== 'rollback') return;
@@ -145,6 +147,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     loops,
     loopDeadlineMs: config.systemd.loopDeadlineMs,
     onCommand: (op, payload) => router.handle(op, payload),
+    stallFault: faultOnce(faultFromEnv(env), 'link-stall'),
   });
   /** `durable`: committed before returning, for callers that tell someone it is queued. */
   const event = (ev: AgentEvent, durable = false): void => {
@@ -156,7 +159,13 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
   const health = wireHealth({ config, db, clock, logger, topics, link, outbox, event, components: () => ({ 'wms-link': link.isConnected() ? 'running' : 'degraded' }) });
 
   // The watchdog over the PLC bridge and the declared services; incidents; the hung-agent fault hook.
-  const recovery = wireRecovery({ config, db, clock, logger, loops, env, event, restart: (reason) => void shutdown(reason, true), fault: faultFromEnv(env) });
+  // The agent's own parts are supervised in-process: each says whether it is hung or dead, and restarts in place.
+  const inProcess = [
+    { name: 'wms-link', probe: () => link.liveness(), restart: () => link.restart() },
+    ...(health ? [{ name: 'health-sampler', probe: () => health.liveness(), restart: () => health.restart() }] : []),
+    { name: 'update-runner', probe: () => router.liveness(), restart: () => router.abortStalled() },
+  ];
+  const recovery = wireRecovery({ config, db, clock, logger, loops, env, event, inProcess, restart: (reason) => void shutdown(reason, true), fault: faultFromEnv(env) });
 
   const status = (): Record<string, unknown> => ({
     daemon: 'running',

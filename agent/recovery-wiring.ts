@@ -9,6 +9,10 @@
  * `node dist/agent/cli/index.js plc-bridge --config FILE` that outlives the agent and is adopted
  * by the next one. Its probe is `ping` on its control socket, so a bridge whose PLCs or broker are
  * down is alive (its problem is an alert, not a restart).
+ *
+ * The agent's own parts (`inProcess`: the WMS link, the health sampler, the update runner) say
+ * themselves whether they are healthy, hung or dead; a hang counts only once it has lasted
+ * (confirmHangs), since a stall of the whole agent makes every part look hung at once.
  */
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -125,6 +129,37 @@ export function releaseActivatedAt(root: string): number | undefined {
   }
 }
 
+/**
+ * A hang an in-process part reports is believed once it has lasted `confirmMs` through probes no
+ * further apart than that. After the agent itself stalled (its event loop blocked, the machine
+ * suspended) every part's deadline has passed at once, and each catches up within moments
+ * (supervisor invariant 4: the agent's stall is not blamed on its components). `dead` is not
+ * delayed: a stopped loop does not catch up.
+ */
+export function confirmHangs(t: InProcessTarget, clock: Clock, confirmMs: number): InProcessTarget {
+  let since: number | undefined;
+  let lastAt: number | undefined;
+  return {
+    name: t.name,
+    probe: () => {
+      const now = clock.now();
+      const r = t.probe();
+      if (lastAt !== undefined && now - lastAt > confirmMs) since = undefined;
+      lastAt = now;
+      if (r !== 'hung') {
+        since = undefined;
+        return r;
+      }
+      since ??= now;
+      return now - since >= confirmMs ? 'hung' : 'healthy';
+    },
+    restart: async () => {
+      since = undefined;
+      await t.restart();
+    },
+  };
+}
+
 /** Escalation level 1: puts the last known-good copy of the component's configuration file back. */
 function configRestorer(w: RecoveryWiring): (component: string) => Promise<boolean> {
   return async (component) => {
@@ -149,7 +184,9 @@ export function wireRecovery(w: RecoveryWiring): RecoveryParts {
   const dir = join(w.config.dataDir, 'recovery');
   const incidents = new IncidentStore(w.db);
   const bridge = bridgeTarget(w, dir);
-  const targets = [...(bridge ? [bridge] : []), ...serviceTargets(w, dir), ...(w.inProcess ?? []).map((t) => Supervisor.inProcess(t, r.intervalMs))];
+  const confirmMs = Math.max(2 * r.intervalMs, 2000);
+  const parts = (w.inProcess ?? []).map((t) => Supervisor.inProcess(confirmHangs(t, w.clock, confirmMs), r.intervalMs));
+  const targets = [...(bridge ? [bridge] : []), ...serviceTargets(w, dir), ...parts];
   const log = w.logger.child({ component: 'recovery' });
   const supervisor = new Supervisor({
     targets,

@@ -12,6 +12,11 @@
  *   failed with `interrupted` when the handler has none; one left `accepted` never started and
  *   is queued again.
  * - A handler that throws fails its command with `internal`; it never takes the router down.
+ * - The update runner's watchdog (liveness(), abortStalled()): an operation that may still be
+ *   cancelled and has reported no progress for `stallMs` is hung; the watchdog's restart aborts it
+ *   through its signal and it fails with `stalled`. One past its point of no return is never
+ *   touched (an activation is not interrupted). One that ignores the abort is failed with
+ *   `stalled` after `stallGraceMs` and forgotten: whatever it returns later is dropped.
  */
 import type { Logger } from '../lib/log.js';
 import type { Clock } from '../lib/clock.js';
@@ -33,6 +38,10 @@ export interface RouterOptions {
   limits: { maxPayloadBytes: number; maxPending: number; maxConcurrent: number; retentionDays: number };
   /** How long stop() waits for running operations (default 5 s); they stay resumable after it. */
   stopWaitMs?: number;
+  /** No progress for this long while cancellable: the operation is stalled. Undefined: never. */
+  stallMs?: number;
+  /** How long a stalled operation has to end after its abort before it is failed without it (default 30 s). */
+  stallGraceMs?: number;
   /** Told of every command that reached a terminal status (after it was persisted). */
   onFinished?(id: string, op: string, outcome: Exclude<OperationOutcome, { status: 'pending' }>): void;
 }
@@ -45,9 +54,18 @@ interface Running {
   cancellable: boolean;
   lastProgressAt: number;
   lastStep: string | undefined;
+  /** Launched, or last called progress() (also when the call was rate-limited). */
+  aliveAt: number;
+  /** Aborted by the watchdog: its outcome becomes `stalled`. */
+  stalled: boolean;
+  giveUp: NodeJS.Timeout | undefined;
+  /** Its terminal status is recorded (an abandoned stalled one): a late outcome is dropped. */
+  done: boolean;
 }
 
 const PROGRESS_MIN_INTERVAL_MS = 500;
+/** The abort reason of a stalled operation; an operation may quote it in its own message. */
+const STALL_ABORT_MESSAGE = 'the watchdog aborted it';
 
 export interface StatusMessage {
   id: string;
@@ -106,6 +124,7 @@ export class Router {
     this.stopping = true;
     this.opts.clock.clearInterval(this.pruneTimer);
     this.pruneTimer = undefined;
+    for (const r of this.running.values()) this.opts.clock.clearTimeout(r.giveUp);
     if (this.settled.size === 0) return;
     let timer: NodeJS.Timeout | undefined;
     const bound = new Promise<void>((resolve) => (timer = this.opts.clock.setTimeout(resolve, this.opts.stopWaitMs ?? 5000)));
@@ -119,6 +138,44 @@ export class Router {
     // result (and its stored and sent statuses) grow with the queue. queued() gives the count.
     const queued = this.waiting.slice(0, 10).map((w) => ({ id: w.rec.id, op: w.rec.op, cancellable: true, step: 'queued' }));
     return [...running, ...queued];
+  }
+
+  /** `hung` while an operation is stalled (see the invariants); for the watchdog's `update-runner`. */
+  liveness(): 'healthy' | 'hung' {
+    return this.stalledRuns().length > 0 ? 'hung' : 'healthy';
+  }
+
+  /** The watchdog's restart of the update runner: aborts the stalled operations, nothing else. */
+  async abortStalled(): Promise<void> {
+    const ms = this.opts.stallMs ?? 0;
+    for (const run of this.stalledRuns()) {
+      run.stalled = true;
+      this.opts.logger.warn({ id: run.id, op: run.op, step: run.lastStep, stallMs: ms }, 'operation stalled: aborting it');
+      run.abort.abort(new EdgeError('stalled', STALL_ABORT_MESSAGE));
+      run.giveUp = this.opts.clock.setTimeout(() => this.abandon(run), this.opts.stallGraceMs ?? 30_000);
+    }
+  }
+
+  private stalledRuns(): Running[] {
+    const ms = this.opts.stallMs;
+    if (ms === undefined) return [];
+    const now = this.opts.clock.now();
+    return [...this.running.values()].filter((r) => r.cancellable && !r.stalled && now - r.aliveAt >= ms);
+  }
+
+  private stalledReason(run: Running, detail: string | undefined): Reason {
+    const ms = this.opts.stallMs ?? 0;
+    return { code: 'stalled', message: `${run.op} made no progress for ${Math.round(ms / 1000)} s (last step: ${run.lastStep ?? 'none'}): ${detail ?? STALL_ABORT_MESSAGE}` };
+  }
+
+  /** A stalled operation did not end after its abort: failed without it, and the queue goes on. */
+  private abandon(run: Running): void {
+    if (run.done || this.running.get(run.id) !== run) return;
+    run.done = true;
+    this.running.delete(run.id);
+    this.opts.logger.error({ id: run.id, op: run.op }, 'stalled operation did not end after its abort: failed without it');
+    this.finish(run.id, run.op, { status: 'failed', reason: this.stalledReason(run, `${STALL_ABORT_MESSAGE}, but it did not stop`) });
+    this.pumpQueue();
   }
 
   /** Commands accepted and waiting for their turn. */
@@ -234,6 +291,10 @@ export class Router {
       cancellable: true,
       lastProgressAt: 0,
       lastStep: undefined,
+      aliveAt: this.opts.clock.now(),
+      stalled: false,
+      giveUp: undefined,
+      done: false,
     };
     this.running.set(rec.id, run);
     const ctx = this.context(rec, run);
@@ -248,8 +309,16 @@ export class Router {
         return { status: 'failed', reason: { code, message: errorMessage(err) } };
       })
       .then((outcome) => {
+        this.opts.clock.clearTimeout(run.giveUp);
+        if (run.done) {
+          this.opts.logger.warn({ id: rec.id, op: rec.op, status: outcome.status }, 'an abandoned stalled operation ended late: its outcome is dropped');
+          return;
+        }
         this.running.delete(rec.id);
-        if (outcome.status !== 'pending') this.finish(rec.id, rec.op, outcome);
+        // Aborted as stalled and ended without success: the cancellation was the watchdog's.
+        const stalled = run.stalled && (outcome.status === 'failed' || outcome.status === 'cancelled');
+        const final: OperationOutcome = stalled ? { status: 'failed', reason: this.stalledReason(run, 'reason' in outcome ? outcome.reason?.message : undefined) } : outcome;
+        if (final.status !== 'pending') this.finish(rec.id, rec.op, final);
         this.pumpQueue();
       });
     const settled: Promise<void> = p.then(() => {
@@ -268,6 +337,7 @@ export class Router {
       signal: run.abort.signal,
       progress: (step, percent) => {
         const now = this.opts.clock.now();
+        run.aliveAt = now;
         if (step === run.lastStep && now - run.lastProgressAt < PROGRESS_MIN_INTERVAL_MS) return;
         run.lastStep = step;
         run.lastProgressAt = now;

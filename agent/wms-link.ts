@@ -9,6 +9,11 @@
  * - Retained `~/status` on every connect; the Last Will is the same message with state offline.
  *   A graceful stop publishes offline itself, since a clean DISCONNECT suppresses the will.
  * - TLS material is read at each attempt, so renewed certificates are picked up without restart.
+ * - Liveness for the watchdog (liveness()) is about the reconnect loop, not the broker: a broker
+ *   that refuses or cannot be reached while attempts keep coming is healthy; a loop that stopped
+ *   (no client, no retry due) is dead; one that made no attempt for twice the longest gap the
+ *   backoff and the connect timeout allow is hung. restart() is stop() and start(): the outbox
+ *   keeps every message, and the retained status is published again on the next connect.
  */
 import { readFileSync } from 'node:fs';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
@@ -37,7 +42,11 @@ export interface WmsLinkOptions {
   loopDeadlineMs?: number;
   onCommand(op: string, payload: Buffer): void;
   connect?: Connect;
+  /** Fault injection (lib/fault.ts faultOnce, `link-stall`): true makes a lost connection's retry never happen. */
+  stallFault?: () => boolean;
 }
+
+export type Liveness = 'healthy' | 'hung' | 'dead';
 
 export interface LinkStats {
   connected: boolean;
@@ -60,8 +69,13 @@ export class WmsLink implements Component {
   private connected = false;
   private connectedSince: number | undefined;
   private retry: NodeJS.Timeout | undefined;
+  /** A retry is due (its timer armed, or lost to the link-stall fault). */
+  private retryDue = false;
+  /** The reconnect loop last moved: started, made an attempt, or lost a connection. */
+  private movedAt: number;
   private tick: NodeJS.Timeout | undefined;
   private stopped = true;
+  private starts = 0;
   private attempts = 0;
   private connects = 0;
   private lastError: string | undefined;
@@ -77,12 +91,17 @@ export class WmsLink implements Component {
     this.backoff = new Backoff(opts.mqtt.reconnect);
     this.log = opts.logger;
     this.stateSince = opts.clock.now();
+    this.movedAt = opts.clock.now();
     this.protocol = opts.mqtt.protocolVersion;
   }
 
   async start(): Promise<void> {
+    if (!this.stopped) return;
     this.stopped = false;
-    this.stateSince = this.opts.clock.now();
+    // A restart keeps the state's `since`: the state did not change, the connection did.
+    if (this.starts++ === 0) this.stateSince = this.opts.clock.now();
+    this.movedAt = this.opts.clock.now();
+    this.backoff.reset();
     this.opts.loops?.register(LOOP, this.opts.loopDeadlineMs ?? 30_000);
     this.tick = this.opts.clock.setInterval(() => this.opts.loops?.tick(LOOP), 1000);
     this.connectOnce();
@@ -91,7 +110,10 @@ export class WmsLink implements Component {
   async stop(): Promise<void> {
     this.stopped = true;
     this.opts.clock.clearTimeout(this.retry);
+    this.retry = undefined;
+    this.retryDue = false;
     this.opts.clock.clearInterval(this.tick);
+    this.tick = undefined;
     this.opts.loops?.unregister(LOOP);
     const client = this.client;
     this.client = undefined;
@@ -107,6 +129,7 @@ export class WmsLink implements Component {
       });
     }
     this.connected = false;
+    this.connectedSince = undefined;
     // A clean end waits for mqtt.js's outgoing queue, which never empties on a dead or half-open
     // connection; after a short grace period the connection is dropped.
     await new Promise<void>((resolve) => {
@@ -116,6 +139,24 @@ export class WmsLink implements Component {
         resolve();
       });
     });
+  }
+
+  /** The watchdog's restart: a fresh client and reconnect loop; nothing queued is lost (the outbox has it). */
+  async restart(): Promise<void> {
+    await this.stop();
+    await this.start();
+  }
+
+  /** Twice the longest a working loop goes without an attempt: the longest backoff plus a timed-out connect. */
+  hungAfterMs(): number {
+    return 2 * (this.opts.mqtt.reconnect.maxMs + this.opts.mqtt.connectTimeoutMs);
+  }
+
+  /** Whether the link itself works (see the file's head); whether the broker does is not asked. */
+  liveness(): Liveness {
+    if (this.stopped || this.connected) return 'healthy';
+    if (!this.client && !this.retryDue) return 'dead';
+    return this.opts.clock.now() - this.movedAt > this.hungAfterMs() ? 'hung' : 'healthy';
   }
 
   setState(state: Exclude<AgentState, 'offline'>): void {
@@ -183,6 +224,9 @@ export class WmsLink implements Component {
 
   private connectOnce(): void {
     if (this.stopped) return;
+    this.retry = undefined;
+    this.retryDue = false;
+    this.movedAt = this.opts.clock.now();
     this.attempts++;
     let client: MqttClient;
     try {
@@ -190,7 +234,7 @@ export class WmsLink implements Component {
     } catch (err) {
       this.lastError = (err as Error).message;
       this.log.error({ err }, 'cannot start an MQTT connection');
-      return this.scheduleRetry();
+      return this.scheduleRetry(false);
     }
     this.client = client;
     client.on('connect', (connack) => {
@@ -240,15 +284,21 @@ export class WmsLink implements Component {
       this.connected = false;
       this.connectedSince = undefined;
       this.client = undefined;
+      this.movedAt = this.opts.clock.now();
       this.opts.outbox.detach();
       client.end(true);
       if (wasConnected) this.log.warn('disconnected from the WMS broker');
-      this.scheduleRetry();
+      this.scheduleRetry(wasConnected);
     });
   }
 
-  private scheduleRetry(): void {
+  private scheduleRetry(lostConnection: boolean): void {
     if (this.stopped) return;
+    this.retryDue = true;
+    if (lostConnection && this.opts.stallFault?.()) {
+      this.log.warn('fault injection (link-stall): the reconnect is never made');
+      return;
+    }
     const delay = this.backoff.next();
     this.log.info({ delayMs: delay, attempt: this.backoff.attempts }, 'reconnecting to the WMS broker');
     this.retry = this.opts.clock.setTimeout(() => this.connectOnce(), delay);

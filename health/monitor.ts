@@ -11,6 +11,10 @@
  *   active alerts is updated in the same turn, before the next sample.
  * - stop() clears the timer, waits for a sample in progress, ends the sampler's histogram and
  *   writes the buffered history; nothing of the monitor runs after it resolves.
+ * - Liveness for the watchdog: hung when no sample finished (well or not) within 3 sample
+ *   intervals plus HUNG_MARGIN_MS; dead when the chain of samples broke (neither a timer nor a
+ *   sample pending while started). restart() waits for a stuck sample only a bounded time; a
+ *   sample of an earlier start that finishes late schedules nothing (`gen`).
  */
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/log.js';
@@ -57,6 +61,9 @@ export interface HealthMonitorOptions {
 
 const iso = (ms: number): string => new Date(ms).toISOString();
 
+/** Slack on top of 3 sample intervals: a sample waits up to 2 s for the PLC bridge, statfs can be slow. */
+export const HUNG_MARGIN_MS = 10_000;
+
 export function alertView(a: ActiveAlert): AlertView {
   const v: AlertView = { code: a.code, kind: a.kind, severity: a.severity, metric: a.metric, value: a.value, threshold: a.threshold, since: iso(a.since) };
   if (a.predictedAt !== undefined) v.predictedAt = iso(a.predictedAt);
@@ -96,6 +103,11 @@ export class HealthMonitor implements Component {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private stopped = true;
+  /** Which start() the scheduled samples belong to. */
+  private gen = 0;
+  private lastDoneAt = 0;
+  /** stop() was called: a restart in progress must not start the monitor again. */
+  private closed = false;
   private lastFlush = 0;
   private lastPublishAt = 0;
   private lastPublished: Metrics | undefined;
@@ -107,18 +119,49 @@ export class HealthMonitor implements Component {
   }
 
   async start(): Promise<void> {
+    if (!this.stopped) return;
     this.stopped = false;
+    this.closed = false;
+    this.gen++;
     this.opts.sampler.start();
     this.lastFlush = this.opts.clock.now();
+    this.lastDoneAt = this.opts.clock.now();
     // The first sample at once: it primes the CPU counters, and `status` has numbers right away.
     this.schedule(0);
   }
 
   async stop(): Promise<void> {
+    this.closed = true;
+    await this.halt(undefined);
+  }
+
+  /** The watchdog's restart; a sample that is stuck is waited for at most one sample interval. */
+  async restart(): Promise<void> {
+    await this.halt(this.opts.sampleIntervalMs);
+    if (!this.closed) await this.start();
+  }
+
+  hungAfterMs(): number {
+    return 3 * this.opts.sampleIntervalMs + HUNG_MARGIN_MS;
+  }
+
+  liveness(): 'healthy' | 'hung' | 'dead' {
+    if (this.stopped) return 'healthy';
+    if (this.timer === undefined && this.running === undefined) return 'dead';
+    return this.opts.clock.now() - this.lastDoneAt > this.hungAfterMs() ? 'hung' : 'healthy';
+  }
+
+  private async halt(waitMs: number | undefined): Promise<void> {
     this.stopped = true;
     this.opts.clock.clearTimeout(this.timer);
     this.timer = undefined;
-    await this.running;
+    if (waitMs === undefined) {
+      await this.running;
+    } else if (this.running) {
+      let t: NodeJS.Timeout | undefined;
+      await Promise.race([this.running, new Promise<void>((r) => (t = this.opts.clock.setTimeout(r, waitMs)))]);
+      this.opts.clock.clearTimeout(t);
+    }
     this.opts.sampler.stop();
     try {
       this.opts.history.flush(this.opts.clock.now());
@@ -137,11 +180,16 @@ export class HealthMonitor implements Component {
 
   private schedule(ms: number): void {
     if (this.stopped) return;
+    const gen = this.gen;
     this.timer = this.opts.clock.setTimeout(() => {
-      this.running = this.tick().finally(() => {
-        this.running = undefined;
+      this.timer = undefined;
+      const run: Promise<void> = this.tick().finally(() => {
+        if (this.running === run) this.running = undefined;
+        if (gen !== this.gen) return;
+        this.lastDoneAt = this.opts.clock.now();
         this.schedule(this.opts.sampleIntervalMs);
       });
+      this.running = run;
     }, ms);
   }
 

@@ -26,3 +26,18 @@ export function faultInjector(point: string | undefined, markerDir: string): (na
 export function blockEventLoop(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
+
+/**
+ * A fault that misbehaves once per process, in place, instead of killing it: true the first
+ * time `name` is asked for while `point` names it, false ever after (so the part restarted by the
+ * watchdog works again). `EDGE_AGENT_FAULT=link-stall`: the WMS link loses its reconnect after the
+ * first disconnect, as a lost wake-up would (the in-process watchdog test).
+ */
+export function faultOnce(point: string | undefined, name: string): () => boolean {
+  let fired = false;
+  return () => {
+    if (point !== name || fired) return false;
+    fired = true;
+    return true;
+  };
+}

@@ -79,6 +79,8 @@ export function updateOperation(deps: UpdateOpDeps): OperationHandler<UpdatePara
           case 'rolled-back':
             return { status: 'failed', reason: { code: 'rolled-back', message: r.reason }, result: r.result };
           case 'gate': {
+            // Activated already: the health gate decides; neither `cancel` nor the watchdog may stop it.
+            ctx.setCancellable(false);
             deps.setUpdating(true);
             ctx.progress('health-check');
             const o = await deps.gate.outcome;
