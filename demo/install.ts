@@ -8,6 +8,8 @@
  *                     from ROOT/slots/X/dist/... to it, so no slot (and no bundle) carries a copy
  *   ROOT/trust.pem    the trust anchor update bundles must chain to
  *   ROOT/config.yaml  the agent's configuration; ROOT/data its data directory
+ *   ROOT/plc-bridge.yaml  the PLC bridge's configuration (one simulated PLC, two groups); its data
+ *                     directory ROOT/data/plc-bridge holds its store and control socket
  *
  * Synchronous file work only; nothing is started here.
  */
@@ -48,6 +50,9 @@ export interface DemoInstall {
   /** ROOT/guard/ota/boot-guard.js */
   guard: string;
   version: string;
+  bridgeConfigPath: string;
+  /** The bridge's control socket ({dataDir}/plc-bridge.sock). */
+  bridgeSocket: string;
 }
 
 export interface InstallOptions {
@@ -59,6 +64,56 @@ export interface InstallOptions {
   gatewayId: string;
   /** The trial's health gate: short, so the demo shows a commit and a failed gate in seconds. */
   healthGate: { stableMs: number; timeoutMs: number };
+  /** The simulated PLC's Modbus TCP port on 127.0.0.1. */
+  plcPort: number;
+}
+
+/** The PLC the demo's bridge reads: its name is a topic level, ~/plc/sorter1/{fast,slow}. */
+export const PLC_DEVICE = 'sorter1';
+
+/**
+ * The bridge's configuration for the simulated PLC (demo/plc-sim.ts animate(): holding 0..1 a
+ * seconds counter, 2..3 a float32 sine, input 0 a ramp, coil 0 toggling each second; the rest
+ * keeps what is written). A fast group whose ramp changes every cycle, so every cycle publishes,
+ * and a slow one with a tag of each kind the WMS may write.
+ */
+export function bridgeConfig(o: { gatewayId: string; brokerUrl: string; dataDir: string; plcPort: number }): Record<string, unknown> {
+  return {
+    gatewayId: o.gatewayId,
+    dataDir: o.dataDir,
+    // The bridge falls back to MQTT 3.1.1 by itself when the broker (aedes) refuses 5.
+    mqtt: { url: o.brokerUrl, reconnect: { initialMs: 200, maxMs: 2000 } },
+    devices: [
+      {
+        name: PLC_DEVICE,
+        host: '127.0.0.1',
+        port: o.plcPort,
+        timeoutMs: 500,
+        groups: [
+          {
+            name: 'fast',
+            intervalMs: 200,
+            tags: [
+              { name: 'speed', area: 'holding', address: 2, type: 'float32', deadband: 0.5 },
+              { name: 'ramp', area: 'input', address: 0, type: 'uint16' },
+            ],
+          },
+          {
+            name: 'slow',
+            intervalMs: 1000,
+            tags: [
+              { name: 'counter', area: 'holding', address: 0, type: 'uint32' },
+              { name: 'running', area: 'coil', address: 0, type: 'bool' },
+              { name: 'jam', area: 'holding', address: 12, type: 'bool', bit: 3, access: 'read-write' },
+              { name: 'setpoint', area: 'holding', address: 10, type: 'uint16', access: 'read-write', max: 3000 },
+              { name: 'enable', area: 'coil', address: 1, type: 'bool', access: 'read-write' },
+              { name: 'label', area: 'holding', address: 20, type: 'string', length: 4, access: 'read-write' },
+            ],
+          },
+        ],
+      },
+    ],
+  };
 }
 
 export function installRoot(o: InstallOptions): DemoInstall {
@@ -72,6 +127,9 @@ export function installRoot(o: InstallOptions): DemoInstall {
   mkdirSync(dataDir);
   const trustPath = join(root, 'trust.pem');
   writeFileSync(trustPath, o.trustPem);
+  const bridgeDataDir = join(dataDir, 'plc-bridge');
+  const bridgeConfigPath = join(root, 'plc-bridge.yaml');
+  writeFileSync(bridgeConfigPath, stringify(bridgeConfig({ gatewayId: o.gatewayId, brokerUrl: o.brokerUrl, dataDir: bridgeDataDir, plcPort: o.plcPort })));
   const config = {
     gatewayId: o.gatewayId,
     dataDir,
@@ -82,8 +140,11 @@ export function installRoot(o: InstallOptions): DemoInstall {
     // Above the router's 5 s wait for running operations: an agent stopped during its health gate
     // waits that long (its update op awaits the gate's outcome), and should still exit cleanly.
     shutdownTimeoutMs: 8000,
+    // The agent's watchdog starts the bridge as a detached process (no systemd here) that
+    // outlives the agent; each new release's agent hands it over to its own code.
+    plcBridge: { config: bridgeConfigPath, launch: 'auto' },
   };
   const configPath = join(root, 'config.yaml');
   writeFileSync(configPath, stringify(config));
-  return { root, dataDir, configPath, trustPath, guard: guardEntry(root), version };
+  return { root, dataDir, configPath, trustPath, guard: guardEntry(root), version, bridgeConfigPath, bridgeSocket: join(bridgeDataDir, 'plc-bridge.sock') };
 }

@@ -1,23 +1,29 @@
 /**
  * `npm run demo`: the agent against a WMS, on a machine with nothing installed.
  *
- * An embedded broker (aedes); the agent installed into a temporary A/B root (demo/install.ts)
- * and started through the real boot guard, as systemd would (its log and the guard's made
- * readable by pino-pretty); and a small WMS that sends commands one after another, each awaited
- * with a deadline: diagnostics, a duplicate id, an unknown op, invalid JSON, an expired command,
- * the admin CLI (`status`, `event`), a restart of the agent (exit 75: the guard starts it again),
- * then two signed self-updates (demo/update.ts): one committed, one that fails its health gate
- * and is rolled back. Exits 0 when every expected status arrived, 1 (naming what was missing)
- * when one did not; stops the guard (which stops its agent) and removes the temp dir either way.
+ * An embedded broker (aedes); a simulated PLC (Modbus TCP, a child process: demo/plc.ts); the
+ * agent installed into a temporary A/B root (demo/install.ts) and started through the real boot
+ * guard, as systemd would (its log and the guard's made readable by pino-pretty), its watchdog
+ * starting the PLC bridge; and a small WMS that sends commands one after another, each awaited
+ * with a deadline: the bridge's data and two writes (demo/plc-steps.ts), diagnostics, a
+ * duplicate id, an unknown op, invalid JSON, an expired command, the admin CLI (`status`,
+ * `event`), a restart of the agent (exit 75: the guard starts it again), then two signed
+ * self-updates (demo/update.ts): one committed, one that fails its health gate and is rolled
+ * back; the bridge keeps publishing throughout and is handed over to each release's code. Ends
+ * with the PLC data report (a seq gap fails the demo). Exits 0 when every expected status
+ * arrived, 1 (naming what was missing) when one did not; stops the guard (which stops its
+ * agent), the bridge and the PLC, and removes the temp dir either way.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startEmbeddedBroker, type EmbeddedBroker } from './broker.js';
 import { agentEnv, agentPids, runCli, startGuard, stopGuard, waitGuard, type GuardProcess } from './agent.js';
 import { makeBundles, serveBundles, type BundleServer } from './bundles.js';
-import { installRoot, repoVersion } from './install.js';
+import { installRoot, PLC_DEVICE, repoVersion } from './install.js';
+import { asciiRegisters, BridgeWatch, shortCli, slotOf, startPlcSim, type PlcSimProcess } from './plc.js';
+import { demoPlcUp, demoPlcWrites, plcReport, type PlcDemo } from './plc-steps.js';
 import { color, expectStatus as expect, paint, print, printCli, say, wms } from './ui.js';
 import { demoUpdates } from './update.js';
 import { brief, WmsSim } from './wms-sim.js';
@@ -42,18 +48,30 @@ async function main(): Promise<number> {
   let server: BundleServer | undefined;
   let sim: WmsSim | undefined;
   let guard: GuardProcess | undefined;
+  let plc: PlcSimProcess | undefined;
+  let watch: BridgeWatch | undefined;
+  let bridgeLog: string | undefined;
   let failed = false;
   let interrupted = false;
   let stopping: Promise<void> | undefined;
-  /** The guard and its agent first (the agent says `offline` while the broker still runs), then the WMS, the bundle server, the broker. */
+  /**
+   * The guard and its agent first (the agent says `offline` while the broker still runs), then
+   * the bridge (detached: the agent leaves it running), the PLC, the WMS, the bundle server, the broker.
+   */
   const stopEverything = (): Promise<void> =>
     (stopping ??= (async () => {
-      say('== stopping: SIGTERM to the boot guard (it stops its agent), then the broker');
+      say('== stopping: SIGTERM to the boot guard (it stops its agent), to the PLC bridge, the PLC, then the broker');
       if (guard) {
         const killed = await stopGuard(guard, STOP_MS);
         if (killed.length > 0) process.stderr.write(`pid(s) ${killed.join(', ')} still ran ${STOP_MS} ms after SIGTERM to the guard: killed\n`);
         else print(`   guard pid ${String(guard.child.pid)} exited with ${String(await guard.exited)}; agent pids ${agentPids(guard).join(', ')}: all exited`);
       }
+      if (watch) {
+        const killed = await watch.stopBridge(STOP_MS);
+        if (killed.length > 0) process.stderr.write(`bridge pid(s) ${killed.join(', ')} still ran ${STOP_MS} ms after SIGTERM: killed\n`);
+        else if (watch.pids.length > 0) print(`   bridge pids ${watch.pids.join(', ')}: all exited`);
+      }
+      if (plc) print(`   PLC simulator pid ${String(plc.child.pid)} ${(await plc.stop(STOP_MS)) ? 'exited' : 'killed'}`);
       await sim?.stop();
       await server?.close();
       await broker?.close();
@@ -71,14 +89,27 @@ async function main(): Promise<number> {
     say(`== embedded MQTT broker (aedes) on ${broker.url}`);
     const version = repoVersion(REPO);
     const bundles = await makeBundles({ repo: REPO, dir: join(work, 'bundles'), current: version, compatible: 'wms-gateway' });
-    const inst = installRoot({ repo: REPO, root: join(work, 'root'), trustPem: bundles.trustPem, brokerUrl: broker.url, gatewayId: GATEWAY, healthGate: HEALTH_GATE });
+    plc = await startPlcSim(REPO, (line) => print(`plc   │ ${line}`));
+    // What the WMS will see before its first write: a setpoint and a label already in the PLC.
+    await plc.command({ set: { area: 'holding', address: 10, values: [800] } });
+    await plc.command({ set: { area: 'holding', address: 20, values: asciiRegisters('IDLE', 4) } });
+    say(`== simulated PLC (Modbus TCP, pid ${String(plc.child.pid)}) on 127.0.0.1:${plc.port}: a counter, a sine speed, a ramp, a toggling coil`);
+    const inst = installRoot({ repo: REPO, root: join(work, 'root'), trustPem: bundles.trustPem, brokerUrl: broker.url, gatewayId: GATEWAY, healthGate: HEALTH_GATE, plcPort: plc.port });
     const local = ['--config', inst.configPath];
+    // Where the agent's watchdog sends the bridge's output (recovery/process.ts).
+    bridgeLog = join(inst.dataDir, 'recovery', 'plc-bridge.log');
     server = await serveBundles(join(work, 'bundles'));
-    say(`== installed into ${inst.root}: slot A = ${version} (package.json + dist/), the boot guard in ROOT/guard, trust.pem = a dev CA`);
+    say(`== installed into ${inst.root}: slot A = ${version} (package.json + dist/), the boot guard in ROOT/guard, trust.pem = a dev CA, plc-bridge.yaml`);
     say(`== bundles ${bundles.good.version} and ${bundles.unhealthy.version} of this agent, signed by the CA's code-signing certificate, served on ${server.url('')}`);
     sim = new WmsSim({ url: broker.url, gatewayId: GATEWAY, print: wms });
     await sim.start();
     say(`== WMS simulator subscribed to edge/${GATEWAY}/#; starting the boot guard, which starts the agent from slot A`);
+    watch = new BridgeWatch(inst.bridgeSocket, inst.bridgeConfigPath, (now, before) =>
+      print(
+        paint(32, before ? `bridge│ handed over: pid ${before.pid} (${shortCli(before.cli)}) → pid ${now.pid} (${shortCli(now.cli)}, v${now.version})` : `bridge│ pid ${now.pid} answers on its control socket: ${shortCli(now.cli)}, v${now.version}`),
+      ),
+    );
+    watch.start();
     let mark = sim.mark();
     guard = startGuard({
       entry: inst.guard,
@@ -96,6 +127,10 @@ async function main(): Promise<number> {
     const firstPid = agentPids(g)[0];
     if (firstPid === undefined) throw new Error('the boot guard reported no agent');
     shown.push(`agent ${version} online from slot A under the boot guard (retained ~/status)`);
+
+    const plcDemo: PlcDemo = { sim, watch, device: PLC_DEVICE, slot: 'A' };
+    shown.push(...(await demoPlcUp(plcDemo, 0)));
+    shown.push(...(await demoPlcWrites(plcDemo)));
 
     say('== 1. diagnostics');
     mark = sim.mark();
@@ -169,7 +204,12 @@ async function main(): Promise<number> {
     if ((d2.result as { pid?: unknown } | undefined)?.pid !== result.pid) throw new Error('diagnostics d-2 did not come from the new process');
     shown.push('diagnostics after the restart: answered by the new pid');
 
-    shown.push(...(await demoUpdates({ sim, guard: g, server, bundles, version, slot: 'A', cli: CLI, env, local })));
+    shown.push(...(await demoUpdates({ sim, guard: g, server, bundles, version, slot: 'A', cli: CLI, env, local, plc: plcDemo })));
+
+    const report = plcReport(sim, { fast: 200, slow: 1000 });
+    if (report.problems.length > 0) throw new Error(`the PLC data has gaps: ${report.problems.join('; ')}`);
+    shown.push(report.summary);
+    if (slotOf(watch.current) !== plcDemo.slot) throw new Error(`the PLC bridge runs ${shortCli(watch.current?.cli)}, not slot ${plcDemo.slot}`);
 
     const counts = sim.statusCounts();
     say('== summary');
@@ -182,9 +222,18 @@ async function main(): Promise<number> {
     if (interrupted) return 130;
     process.stderr.write(`\nDEMO FAILED: ${err instanceof Error ? err.message : String(err)}\n`);
     if (sim) process.stderr.write(`last messages the WMS received:\n${sim.received.slice(-8).map((m) => `  ${m.sub} ${brief(m.payload, 160)}`).join('\n')}\n`);
+    if (bridgeLog) process.stderr.write(`the PLC bridge's log (${bridgeLog}), last lines:\n${tail(bridgeLog, 12)}\n`);
     return 1;
   } finally {
     await stopEverything();
+  }
+}
+
+function tail(path: string, lines: number): string {
+  try {
+    return readFileSync(path, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch (err) {
+    return `(unreadable: ${err instanceof Error ? err.message : String(err)})`;
   }
 }
 

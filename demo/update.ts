@@ -7,16 +7,23 @@
  *  11. a bundle whose release never gets healthy: it is activated, fails its health gate, and
  *      rolls back; the WMS gets `failed` with `rolled-back`, and the slot is marked bad.
  *
+ * The PLC bridge keeps running through both: the agent of each release it activates hands it
+ * over to that release's code (agent/bridge-upgrade.ts), and the first update's health gate
+ * waits for that handover.
+ *
  * Each expectation is awaited with a deadline and throws, naming what did not come, when it fails.
  */
 import { runCli, waitGuard, type GuardEvent, type GuardProcess } from './agent.js';
 import type { BundleServer, DemoBundles } from './bundles.js';
+import { expectBridgeSlot, type PlcDemo } from './plc-steps.js';
 import { expectStatus, print, printCli, say } from './ui.js';
 import { brief, type Received, type StatusMessage, type WmsSim } from './wms-sim.js';
 
 const GOOD_MS = 30_000;
 /** The failed gate takes ota.healthGate.timeoutMs, plus two agent starts. */
 const UNHEALTHY_MS = 40_000;
+/** The rolled-back release's agent hands the bridge back to its code after it started. */
+const BRIDGE_MS = 20_000;
 const ONLINE_MS = 15_000;
 const GUARD_MS = 5_000;
 
@@ -32,6 +39,7 @@ export interface UpdateDemo {
   env: NodeJS.ProcessEnv;
   /** `--config FILE`, for the CLI calls. */
   local: string[];
+  plc: PlcDemo;
 }
 
 interface UpdateResult {
@@ -110,6 +118,7 @@ export async function demoUpdates(d: UpdateDemo): Promise<string[]> {
   await waitGuard(guard, `the commit of slot ${target}`, (ev) => ev.slice(gMark).some((e) => e.event === 'trial-committed' && e.slot === target), GUARD_MS);
   print(`   guard: ${guardStory(guard.events, gMark)}`);
   shown.push(`update ${d.version} -> ${good.version}: ${p1.steps.join(' → ')}; successful, now slot ${target}`);
+  shown.push(await expectBridgeSlot(d.plc, target, BRIDGE_MS));
   say('== `edge-agent slots`');
   await cli(d, ['slots']);
 
@@ -142,6 +151,7 @@ export async function demoUpdates(d: UpdateDemo): Promise<string[]> {
   );
   print(`   guard: ${guardStory(guard.events, gMark)}`);
   shown.push(`update ${good.version} -> ${bad.version}: activated, health gate failed, rolled back; failed rolled-back, back on ${good.version} slot ${back}`);
+  shown.push(await expectBridgeSlot(d.plc, back, BRIDGE_MS));
   say('== `edge-agent slots`: the failed release is marked bad');
   const slots = await cli(d, ['slots']);
   if (!new RegExp(`^${trial}\\s+${bad.version.replace(/\./g, '\\.')}\\s+bad\\b`, 'm').test(slots)) throw new Error(`edge-agent slots does not show slot ${trial} (${bad.version}) bad`);

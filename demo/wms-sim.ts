@@ -1,9 +1,12 @@
 /**
  * A tiny WMS: one mqtt.js client that subscribes `{prefix}/{gw}/#`, prints every message in one
- * readable line, sends commands (CONTRACT.md section 2), and waits for statuses with a deadline.
- * Waiting is event-driven: a waiter is checked against each message as it arrives, never polled.
+ * readable line (the PLC bridge's data, several a second, summed up once a second: plc-view.ts),
+ * sends commands (CONTRACT.md section 2) and PLC writes (section 3), and waits for statuses with
+ * a deadline. Waiting is event-driven: a waiter is checked against each message as it arrives,
+ * never polled.
  */
 import mqtt, { type MqttClient } from 'mqtt';
+import { dataTopic, formatValue, PlcView } from './plc-view.js';
 
 export const TERMINAL = ['successful', 'failed', 'cancelled', 'rejected'] as const;
 
@@ -46,9 +49,11 @@ export class WmsSim {
   private readonly waiters = new Set<Waiter>();
   private readonly seen = new Set<string>();
   private readonly root: string;
+  private readonly plc: PlcView;
 
   constructor(private readonly opts: WmsSimOptions) {
     this.root = `${opts.prefix ?? 'edge'}/${opts.gatewayId}`;
+    this.plc = new PlcView({ print: opts.print });
   }
 
   async start(): Promise<void> {
@@ -56,12 +61,14 @@ export class WmsSim {
     client.on('message', (topic, buf, packet) => this.onMessage(topic, buf, packet.retain));
     await client.subscribeAsync(`${this.root}/#`, { qos: 1 });
     this.client = client;
+    this.plc.start();
   }
 
   async stop(): Promise<void> {
     const client = this.client;
     this.client = undefined;
     this.waiters.clear();
+    this.plc.stop();
     if (client) await client.endAsync();
   }
 
@@ -76,6 +83,14 @@ export class WmsSim {
     const text = typeof body === 'string' ? body : JSON.stringify(body);
     this.opts.print(`WMS -> cmd/${op.padEnd(11)} ${text}`);
     await this.client.publishAsync(`${this.root}/cmd/${op}`, text, { qos: 1 });
+  }
+
+  /** Publishes a write to `~/plc/{device}/set` (CONTRACT.md section 3); answered on `~/res/{id}`. */
+  async set(device: string, body: { id: string; tags: Record<string, unknown>; expiresAt?: string }): Promise<void> {
+    if (!this.client) throw new Error('the WMS simulator is not started');
+    const text = JSON.stringify(body);
+    this.opts.print(`WMS -> plc/${device}/set ${text}`);
+    await this.client.publishAsync(`${this.root}/plc/${device}/set`, text, { qos: 1 });
   }
 
   /** The first message after `after` that matches; rejects naming `what` at the deadline. */
@@ -114,7 +129,7 @@ export class WmsSim {
 
   private onMessage(topic: string, buf: Buffer, retain: boolean): void {
     const sub = topic.startsWith(`${this.root}/`) ? topic.slice(this.root.length + 1) : topic;
-    if (sub.startsWith('cmd/')) return; // our own commands, echoed by the wildcard subscription
+    if (sub.startsWith('cmd/') || sub.endsWith('/set')) return; // our own commands and writes, echoed by the wildcard subscription
     let payload: Record<string, unknown>;
     try {
       const doc = JSON.parse(buf.toString('utf8')) as unknown;
@@ -126,7 +141,8 @@ export class WmsSim {
     const m: Received = { seq: this.received.length + 1, sub, payload, retain, again: this.seen.has(key) };
     this.seen.add(key);
     this.received.push(m);
-    this.opts.print(describe(m));
+    if (dataTopic(sub)) this.plc.add(m);
+    else this.opts.print(describe(m));
     for (const w of [...this.waiters]) {
       if (w.pred(m)) {
         this.waiters.delete(w);
@@ -144,12 +160,18 @@ export function describe(m: Received): string {
   if (m.sub.startsWith('res/')) {
     const st = p as unknown as StatusMessage;
     let detail = '';
+    const readBack = (st.result as { readBack?: unknown } | undefined)?.readBack;
     if (st.reason) detail = `${st.reason.code}: ${st.reason.message}`;
+    else if (readBack !== null && typeof readBack === 'object') detail = `read back ${Object.entries(readBack).map(([k, v]) => `${k}=${formatValue(v)}`).join(' ')}`;
     else if (st.result !== undefined) detail = brief(st.result);
     else if (st.progress) detail = `step ${st.progress.step}${st.progress.percent === undefined ? '' : ` ${st.progress.percent}%`}`;
     return `${head} ${s(st.op).padEnd(11)} ${s(st.status).padEnd(10)} ${detail}`.trimEnd() + (m.again ? '  (sent again)' : '');
   }
   if (m.sub === 'status') return `${head} ${s(p.state).padEnd(11)} v${s(p.version)} slot ${s(p.slot)}${m.retain ? '  (retained)' : ''}`;
+  if (m.sub === 'plc/status') {
+    const devices = p.devices !== null && typeof p.devices === 'object' ? Object.entries(p.devices as Record<string, { link?: unknown }>).map(([n, d]) => `${n} ${s(d.link)}`) : [];
+    return `${head} ${s(p.state).padEnd(11)} v${s(p.version)} session ${s(p.session)} ${devices.join(', ')}${m.retain ? '  (retained)' : ''}`;
+  }
   if (m.sub === 'events') return `${head} ${`${s(p.type)}/${s(p.severity)}`.padEnd(11)} ${s(p.code)}: ${s(p.message)}`;
   return `${head} ${brief(p)}`;
 }

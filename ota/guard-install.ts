@@ -16,10 +16,11 @@ import { fsyncDir, writeFileAtomic } from '../lib/atomic.js';
 
 /**
  * What the guard needs, relative to dist/: boot-guard.js imports slots.js, which imports
- * lib/atomic.js and lib/errors.js; those two import only node: builtins. A unit test
- * (test/unit/guard-install.test.ts) fails when the closure leaves this list.
+ * lib/atomic.js and lib/errors.js; those two import only node: builtins. slot-entry.js (what
+ * edge-plc-bridge.service starts: the active slot's CLI in its own process) imports slots.js
+ * too. A unit test (test/unit/guard-install.test.ts) fails when the closure leaves this list.
  */
-export const GUARD_FILES = ['ota/boot-guard.js', 'ota/slots.js', 'lib/atomic.js', 'lib/errors.js'] as const;
+export const GUARD_FILES = ['ota/boot-guard.js', 'ota/slot-entry.js', 'ota/slots.js', 'lib/atomic.js', 'lib/errors.js'] as const;
 
 export const GUARD_DIR = 'guard';
 const VERSIONS_DIR = 'guard.d';
@@ -28,6 +29,11 @@ const PACKAGE_JSON = '{"type":"module","private":true}\n';
 /** The guard's entry point under an install root. */
 export function guardEntry(root: string): string {
   return join(root, GUARD_DIR, 'ota', 'boot-guard.js');
+}
+
+/** The slot entry point (ota/slot-entry.ts) under an install root. */
+export function slotEntry(root: string): string {
+  return join(root, GUARD_DIR, 'ota', 'slot-entry.js');
 }
 
 /**

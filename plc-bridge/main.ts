@@ -99,6 +99,7 @@ export async function runBridge(opts: BridgeRunOptions): Promise<number> {
   let resolveDone: (code: number) => void = () => undefined;
   const done = new Promise<number>((r) => (resolveDone = r));
   let stopping = false;
+  let handedOver = false;
   const timers: NodeJS.Timeout[] = [];
   const stopAll = async (graceful: boolean): Promise<void> => {
     for (const t of timers) clock.clearInterval(t);
@@ -116,7 +117,9 @@ export async function runBridge(opts: BridgeRunOptions): Promise<number> {
     if (stopping) return;
     stopping = true;
     logger.info({ reason }, 'bridge stopping');
-    notify.notify('STOPPING=1');
+    // After a handover the unit's main process is the successor: STOPPING=1 from us would tell
+    // systemd the whole service is going down (NotifyAccess=all).
+    if (!handedOver) notify.notify('STOPPING=1');
     try {
       await stopAll(graceful);
     } catch (err) {
@@ -160,6 +163,7 @@ export async function runBridge(opts: BridgeRunOptions): Promise<number> {
         logger,
         timeoutMs: config.handover.timeoutMs,
         retire: async () => {
+          handedOver = true;
           await control.unlisten();
           setImmediate(() => void shutdown('handed over', false, 0));
         },
@@ -220,6 +224,9 @@ export async function runBridge(opts: BridgeRunOptions): Promise<number> {
           // holds this up to the deadline, then sets wait for the reconnect like everything else.
           const until = clock.now() + config.handover.timeoutMs;
           while (!link.setsReady && clock.now() < until) await new Promise<void>((r) => clock.setTimeout(() => r(), 10));
+          // Under systemd the unit follows us from here on, before the predecessor exits
+          // (edge-plc-bridge.service: NotifyAccess=all).
+          notify.notify(`MAINPID=${process.pid}`);
         },
       });
     }
@@ -229,7 +236,9 @@ export async function runBridge(opts: BridgeRunOptions): Promise<number> {
     return done;
   }
   void budget.start();
-  notify.notify(`MAINPID=${process.pid}\nREADY=1`);
+  // The first watchdog ping goes with READY=1: after a handover the predecessor's last one may be
+  // most of a watchdog period old.
+  notify.notify(`MAINPID=${process.pid}\nREADY=1${watchdogIntervalMs(env) !== undefined ? '\nWATCHDOG=1' : ''}`);
   logger.info({ version, session, devices: config.devices.length, handover: standby }, 'bridge ready');
   const wdMs = watchdogIntervalMs(env);
   if (wdMs !== undefined) {

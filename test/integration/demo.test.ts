@@ -1,9 +1,11 @@
 /**
  * `npm run demo` end to end: the real demo script, as a child process, with its embedded broker,
- * the agent installed into a temp A/B root and run by the real boot guard, its restart through
- * the guard, the admin CLI, a signed self-update that commits and one that fails its health gate
- * and rolls back. Checks the exit status, the statuses the WMS saw, that the logs went through
- * pino-pretty, that neither the guard nor any agent outlives the demo, and that its temp dir is gone.
+ * a simulated PLC in a child process, the agent installed into a temp A/B root and run by the
+ * real boot guard, the PLC bridge its watchdog starts, its restart through the guard, the admin
+ * CLI, a signed self-update that commits and one that fails its health gate and rolls back.
+ * Checks the exit status, the statuses the WMS saw, the PLC data and writes, the bridge handed
+ * over to each release with no seq gap, that the logs went through pino-pretty, that neither the
+ * guard, any agent, any bridge nor the PLC outlives the demo, and that its temp dir is gone.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -60,7 +62,7 @@ async function waitGone(pid: number, timeoutMs: number): Promise<boolean> {
   return true;
 }
 
-test('npm run demo: every expected status arrives, the agent restarts and updates itself, and everything stops', { timeout: 120_000 }, async () => {
+test('npm run demo: every expected status arrives, the agent restarts and updates itself, PLC data flows without a gap, and everything stops', { timeout: 120_000 }, async () => {
   const run = await runDemo(110_000);
   const out = run.stdout;
   const why = `exit ${String(run.code)}\n--- stdout ---\n${out}\n--- stderr ---\n${run.stderr}`;
@@ -109,6 +111,31 @@ test('npm run demo: every expected status arrives, the agent restarts and update
   assert.match(out, /guard │ \[[\d:.]+\] INFO \(\d+\): agent of slot A started/, why);
   assert.doesNotMatch(out, /"level":\d+/, why);
 
+  // The PLC bridge, started by the agent's watchdog: its status, values of both groups, summed up once a second.
+  assert.match(out, new RegExp(`WMS <- plc/status\\s+online\\s+v${esc(V1)} session \\S+ sorter1 up`), why);
+  assert.match(out, /WMS <- plc\/sorter1\s+fast #\d+ speed=-?[\d.]+ ramp=\d+ │ slow #\d+ counter=\d+ running=(true|false) jam=(true|false) setpoint=\d+ enable=(true|false) label="[^"]*"\s+\(\d+ msgs/, why);
+  // A write with its read-back, then the same values in the data; a write to a read-only tag rejected.
+  assert.match(out, /WMS <- res\/w-1\s+set\s+successful\s+read back setpoint=1200 enable=true jam=true label="LANE-7"/, why);
+  assert.match(out, /slow #\d+ counter=\d+ running=\w+ jam=true setpoint=1200 enable=true label="LANE-7"/, why);
+  assert.match(out, /WMS <- res\/w-2\s+set\s+rejected\s+read-only: /, why);
+  // Values keep arriving while the updates restart the agent.
+  const updates = out.slice(out.indexOf('== 10.'), out.indexOf('== PLC data report'));
+  assert.ok((updates.match(/WMS <- plc\/sorter1 /g) ?? []).length >= 5, `values shown during the updates\n${why}`);
+  // The bridge handed over to 1.1.0 in slot B, then to the unhealthy 1.2.0 in A, then back to B.
+  assert.match(out, new RegExp(`bridge│ handed over: pid \\d+ \\(slots/A\\) → pid \\d+ \\(slots/B, v${esc(V2)}\\)`), why);
+  assert.match(out, new RegExp(`PLC bridge handovers: pid \\d+ \\(slot B, v${esc(V2)}\\) → pid \\d+ \\(slot A, v${esc(V3)}\\) → pid \\d+ \\(slot B, v${esc(V2)}\\)`), why);
+  // The data report: both groups, no seq gap and no bridge restart through all of it.
+  for (const group of ['fast', 'slow']) {
+    const row = new RegExp(`plc/sorter1/${group}\\s+(\\d+)\\s+(\\d+)\\s+(\\d+)\\.\\.(\\d+)\\s+(\\d+)\\s+(\\d+)\\s+\\d+ ms`).exec(out);
+    assert.ok(row, `data report row for ${group}\n${why}`);
+    const [, messages, , first, last, gaps, restarts] = row.map(Number);
+    assert.ok(messages! >= (group === 'fast' ? 50 : 10), `${group}: ${messages} messages`);
+    assert.equal(first, 1, `${group}: one session from seq 1`);
+    assert.ok(last! >= messages! - 2, `${group}: seq ${first}..${last} for ${messages} messages`);
+    assert.equal(gaps, 0, `${group}: seq gaps`);
+    assert.equal(restarts, 0, `${group}: bridge restarts`);
+  }
+
   assert.match(out, /== summary/, why);
   assert.match(out, /WMS <- status\s+offline/, why);
   // Neither the guard nor any agent it started outlives the demo; the temp install root is gone.
@@ -118,6 +145,15 @@ test('npm run demo: every expected status arrives, the agent restarts and update
   assert.deepEqual(stopped[2]!.split(', ').map(Number), spawned, why);
   assert.ok(spawned.length >= 5, `expected at least 5 agent starts (first, restart, 1.1.0, 1.2.0, back): ${spawned.join(', ')}`);
   for (const pid of [Number(stopped[1]), ...spawned]) assert.equal(await waitGone(pid, 5000), true, `pid ${pid} still runs after the demo exited`);
+  // Nor any bridge process (the first, and each successor of a handover), nor the simulated PLC.
+  const bridges = /bridge pids ([\d, ]+): all exited/.exec(out);
+  assert.ok(bridges, why);
+  const bridgePids = bridges[1]!.split(', ').map(Number);
+  assert.ok(bridgePids.length >= 4, `expected at least 4 bridge processes (first, 1.1.0, 1.2.0, back): ${bridgePids.join(', ')}`);
+  const plcPid = /PLC simulator pid (\d+) exited/.exec(out);
+  assert.ok(plcPid, why);
+  for (const pid of [...bridgePids, Number(plcPid[1])]) assert.equal(await waitGone(pid, 5000), true, `pid ${pid} still runs after the demo exited`);
+  assert.match(out, /WMS <- plc\/status\s+offline/, why);
   const work = /installed into (\S+)\/root:/.exec(out)?.[1];
   assert.ok(work, why);
   assert.equal(existsSync(work), false, `the demo left ${work} behind`);

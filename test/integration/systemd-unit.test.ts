@@ -1,5 +1,6 @@
 /**
- * deploy/systemd/edge-agent.service passes `systemd-analyze verify` without a word about it.
+ * deploy/systemd/edge-agent.service and edge-plc-bridge.service pass `systemd-analyze verify`
+ * without a word about them.
  *
  * Exit status alone proves little: systemd 252 exits 0 on unknown keys and unparsable values
  * ("Unknown key ..., ignoring"), and only fails for things like a missing ExecStart binary. So
@@ -20,15 +21,32 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { tempDir } from '../helpers/util.js';
+import { BRIDGE_UNIT } from '../../agent/recovery-wiring.js';
 
 const execFileAsync = promisify(execFile);
-const UNIT = 'edge-agent.service';
 // dist/test/integration/ -> the repository root.
-const SOURCE = fileURLToPath(new URL(`../../../deploy/systemd/${UNIT}`, import.meta.url));
+const source = (unit: string): string => fileURLToPath(new URL(`../../../deploy/systemd/${unit}`, import.meta.url));
 const INSTALLED_NODE = '/usr/bin/node --max-semi-space-size=1';
-// The unit starts the boot guard (ota/boot-guard.ts), which starts the active slot's agent.
-const INSTALLED_SCRIPT = '/opt/edge-agent/guard/ota/boot-guard.js';
-const GUARD_ARGS = '--root /opt/edge-agent --node-flag --max-semi-space-size=1 -- run --config /etc/edge-agent/config.yaml';
+
+interface UnitSpec {
+  name: string;
+  /** The script ExecStart runs after INSTALLED_NODE, and its arguments. */
+  script: string;
+  args: string;
+}
+
+// The agent's unit starts the boot guard (ota/boot-guard.ts), which starts the active slot's agent.
+const AGENT: UnitSpec = {
+  name: 'edge-agent.service',
+  script: '/opt/edge-agent/guard/ota/boot-guard.js',
+  args: '--root /opt/edge-agent --node-flag --max-semi-space-size=1 -- run --config /etc/edge-agent/config.yaml',
+};
+// The bridge's unit runs the active slot's `edge-agent plc-bridge` in the same process (ota/slot-entry.ts).
+const BRIDGE: UnitSpec = {
+  name: 'edge-plc-bridge.service',
+  script: '/opt/edge-agent/guard/ota/slot-entry.js',
+  args: '--root /opt/edge-agent -- plc-bridge --config /etc/edge-agent/plc-bridge.yaml',
+};
 
 interface Verdict {
   code: number;
@@ -40,14 +58,14 @@ interface Verdict {
  * Copies the unit into a temp dir with ExecStart pointing at binaries that exist here (verify
  * checks that the command is executable), optionally edits it, and runs verify on the copy.
  */
-async function verify(edit: (text: string) => string = (t) => t): Promise<Verdict> {
+async function verify(unit: UnitSpec, edit: (text: string) => string = (t) => t): Promise<Verdict> {
   const dir = tempDir('unit');
   const script = join(dir, 'index.js');
   writeFileSync(script, '');
-  const original = readFileSync(SOURCE, 'utf8');
-  assert.ok(original.includes(`ExecStart=${INSTALLED_NODE} ${INSTALLED_SCRIPT} `), 'ExecStart changed: update this test');
-  const path = join(dir, UNIT);
-  writeFileSync(path, edit(original.replace(`ExecStart=${INSTALLED_NODE} ${INSTALLED_SCRIPT}`, `ExecStart=${process.execPath} --max-semi-space-size=1 ${script}`)));
+  const original = readFileSync(source(unit.name), 'utf8');
+  assert.ok(original.includes(`ExecStart=${INSTALLED_NODE} ${unit.script} `), 'ExecStart changed: update this test');
+  const path = join(dir, unit.name);
+  writeFileSync(path, edit(original.replace(`ExecStart=${INSTALLED_NODE} ${unit.script}`, `ExecStart=${process.execPath} --max-semi-space-size=1 ${script}`)));
   let code = 0;
   let stderr = '';
   try {
@@ -60,7 +78,7 @@ async function verify(edit: (text: string) => string = (t) => t): Promise<Verdic
   }
   rmSync(dir, { recursive: true, force: true });
   const lines = stderr.split('\n').filter((l) => l.trim() !== '');
-  const isOurs = (l: string): boolean => l.includes(UNIT) || l.includes(path);
+  const isOurs = (l: string): boolean => l.includes(unit.name) || l.includes(path);
   return { code, ours: lines.filter(isOurs), others: lines.filter((l) => !isOurs(l)) };
 }
 
@@ -76,31 +94,33 @@ function directives(text: string): Map<string, string> {
   return out;
 }
 
-test('systemd-analyze verify accepts the unit and says nothing about it', async (t) => {
-  const v = await verify();
-  if (v.others.length > 0) t.diagnostic(`host units (ignored):\n${v.others.join('\n')}`);
-  assert.deepEqual(v.ours, [], 'systemd-analyze complained about the unit');
-  assert.equal(v.code, 0);
-});
+for (const unit of [AGENT, BRIDGE]) {
+  test(`${unit.name}: systemd-analyze verify accepts the unit and says nothing about it`, async (t) => {
+    const v = await verify(unit);
+    if (v.others.length > 0) t.diagnostic(`host units (ignored):\n${v.others.join('\n')}`);
+    assert.deepEqual(v.ours, [], 'systemd-analyze complained about the unit');
+    assert.equal(v.code, 0);
+  });
 
-test('control: a misspelt key exits 0 but is caught by the stderr check', async () => {
-  const v = await verify((text) => text.replace('WatchdogSec=30', 'WatchdogSecs=30'));
-  assert.equal(v.code, 0);
-  assert.equal(v.ours.length, 1);
-  assert.match(v.ours[0]!, /Unknown key 'WatchdogSecs'/);
-});
+  test(`${unit.name}: control: a misspelt key exits 0 but is caught by the stderr check`, async () => {
+    const v = await verify(unit, (text) => text.replace('WatchdogSec=30', 'WatchdogSecs=30'));
+    assert.equal(v.code, 0);
+    assert.equal(v.ours.length, 1);
+    assert.match(v.ours[0]!, /Unknown key 'WatchdogSecs'/);
+  });
 
-test('control: a missing ExecStart binary fails verify', async () => {
-  const v = await verify((text) => text.replace(/^ExecStart=\S+/m, 'ExecStart=/nonexistent/node'));
-  assert.notEqual(v.code, 0);
-  assert.match(v.ours.join('\n'), /not executable/);
-});
+  test(`${unit.name}: control: a missing ExecStart binary fails verify`, async () => {
+    const v = await verify(unit, (text) => text.replace(/^ExecStart=\S+/m, 'ExecStart=/nonexistent/node'));
+    assert.notEqual(v.code, 0);
+    assert.match(v.ours.join('\n'), /not executable/);
+  });
+}
 
-test('the unit keeps the behaviour the agent relies on', () => {
-  const d = directives(readFileSync(SOURCE, 'utf8'));
+test('the agent\'s unit keeps the behaviour the agent relies on', () => {
+  const d = directives(readFileSync(source(AGENT.name), 'utf8'));
   const expected: Record<string, string> = {
     Type: 'notify',
-    ExecStart: `${INSTALLED_NODE} ${INSTALLED_SCRIPT} ${GUARD_ARGS}`,
+    ExecStart: `${INSTALLED_NODE} ${AGENT.script} ${AGENT.args}`,
     // The agent, a child of the guard, sends READY=1 and WATCHDOG=1.
     NotifyAccess: 'all',
     WatchdogSec: '30',
@@ -116,4 +136,37 @@ test('the unit keeps the behaviour the agent relies on', () => {
     WantedBy: 'multi-user.target',
   };
   for (const [key, value] of Object.entries(expected)) assert.equal(d.get(key), value, key);
+});
+
+test('the bridge\'s unit keeps what a handover under systemd relies on', () => {
+  const d = directives(readFileSync(source(BRIDGE.name), 'utf8'));
+  const expected: Record<string, string> = {
+    Type: 'notify',
+    ExecStart: `${INSTALLED_NODE} ${BRIDGE.script} ${BRIDGE.args}`,
+    // The successor, not the process systemd started, sends MAINPID=, READY=1 and WATCHDOG=1.
+    NotifyAccess: 'all',
+    // The old bridge's exit before systemd read the successor's MAINPID= must not end the service.
+    ExitType: 'cgroup',
+    // A stop in the middle of a handover stops both bridges cleanly.
+    KillMode: 'control-group',
+    WatchdogSec: '30',
+    Restart: 'always',
+    RestartPreventExitStatus: '78',
+    // The agent's watchdog restarts the unit; a start limit would refuse it.
+    StartLimitIntervalSec: '0',
+    User: 'edge-agent',
+    StateDirectory: 'edge-agent/plc-bridge',
+    NoNewPrivileges: 'yes',
+    ProtectSystem: 'strict',
+    ReadWritePaths: '/var/lib/edge-agent/plc-bridge',
+    WantedBy: 'multi-user.target',
+  };
+  for (const [key, value] of Object.entries(expected)) assert.equal(d.get(key), value, key);
+  // The agent manages the bridge under systemd by this unit name.
+  assert.equal(BRIDGE_UNIT, BRIDGE.name);
+  // Hardening as the agent's unit, where it fits.
+  const agent = directives(readFileSync(source(AGENT.name), 'utf8'));
+  for (const key of ['ProtectHome', 'PrivateTmp', 'ProtectKernelTunables', 'ProtectKernelModules', 'ProtectControlGroups', 'RestrictSUIDSGID', 'LockPersonality', 'RestrictRealtime']) {
+    assert.equal(d.get(key), agent.get(key), key);
+  }
 });

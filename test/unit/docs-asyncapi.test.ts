@@ -1,7 +1,8 @@
 /**
  * Keeps docs/asyncapi.yaml true to the contract and to the code: it is valid YAML, an AsyncAPI
- * 3 document, has every channel of CONTRACT.md section 2 with its QoS and retain flag, names
- * every code of the "commands" domain, and every local $ref in it resolves.
+ * 3 document, has every channel of CONTRACT.md sections 2 and 3 with its QoS and retain flag,
+ * names every code of the "commands" domain and every `plc` code a write or a value can carry,
+ * and every local $ref in it resolves.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,6 +12,7 @@ import { join } from 'node:path';
 import { parse } from 'yaml';
 import { ERROR_CODE_TABLES } from '../../lib/errors.js';
 import { COMMAND_CODES } from '../../agent/command-parse.js';
+import { PLC_CODES } from '../../plc-bridge/errors.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const TEXT = readFileSync(join(ROOT, 'docs', 'asyncapi.yaml'), 'utf8');
@@ -31,7 +33,14 @@ const CONTRACT: Record<string, { action: 'send' | 'receive'; qos: 0 | 1; retain:
   'res/{id}': { action: 'send', qos: 1, retain: true },
   events: { action: 'send', qos: 1, retain: false },
   health: { action: 'send', qos: 0, retain: false },
+  // Section 3, the PLC bridge (data QoS is configurable: 1 by default).
+  'plc/status': { action: 'send', qos: 1, retain: true },
+  'plc/{device}/{group}': { action: 'send', qos: 1, retain: false },
+  'plc/{device}/set': { action: 'receive', qos: 1, retain: false },
 };
+
+/** `plc` codes that never reach the WMS: the bridge's own process and configuration. */
+const PLC_PROCESS_CODES = ['handover-failed', 'not-active', 'config-not-found', 'config-unreadable', 'config-syntax', 'config-invalid'];
 
 function channelFor(suffix: string): [string, Obj] | undefined {
   const channels = obj(doc.channels, 'channels');
@@ -77,6 +86,16 @@ test('every code of the "commands" domain is a documented reason code', () => {
   const consts = (reasonCode.anyOf as Obj[]).map((s) => s.const).filter((c): c is string => typeof c === 'string');
   const missing = codes.filter((c) => !consts.includes(c));
   assert.deepEqual(missing, [], `commands codes missing from ReasonCode in docs/asyncapi.yaml: ${missing.join(', ')}`);
+});
+
+test('every plc code a write status or a value can carry is a documented PlcReasonCode', () => {
+  const schemas = obj(obj(doc.components, 'components').schemas, 'schemas');
+  const listed = obj(schemas.PlcReasonCode, 'PlcReasonCode').enum as string[];
+  assert.deepEqual(listed, PLC_CODES.filter((c) => !PLC_PROCESS_CODES.includes(c)));
+  // A PLC write is answered on ~/res/{id} like a command: the reply of receivePlcSet.
+  const ops = obj(doc.operations, 'operations');
+  const reply = obj(obj(ops.receivePlcSet, 'receivePlcSet').reply, 'reply');
+  assert.equal(obj(reply.channel, 'reply channel').$ref, '#/channels/result');
 });
 
 test('the status lifecycle is complete', () => {
