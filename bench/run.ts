@@ -15,6 +15,9 @@
  *  10. start with a corrupt config / a corrupt store -> online       vs a clean start (restore-bench.ts; `--only restore`)
  *  11. `edge-agent diag` wall time, healthy and all unreachable      vs `edge-agent status` (diag-bench.ts; `--only diag`)
  *  12. a hung component: hang -> running again, beyond the deadline  vs a bare kill -9 + respawn (recovery-bench.ts; `--only recovery`)
+ *      and kill -9 of the PLC bridge -> its first good poll, 50 kills vs kill -9 + spawn of a bare bridge (bridge-recovery-bench.ts)
+ *  13. PLC bridge: values/s, CPU, RSS, poll->subscriber latency,     vs modbus-serial + mqtt.js raw publish, plain broker round trips
+ *      write latency, handover gap (plc-bench.ts; `--only plc`)          (`--plc-minutes N`: the bridge's windows N minutes long)
  *
  * `--only startup,outbox,ota,health` picks groups (default: startup, outbox, ota; `ota` is 5-8;
  * `health` is 9, minutes long, so only when asked for, e.g. `--only health`; health-bench.ts). 1-4 use a real mosquitto
@@ -35,10 +38,12 @@ import { startupSample, type StartupSample, type StartupSubject } from './startu
 import { outboxRun, type OutboxRun } from './outbox-bench.js';
 import { otaMeasurements, otaPhase } from './ota-bench.js';
 import { recoveryMeasurements, recoveryPhase } from './recovery-bench.js';
+import { bridgeRecoveryMeasurements, bridgeRecoveryPhase } from './bridge-recovery-bench.js';
 import { activationMeasurements, activationPhase } from './ota-activation.js';
 import { diagMeasurements, diagPhase } from './diag-bench.js';
 import { healthMeasurements, healthPhase } from './health-bench.js';
 import { restoreMeasurements, restorePhase } from './restore-bench.js';
+import { plcMeasurements, plcPhase } from './plc-bench.js';
 import { formatSamples, formatTable, measurement, writeResults, type BenchResults, type Measurement } from './report.js';
 
 const MB = 1024 * 1024;
@@ -57,7 +62,7 @@ interface Config {
   otaLargeMiB: number;
 }
 
-const GROUPS = ['startup', 'outbox', 'ota', 'health', 'restore', 'diag', 'recovery'] as const;
+const GROUPS = ['startup', 'outbox', 'ota', 'health', 'restore', 'diag', 'recovery', 'plc'] as const;
 type Group = (typeof GROUPS)[number];
 /**
  * What a run without `--only` measures (bench-smoke.test.ts expects exactly these). The other groups
@@ -212,6 +217,7 @@ async function main(): Promise<number> {
       only: { type: 'string' },
       'ota-mib': { type: 'string' },
       'ota-large-mib': { type: 'string' },
+      'plc-minutes': { type: 'string' },
     },
   });
   const cfg = config(values);
@@ -245,7 +251,18 @@ async function main(): Promise<number> {
     ms.push(...diagMeasurements(d));
     if (broker.kind === 'none') broker = { ...d.broker, note: 'real broker (diag)' };
   }
-  if (run.has('recovery')) ms.push(...recoveryMeasurements(await recoveryPhase({ runs: values.runs === undefined ? (cfg.quick ? 2 : 7) : cfg.runs }, log)));
+  if (run.has('recovery')) {
+    ms.push(...recoveryMeasurements(await recoveryPhase({ runs: values.runs === undefined ? (cfg.quick ? 2 : 7) : cfg.runs }, log)));
+    const b = await bridgeRecoveryPhase({ kills: cfg.quick ? 5 : 50, prefer }, log);
+    ms.push(...bridgeRecoveryMeasurements(b));
+    if (broker.kind === 'none') broker = b.broker;
+  }
+  if (run.has('plc')) {
+    const minutes = values['plc-minutes'] === undefined ? undefined : Number(values['plc-minutes']);
+    const p = await plcPhase({ quick: cfg.quick, minutes, prefer }, log);
+    ms.push(...plcMeasurements(p));
+    if (broker.kind === 'none') broker = p.broker;
+  }
   if (run.has('health')) {
     const runs = values.runs === undefined ? (cfg.quick ? 1 : 3) : cfg.runs;
     const h = await healthPhase({ runs, windowMs: cfg.quick ? 15_000 : 60_000, prefer }, log);
