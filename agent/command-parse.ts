@@ -4,6 +4,9 @@
  * read is dropped with a logged reason (there is no `~/res/{id}` to answer on).
  */
 import { registerCodes } from '../lib/errors.js';
+import { parseJsonPayload } from '../lib/json-payload.js';
+
+export { salvageId } from '../lib/json-payload.js';
 
 export const COMMAND_CODES = registerCodes('commands', [
   'invalid-json',
@@ -40,27 +43,13 @@ export type ParseVerdict =
   | { kind: 'reject'; id: string; op: string; code: CommandCode; message: string }
   | { kind: 'drop'; reason: DropReason; message: string };
 
-/** Looks for `"id": "..."` in text that is not valid JSON (or too large to parse), to answer on. */
-export function salvageId(text: string): string | undefined {
-  const m = /"id"\s*:\s*"([A-Za-z0-9_.:-]{1,128})"/.exec(text);
-  return m?.[1];
-}
-
 export function parseCommand(op: string, payload: Buffer, maxBytes: number, now: number): ParseVerdict {
-  if (payload.length > maxBytes) {
-    const id = salvageId(payload.subarray(0, 4096).toString('utf8'));
-    const message = `payload of ${payload.length} bytes is over the limit of ${maxBytes}`;
-    return id ? { kind: 'reject', id, op, code: 'too-large', message } : { kind: 'drop', reason: 'no-id', message };
+  const parsed = parseJsonPayload(payload, maxBytes);
+  if (!parsed.ok) {
+    const { id, code, message } = parsed;
+    return id ? { kind: 'reject', id, op, code, message } : { kind: 'drop', reason: 'no-id', message };
   }
-  const text = payload.toString('utf8');
-  let doc: unknown;
-  try {
-    doc = JSON.parse(text);
-  } catch (err) {
-    const id = salvageId(text);
-    const message = `payload is not valid JSON: ${(err as Error).message}`;
-    return id ? { kind: 'reject', id, op, code: 'invalid-json', message } : { kind: 'drop', reason: 'no-id', message };
-  }
+  const doc = parsed.doc;
   if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) {
     return { kind: 'drop', reason: 'not-an-object', message: 'payload is JSON but not an object' };
   }

@@ -15,11 +15,11 @@
  *   backoff and the connect timeout allow is hung. restart() is stop() and start(): the outbox
  *   keeps every message, and the retained status is published again on the next connect.
  */
-import { readFileSync } from 'node:fs';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { redactUrl, type Logger } from '../lib/log.js';
 import type { Clock } from '../lib/clock.js';
 import { Backoff } from '../lib/backoff.js';
+import { tlsConnectOptions } from '../lib/mqtt-options.js';
 import type { LoopMonitor } from '../lib/loops.js';
 import type { AgentConfig } from './config.js';
 import type { Outbox } from './outbox.js';
@@ -210,15 +210,11 @@ export class WmsLink implements Component {
       reconnectPeriod: 0,
       resubscribe: false,
       will: { topic: this.opts.topics.status, payload: Buffer.from(this.statusPayload('offline')), qos: 1, retain: true },
-      rejectUnauthorized: m.tls.rejectUnauthorized,
+      ...tlsConnectOptions(m.tls),
     };
     if (this.protocol === 5) o.properties = { sessionExpiryInterval: m.sessionExpirySec };
     if (m.username !== undefined) o.username = m.username;
     if (m.password !== undefined) o.password = m.password;
-    if (m.tls.ca) o.ca = readFileSync(m.tls.ca);
-    if (m.tls.cert) o.cert = readFileSync(m.tls.cert);
-    if (m.tls.key) o.key = readFileSync(m.tls.key);
-    if (m.tls.servername) o.servername = m.tls.servername;
     return o;
   }
 

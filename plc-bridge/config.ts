@@ -13,6 +13,7 @@ import { hostname } from 'node:os';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { PlcError } from './errors.js';
+import { mqttKeys } from '../lib/mqtt-schema.js';
 
 export const AREAS = ['holding', 'input', 'coil', 'discrete'] as const;
 export type Area = (typeof AREAS)[number];
@@ -151,45 +152,12 @@ const deviceSchema = z
   })
   .strict();
 
-const backoffSchema = z
-  .object({
-    initialMs: int(10, 600_000).default(500),
-    maxMs: int(10, 3_600_000).default(30_000),
-    factor: z.number().min(1).max(10).default(2),
-    jitter: z.number().min(0).max(1).default(1),
-  })
-  .strict()
-  .refine((b) => b.maxMs >= b.initialMs, { message: 'maxMs must be at least initialMs', path: ['maxMs'] });
-
-const tlsSchema = z
-  .object({
-    ca: z.string().min(1).optional(),
-    cert: z.string().min(1).optional(),
-    key: z.string().min(1).optional(),
-    rejectUnauthorized: z.boolean().default(true),
-    servername: z.string().optional(),
-  })
-  .strict()
-  .refine((t) => !!t.cert === !!t.key, { message: 'cert and key go together', path: ['cert'] });
-
+/** The keys shared with the agent's `mqtt` section come from lib/mqtt-schema.ts; the order is this file's own. */
 const mqttSchema = z
   .object({
-    url: z
-      .string()
-      .regex(/^(mqtts?|wss?|tcp|ssl):\/\/[^\s]+$/, 'must be a URL such as mqtt://host:1883 or mqtts://host:8883')
-      .default('mqtt://localhost:1883'),
-    prefix: z
-      .string()
-      .regex(/^[^#+\s]+(\/[^#+\s]+)*$/, 'must be a topic prefix without wildcards, e.g. "edge"')
-      .default('edge'),
-    clientId: z.string().min(1).max(128).optional(),
-    username: z.string().optional(),
-    password: z.string().optional(),
-    tls: tlsSchema.default({ rejectUnauthorized: true }),
-    keepaliveSec: int(5, 3600).default(30),
+    ...mqttKeys('url', 'prefix', 'clientId', 'username', 'password', 'tls', 'keepaliveSec'),
     qos: z.literal([0, 1]).default(1),
-    connectTimeoutMs: int(500, 120_000).default(10_000),
-    reconnect: backoffSchema.default({ initialMs: 500, maxMs: 30_000, factor: 2, jitter: 1 }),
+    ...mqttKeys('connectTimeoutMs', 'reconnect'),
   })
   .strict();
 

@@ -22,48 +22,26 @@
  *   (once live, once historical), never zero times.
  * - QoS 0 data while connected is fire-and-forget: what the socket had not sent when the
  *   connection drops is lost. While disconnected it goes to the store like QoS 1 data.
- * - Replay goes oldest id first, at most replayPerSec per second and REPLAY_INFLIGHT in flight,
- *   always at QoS 1 so that a row leaves the store only once the broker has it. After a
- *   reconnect it starts again from the lowest row still present: the same order.
- * - Both in-flight sets are bounded (LIVE_INFLIGHT_MAX diverts live data to the store).
+ * - Replay of the store (replay.ts, with its own invariants) runs only on an announcing
+ *   connection that is not being stopped or swapped.
+ * - Both in-flight sets are bounded (LIVE_INFLIGHT_MAX diverts live data to the store; replay
+ *   has its own bound).
  * - Callbacks of an earlier connection (generation) change nothing.
  */
-import { readFileSync } from 'node:fs';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { redactUrl, type Logger } from '../lib/log.js';
 import { systemClock, type Clock } from '../lib/clock.js';
 import { Backoff } from '../lib/backoff.js';
+import { tlsConnectOptions } from '../lib/mqtt-options.js';
 import type { BridgeConfig } from './config.js';
+import { isRefusal, Replay } from './replay.js';
 import type { ForwardStore, Stored } from './store.js';
+import type { BridgeTopics } from './topics.js';
+
+export { bridgeTopics, type BridgeTopics } from './topics.js';
 
 /** The `mqtt` section of the bridge config. */
 export type BridgeMqttConfig = BridgeConfig['mqtt'];
-
-export interface BridgeTopics {
-  /** `~/plc/status` */
-  status: string;
-  data(device: string, group: string): string;
-  /** `~/plc/+/set` */
-  setFilter: string;
-  deviceOfSet(topic: string): string | undefined;
-  /** `~/res/{id}` */
-  result(id: string): string;
-}
-
-export function bridgeTopics(prefix: string, gatewayId: string): BridgeTopics {
-  const plc = `${prefix}/${gatewayId}/plc/`;
-  return {
-    status: `${plc}status`,
-    data: (device, group) => `${plc}${device}/${group}`,
-    setFilter: `${plc}+/set`,
-    deviceOfSet: (topic) => {
-      if (!topic.startsWith(plc) || !topic.endsWith('/set')) return undefined;
-      const device = topic.slice(plc.length, -'/set'.length);
-      return device.length > 0 && !device.includes('/') ? device : undefined;
-    },
-    result: (id) => `${prefix}/${gatewayId}/res/${id}`,
-  };
-}
 
 export type Connect = (url: string, opts: IClientOptions) => MqttClient;
 
@@ -110,26 +88,8 @@ interface Outgoing {
 }
 
 const LIVE_INFLIGHT_MAX = 5000;
-const REPLAY_INFLIGHT = 64;
-const REPLAY_READ = 256;
-const REPLAY_TICK_MS = 100;
 const STOP_WAIT_MS = 2000;
 const END_GRACE_MS = 1000;
-
-/** A PUBACK with a reason code (MQTT 5): the broker has the message and refuses it; resending is useless. */
-function isRefusal(err: Error): boolean {
-  return typeof (err as { code?: unknown }).code === 'number';
-}
-
-function withHistorical(payload: string): string {
-  try {
-    const body: unknown = JSON.parse(payload);
-    if (body && typeof body === 'object' && !Array.isArray(body)) return JSON.stringify({ ...body, historical: true });
-  } catch {
-    /* not ours to fix: sent as stored */
-  }
-  return payload;
-}
 
 export class BridgeLink {
   private client: MqttClient | undefined;
@@ -142,9 +102,7 @@ export class BridgeLink {
   private setsEnabled = false;
   private readonly live = new Map<number, Outgoing>();
   private liveKey = 0;
-  private replay = { timer: undefined as NodeJS.Timeout | undefined, cursor: 0, inflight: 0, buffer: [] as Stored[], tokens: 0, last: 0 };
-  private acks: number[] = [];
-  private ackScheduled: NodeJS.Immediate | undefined;
+  private readonly replay: Replay;
   private readonly drainWaiters = new Set<() => void>();
   private announce: boolean;
   /** Set while setAnnounce() drains the connection it is about to replace: new messages go to the store. */
@@ -161,6 +119,18 @@ export class BridgeLink {
     this.backoff = new Backoff(opts.mqtt.reconnect);
     this.protocol = 5;
     this.announce = opts.announce ?? true;
+    this.replay = new Replay({
+      store: opts.store,
+      clock: this.clock,
+      replayPerSec: opts.replayPerSec,
+      client: () => (this.isConnected && !this.stopped && !this.swapping && this.announce ? this.client : undefined),
+      generation: () => this.generation,
+      settled: (row, err) => {
+        if (err) this.refused(row, err);
+        else this.counts.replayed++;
+        this.checkDrained();
+      },
+    });
   }
 
   get connected(): boolean {
@@ -177,7 +147,7 @@ export class BridgeLink {
     if (this.stopped) return;
     this.stopped = true;
     this.clock.clearTimeout(this.retry);
-    this.stopReplay();
+    this.replay.stop();
     const client = this.client;
     if (client && this.isConnected) {
       const waits = [this.whenDrained()];
@@ -268,7 +238,7 @@ export class BridgeLink {
     this.counts.stored++;
     // An answer to a write is worth a commit of its own.
     if (m.kind === 'result') this.opts.store.flush();
-    this.kickReplay();
+    this.replay.kick();
   }
 
   private refused(m: Outgoing | Stored, err: Error): void {
@@ -292,16 +262,12 @@ export class BridgeLink {
       connectTimeout: m.connectTimeoutMs,
       reconnectPeriod: 0,
       resubscribe: false,
+      // TLS material is read at each attempt, so renewed certificates are picked up without a restart.
+      ...tlsConnectOptions(m.tls),
     };
     if (this.announce) o.will = { topic: this.opts.topics.status, payload: Buffer.from(this.statusPayload('offline')), qos: 1, retain: true };
     if (m.username !== undefined) o.username = m.username;
     if (m.password !== undefined) o.password = m.password;
-    // TLS material is read at each attempt, so renewed certificates are picked up without a restart.
-    o.rejectUnauthorized = m.tls.rejectUnauthorized;
-    if (m.tls.ca) o.ca = readFileSync(m.tls.ca);
-    if (m.tls.cert) o.cert = readFileSync(m.tls.cert);
-    if (m.tls.key) o.key = readFileSync(m.tls.key);
-    if (m.tls.servername) o.servername = m.tls.servername;
     return o;
   }
 
@@ -324,7 +290,7 @@ export class BridgeLink {
       // Birth first: the WMS sees the bridge online before any replayed data.
       if (this.announce) client.publish(this.opts.topics.status, this.statusPayload('online'), { qos: 1, retain: true });
       if (this.setsEnabled) this.subscribeSets(client);
-      this.startReplay();
+      this.replay.start();
     });
     client.on('message', (topic, payload) => {
       const device = this.opts.topics.deviceOfSet(topic);
@@ -360,16 +326,16 @@ export class BridgeLink {
     this.client = undefined;
     this.isConnected = false;
     this.generation++;
-    this.stopReplay();
+    this.replay.stop();
     for (const m of this.live.values()) this.toStore(m);
     this.live.clear();
-    this.flushAcks();
+    this.replay.flushAcks();
     this.checkDrained();
   }
 
   private async swapConnection(client: MqttClient): Promise<void> {
     this.swapping = true;
-    this.stopReplay();
+    this.replay.stop();
     await this.bounded(this.whenDrained(), STOP_WAIT_MS);
     this.swapping = false;
     // Closed or stopped meanwhile: the ordinary paths have taken over.
@@ -407,82 +373,6 @@ export class BridgeLink {
     const delay = this.backoff.next();
     this.log.info({ delayMs: delay, attempt: this.backoff.attempts }, 'reconnecting to the broker');
     this.retry = this.clock.setTimeout(() => this.connectOnce(), delay);
-  }
-
-  // --- replay -------------------------------------------------------------------------------
-
-  private startReplay(): void {
-    this.replay = { timer: undefined, cursor: 0, inflight: 0, buffer: [], tokens: 1, last: this.clock.now() };
-    this.kickReplay();
-  }
-
-  /** Makes sure the pacing timer runs while connected; it stops itself when the store is empty. */
-  private kickReplay(): void {
-    if (this.replay.timer || !this.isConnected || this.stopped || this.swapping || !this.announce) return;
-    this.replay.last = this.clock.now();
-    this.replay.timer = this.clock.setInterval(() => this.replayTick(), REPLAY_TICK_MS);
-    this.replayTick();
-  }
-
-  private stopReplay(): void {
-    this.clock.clearInterval(this.replay.timer);
-    this.replay.timer = undefined;
-    this.replay.buffer = [];
-  }
-
-  private replayTick(): void {
-    const r = this.replay;
-    const now = this.clock.now();
-    const rate = Math.max(0.1, this.opts.replayPerSec);
-    const burst = Math.max(1, (rate * REPLAY_TICK_MS * 2) / 1000);
-    r.tokens = Math.min(burst, r.tokens + ((now - r.last) * rate) / 1000);
-    r.last = now;
-    this.replayPump();
-  }
-
-  private replayPump(): void {
-    const r = this.replay;
-    const client = this.client;
-    const gen = this.generation;
-    while (client && this.isConnected && !this.stopped && !this.swapping && r.tokens >= 1 && r.inflight < REPLAY_INFLIGHT) {
-      if (r.buffer.length === 0) r.buffer = this.opts.store.peek(REPLAY_READ, r.cursor);
-      const row = r.buffer.shift();
-      if (!row) {
-        if (r.inflight === 0) this.stopReplay();
-        return;
-      }
-      r.tokens--;
-      r.inflight++;
-      r.cursor = row.id;
-      const payload = row.kind === 'data' ? withHistorical(row.payload) : row.payload;
-      client.publish(row.topic, payload, { qos: 1, retain: row.retain }, (err) => {
-        if (gen !== this.generation) return; // still in the store; the next connection resends it
-        r.inflight--;
-        if (err && !isRefusal(err)) return; // the connection is going
-        if (err) this.refused(row, err);
-        else this.counts.replayed++;
-        this.ack(row.id);
-        this.checkDrained();
-        this.replayPump();
-      });
-    }
-  }
-
-  private ack(id: number): void {
-    this.acks.push(id);
-    if (this.acks.length >= 256) this.flushAcks();
-    else this.ackScheduled ??= setImmediate(() => this.flushAcks());
-  }
-
-  private flushAcks(): void {
-    if (this.ackScheduled) {
-      clearImmediate(this.ackScheduled);
-      this.ackScheduled = undefined;
-    }
-    if (this.acks.length === 0) return;
-    const ids = this.acks;
-    this.acks = [];
-    this.opts.store.ack(ids);
   }
 
   // --- stop helpers ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@
 import { MAX_WRITE_COILS, MAX_WRITE_REGISTERS, deviceTags, type DeviceConfig, type ResolvedTag } from './config.js';
 import { decodeBits, decodeRegisters, encodeValue, type Value } from './codec.js';
 import { PlcError, type PlcCode } from './errors.js';
+import { parseJsonPayload } from '../lib/json-payload.js';
 
 export interface SetRequest {
   id: string;
@@ -35,28 +36,17 @@ export type WritePlan = { ok: true; ops: WriteOp[]; readBack: ResolvedTag[] } | 
 /** The same id rule as the agent's commands. */
 export const SET_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
 
-/** Looks for `"id": "..."` in text that is not valid JSON (or too large to parse), to answer on. */
-export function salvageId(text: string): string | undefined {
-  return /"id"\s*:\s*"([A-Za-z0-9_.:-]{1,128})"/.exec(text)?.[1];
-}
-
 /**
  * Parses a set message. `ok: false` without an id means there is no `~/res/{id}` to answer on:
  * the caller logs and drops it. Unknown top-level keys are ignored (the WMS may add metadata).
  */
 export function parseSet(payload: Buffer, maxBytes: number): ParsedSet {
-  if (payload.length > maxBytes) {
-    const id = salvageId(payload.subarray(0, 4096).toString('utf8'));
-    return { ok: false, ...(id ? { id } : {}), code: 'too-large', message: `payload of ${payload.length} bytes is over the limit of ${maxBytes}` };
+  const parsed = parseJsonPayload(payload, maxBytes);
+  if (!parsed.ok) {
+    const { id, code, message } = parsed;
+    return { ok: false, ...(id ? { id } : {}), code, message };
   }
-  const text = payload.toString('utf8');
-  let doc: unknown;
-  try {
-    doc = JSON.parse(text);
-  } catch (err) {
-    const id = salvageId(text);
-    return { ok: false, ...(id ? { id } : {}), code: 'invalid-json', message: `payload is not valid JSON: ${(err as Error).message}` };
-  }
+  const doc = parsed.doc;
   if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) {
     return { ok: false, code: 'invalid-json', message: 'payload is JSON but not an object' };
   }

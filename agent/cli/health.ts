@@ -5,7 +5,7 @@
  */
 import { alertView, type AlertView } from '../../health/monitor.js';
 import { queryHistory, readActiveAlerts, type HistoryQuery, type SeriesPoint } from '../../health/history.js';
-import { cliContext, fail, openStoreReadonly, type CliContext } from './context.js';
+import { contextOrExit, fail, withStoreReadonly } from './context.js';
 
 type Values = Record<string, string | boolean | undefined>;
 
@@ -104,31 +104,24 @@ export async function healthCommand(v: Values): Promise<number> {
     process.stderr.write(`${name}: --since takes a duration such as 90m, 24h or 7d, got ${JSON.stringify(since)}\n`);
     return 64;
   }
-  let ctx: CliContext;
+  const ctx = contextOrExit(name, v);
+  if (typeof ctx === 'number') return ctx;
+  let report: HealthReport | undefined;
   try {
-    ctx = cliContext(v);
-  } catch (err) {
-    return fail(name, err);
-  }
-  let report: HealthReport;
-  try {
-    const db = openStoreReadonly(ctx.store);
-    if (!db) {
-      process.stderr.write(`${name}: no state store at ${ctx.store}: the agent has not run with this data directory (give its --config or --data-dir)\n`);
-      return 3;
-    }
-    try {
+    report = withStoreReadonly(ctx.store, (db): HealthReport => {
       const q = queryHistory(db, { sinceMs, now: Date.now(), retention: ctx.config.health.retention });
       const keep = matcher(typeof v.metric === 'string' ? v.metric : undefined);
       const metrics: HealthReport['metrics'] = {};
       for (const [m, pts] of Object.entries(q.metrics)) if (keep(m)) metrics[m] = pts.map((p) => ({ ...p, t: new Date(p.t).toISOString() }));
       const iso = (ms: number): string => new Date(ms).toISOString();
-      report = { since, from: iso(q.from), to: iso(q.to), tier: q.tier, bucketMs: q.bucketMs, metrics, alerts: readActiveAlerts(db).map(alertView) };
-    } finally {
-      db.close();
-    }
+      return { since, from: iso(q.from), to: iso(q.to), tier: q.tier, bucketMs: q.bucketMs, metrics, alerts: readActiveAlerts(db).map(alertView) };
+    });
   } catch (err) {
     return fail(name, err);
+  }
+  if (!report) {
+    process.stderr.write(`${name}: no state store at ${ctx.store}: the agent has not run with this data directory (give its --config or --data-dir)\n`);
+    return 3;
   }
   process.stdout.write(v.json ? JSON.stringify(report, null, 2) + '\n' : formatHealth(report, typeof v.metric === 'string'));
   return 0;

@@ -5,7 +5,7 @@
  */
 import { loadSlots, SlotsError, type HistoryEntry } from '../../ota/slots.js';
 import { CommandStore, type CommandRecord } from '../command-store.js';
-import { cliContext, fail, openStoreReadonly, type CliContext } from './context.js';
+import { contextOrExit, limitOption, withStoreReadonly, type CliContext } from './context.js';
 import { notInstalledMessage } from './slots.js';
 
 type Values = Record<string, string | boolean | undefined>;
@@ -65,28 +65,20 @@ export function formatHistory(r: HistoryReport): string {
 }
 
 function readCommands(ctx: CliContext, limit: number): { status: string; commands: CommandRecord[] } {
-  const db = openStoreReadonly(ctx.store);
-  if (!db) return { status: `no store (${ctx.store}): the agent has not run with this data directory`, commands: [] };
-  try {
-    return { status: 'ok', commands: new CommandStore(db).recent(limit) };
-  } finally {
-    db.close();
-  }
+  return (
+    withStoreReadonly(ctx.store, (db) => ({ status: 'ok', commands: new CommandStore(db).recent(limit) })) ?? {
+      status: `no store (${ctx.store}): the agent has not run with this data directory`,
+      commands: [],
+    }
+  );
 }
 
 export async function historyCommand(v: Values): Promise<number> {
   const name = 'edge-agent history';
-  const limit = typeof v.limit === 'string' ? Number(v.limit) : DEFAULT_LIMIT;
-  if (!Number.isInteger(limit) || limit < 1) {
-    process.stderr.write(`${name}: --limit must be a whole number of at least 1, got ${JSON.stringify(v.limit)}\n`);
-    return 64;
-  }
-  let ctx: CliContext;
-  try {
-    ctx = cliContext(v);
-  } catch (err) {
-    return fail(name, err);
-  }
+  const limit = limitOption(name, v.limit, DEFAULT_LIMIT);
+  if (limit === undefined) return 64;
+  const ctx = contextOrExit(name, v);
+  if (typeof ctx === 'number') return ctx;
   const root = ctx.config.ota.root;
   let exit = 0;
   let slotsHistory: HistoryEntry[] = [];

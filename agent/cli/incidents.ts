@@ -3,7 +3,7 @@
  * the state store opened read-only: works when the daemon is down.
  */
 import { IncidentStore, type Incident } from '../../recovery/incidents.js';
-import { cliContext, fail, openStoreReadonly, type CliContext } from './context.js';
+import { contextOrExit, fail, limitOption, withStoreReadonly } from './context.js';
 
 type Values = Record<string, string | boolean | undefined>;
 
@@ -37,34 +37,24 @@ export async function incidentsCommand(v: Values): Promise<number> {
     process.stderr.write(`${name}: --since takes a duration such as 90m, 24h or 7d; got ${JSON.stringify(v.since)}\n`);
     return 64;
   }
-  const limit = typeof v.limit === 'string' ? Number(v.limit) : 100;
-  if (!Number.isInteger(limit) || limit < 1) {
-    process.stderr.write(`${name}: --limit must be a whole number of at least 1, got ${JSON.stringify(v.limit)}\n`);
-    return 64;
-  }
-  let ctx: CliContext;
+  const limit = limitOption(name, v.limit, 100);
+  if (limit === undefined) return 64;
+  const ctx = contextOrExit(name, v);
+  if (typeof ctx === 'number') return ctx;
+  let list: Incident[] | undefined;
   try {
-    ctx = cliContext(v);
-  } catch (err) {
-    return fail(name, err);
-  }
-  let list: Incident[];
-  try {
-    const db = openStoreReadonly(ctx.store);
-    if (!db) {
-      process.stderr.write(`${name}: no state store at ${ctx.store}: the agent has not run with this data directory (give the daemon's --config or --data-dir)\n`);
-      return 3;
-    }
-    try {
+    list = withStoreReadonly(ctx.store, (db) => {
       const store = new IncidentStore(db);
-      list = store.available()
+      return store.available()
         ? store.list({ ...(since !== undefined ? { since: Date.now() - since } : {}), ...(typeof v.component === 'string' ? { component: v.component } : {}), limit })
         : [];
-    } finally {
-      db.close();
-    }
+    });
   } catch (err) {
     return fail(name, err);
+  }
+  if (!list) {
+    process.stderr.write(`${name}: no state store at ${ctx.store}: the agent has not run with this data directory (give the daemon's --config or --data-dir)\n`);
+    return 3;
   }
   process.stdout.write(v.json ? JSON.stringify({ incidents: list }, null, 2) + '\n' : formatIncidents(list));
   return 0;

@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { adminRequest } from '../admin.js';
 import { CommandStore } from '../command-store.js';
-import { cliContext, fail, openStoreReadonly, type CliContext } from './context.js';
+import { contextOrExit, fail, withStoreReadonly, type CliContext } from './context.js';
 
 type Values = Record<string, string | boolean | undefined>;
 
@@ -41,14 +41,11 @@ async function latest(ctx: CliContext, id: string): Promise<{ from: 'daemon' | '
   } catch (err) {
     if (!daemonAway(err)) throw err;
   }
-  const db = openStoreReadonly(ctx.store);
-  if (!db) return { from: 'store', status: undefined };
-  try {
+  const status = withStoreReadonly(ctx.store, (db) => {
     const rec = new CommandStore(db).get(id);
-    return { from: 'store', status: rec ? (JSON.parse(rec.lastMessage) as Status) : undefined };
-  } finally {
-    db.close();
-  }
+    return rec ? (JSON.parse(rec.lastMessage) as Status) : undefined;
+  });
+  return { from: 'store', status };
 }
 
 function describe(s: Status): string {
@@ -62,12 +59,8 @@ export async function rollbackCommand(v: Values): Promise<number> {
     process.stderr.write(`${name}: --timeout must be a positive number of seconds, got ${JSON.stringify(v.timeout)}\n`);
     return 64;
   }
-  let ctx: CliContext;
-  try {
-    ctx = cliContext(v);
-  } catch (err) {
-    return fail(name, err);
-  }
+  const ctx = contextOrExit(name, v);
+  if (typeof ctx === 'number') return ctx;
   const id = consoleCommandId();
   try {
     await adminRequest(ctx.socket, 'command', { op: 'rollback', params: {}, id });

@@ -9,7 +9,6 @@
  * Last Will: it never takes over the agent's session or shows the gateway offline.
  * Every step is bounded (STEP_MS, and the suite's per-check timeout through `signal`).
  */
-import { readFileSync } from 'node:fs';
 import { lookup } from 'node:dns/promises';
 import { randomBytes } from 'node:crypto';
 import { connect as netConnect, isIP } from 'node:net';
@@ -17,6 +16,7 @@ import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'n
 import type { IClientOptions } from 'mqtt';
 import type { AgentConfig } from '../../agent/config.js';
 import { redactUrl } from '../../lib/log.js';
+import { tlsConnectOptions } from '../../lib/mqtt-options.js';
 import { aborted, errText, failure, ok, skipped, warning, type CheckResult, type DiagContext, type GroupCheck, type PeerCertTimes } from './types.js';
 
 /** Bound of one step; the suite's per-check timeout bounds them all together. */
@@ -94,12 +94,9 @@ function tlsAdvice(code: string | undefined): string {
 
 function tlsOptions(config: AgentConfig, ep: Endpoint): ConnectionOptions {
   const t = config.mqtt.tls;
-  const o: ConnectionOptions = { host: ep.host, port: ep.port, rejectUnauthorized: t.rejectUnauthorized };
+  const o: ConnectionOptions = { host: ep.host, port: ep.port, ...tlsConnectOptions(t) };
   const sni = t.servername ?? (isIP(ep.host) ? undefined : ep.host);
   if (sni) o.servername = sni;
-  if (t.ca) o.ca = readFileSync(t.ca);
-  if (t.cert) o.cert = readFileSync(t.cert);
-  if (t.key) o.key = readFileSync(t.key);
   return o;
 }
 
@@ -125,15 +122,11 @@ function mqttOptions(config: AgentConfig, nonce: string, protocolVersion: 4 | 5,
     keepalive: 30,
     connectTimeout: timeoutMs,
     reconnectPeriod: 0,
-    rejectUnauthorized: m.tls.rejectUnauthorized,
+    ...tlsConnectOptions(m.tls),
   };
   if (protocolVersion === 5) o.properties = { sessionExpiryInterval: 0 };
   if (m.username !== undefined) o.username = m.username;
   if (m.password !== undefined) o.password = m.password;
-  if (m.tls.ca) o.ca = readFileSync(m.tls.ca);
-  if (m.tls.cert) o.cert = readFileSync(m.tls.cert);
-  if (m.tls.key) o.key = readFileSync(m.tls.key);
-  if (m.tls.servername) o.servername = m.tls.servername;
   return o;
 }
 

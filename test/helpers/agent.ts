@@ -8,7 +8,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { adminRequest } from '../../agent/admin.js';
-import { waitFor } from './util.js';
+import { collectLines, exitOf, linesText, waitFor, type ChildExit, type OutputLine } from './util.js';
 
 export const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const CLI = join(REPO, 'dist', 'agent', 'cli', 'index.js');
@@ -19,10 +19,10 @@ export interface AgentProcess {
   dataDir: string;
   configPath: string;
   /** Parsed JSON log lines (and raw strings for anything else) from stdout and stderr. */
-  logs: (Record<string, unknown> | string)[];
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  logs: OutputLine[];
+  exited: Promise<ChildExit>;
   admin(method: string, params?: Record<string, unknown>): Promise<unknown>;
-  stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  stop(): Promise<ChildExit>;
   kill9(): Promise<void>;
   logText(): string;
 }
@@ -53,20 +53,8 @@ export function startAgent(opts: AgentOptions): AgentProcess {
   const gatewayId = opts.gatewayId ?? 'gw-test';
   const configPath = writeAgentConfig(opts.dataDir, gatewayId, opts.config);
   const proc = spawnCli(['run', '--config', configPath, ...(opts.args ?? [])], opts.env);
-  const logs: (Record<string, unknown> | string)[] = [];
-  const onData = (buf: Buffer): void => {
-    for (const line of buf.toString('utf8').split('\n')) {
-      if (!line.trim()) continue;
-      try {
-        logs.push(JSON.parse(line) as Record<string, unknown>);
-      } catch {
-        logs.push(line);
-      }
-    }
-  };
-  proc.stdout?.on('data', onData);
-  proc.stderr?.on('data', onData);
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
+  const logs = collectLines(proc);
+  const exited = exitOf(proc);
   const socket = join(opts.dataDir, 'agent.sock');
   const a: AgentProcess = {
     proc,
@@ -84,7 +72,7 @@ export function startAgent(opts: AgentOptions): AgentProcess {
       proc.kill('SIGKILL');
       await exited;
     },
-    logText: () => logs.map((l) => (typeof l === 'string' ? l : JSON.stringify(l))).join('\n'),
+    logText: () => linesText(logs),
   };
   return a;
 }

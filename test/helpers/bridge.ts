@@ -8,14 +8,14 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { rpcRequest } from '../../lib/rpc.js';
 import { spawnCli } from './agent.js';
-import { waitFor } from './util.js';
+import { collectLines, exitOf, linesText, waitFor, type ChildExit, type OutputLine } from './util.js';
 
 export interface BridgeProcess {
   proc: ChildProcess;
   pid: number;
-  logs: (Record<string, unknown> | string)[];
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  logs: OutputLine[];
+  exited: Promise<ChildExit>;
+  stop(): Promise<ChildExit>;
   kill9(): Promise<void>;
   logText(): string;
 }
@@ -34,23 +34,8 @@ export function bridgeSocketOf(dir: string): string {
 
 export function startBridge(configPath: string, args: string[] = [], env: NodeJS.ProcessEnv = {}): BridgeProcess {
   const proc = spawnCli(['plc-bridge', '--config', configPath, ...args], env);
-  const logs: (Record<string, unknown> | string)[] = [];
-  let partial = '';
-  const onData = (buf: Buffer): void => {
-    const lines = (partial + buf.toString('utf8')).split('\n');
-    partial = lines.pop() ?? '';
-    for (const line of lines) {
-      if (!line.trim()) continue;
-      try {
-        logs.push(JSON.parse(line) as Record<string, unknown>);
-      } catch {
-        logs.push(line);
-      }
-    }
-  };
-  proc.stdout?.on('data', onData);
-  proc.stderr?.on('data', onData);
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
+  const logs = collectLines(proc);
+  const exited = exitOf(proc);
   return {
     proc,
     pid: proc.pid ?? -1,
@@ -64,7 +49,7 @@ export function startBridge(configPath: string, args: string[] = [], env: NodeJS
       if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
       await exited;
     },
-    logText: () => logs.map((l) => (typeof l === 'string' ? l : JSON.stringify(l))).join('\n'),
+    logText: () => linesText(logs),
   };
 }
 

@@ -17,7 +17,7 @@ import { adminRequest } from '../../agent/admin.js';
 import { guardEntry, installGuard } from '../../ota/guard-install.js';
 import { initSlots } from '../../ota/slots.js';
 import { REPO } from './agent.js';
-import { tempDir, waitFor, type Received } from './util.js';
+import { collectLines, exitOf, linesText, tempDir, waitFor, type ChildExit, type OutputLine, type Received } from './util.js';
 
 export const REPO_DIST = join(REPO, 'dist');
 
@@ -66,8 +66,8 @@ export async function agentStatus(r: OtaRoot): Promise<{ pid: number; slot: stri
 export interface GuardRun {
   proc: ChildProcess;
   /** Every line the guard and its agents wrote (stdout and stderr), parsed when JSON. */
-  lines: (Record<string, unknown> | string)[];
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  lines: OutputLine[];
+  exited: Promise<ChildExit>;
   running(): boolean;
   /** Guard log lines of one event, e.g. "spawned". */
   logged(event: string): Record<string, unknown>[];
@@ -100,34 +100,15 @@ export function startGuard(r: OtaRoot, guardArgs: string[], extraEnv: NodeJS.Pro
   Object.assign(env, extraEnv);
   const argv = [guardEntry(r.root), '--root', r.root, ...guardArgs, '--', 'run', '--config', r.configPath];
   const proc = spawn(process.execPath, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: (Record<string, unknown> | string)[] = [];
-  const reader = (): ((b: Buffer) => void) => {
-    let rest = '';
-    return (buf) => {
-      const parts = (rest + buf.toString('utf8')).split('\n');
-      rest = parts.pop() ?? '';
-      for (const l of parts) {
-        if (!l.trim()) continue;
-        try {
-          lines.push(JSON.parse(l) as Record<string, unknown>);
-        } catch {
-          lines.push(l);
-        }
-      }
-    };
-  };
-  proc.stdout?.on('data', reader());
-  proc.stderr?.on('data', reader());
+  const lines = collectLines(proc);
   let done = false;
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    proc.on('exit', (code, signal) => {
-      done = true;
-      resolve({ code, signal });
-    }),
-  );
+  proc.on('exit', () => {
+    done = true;
+  });
+  const exited = exitOf(proc);
   const logged = (event: string): Record<string, unknown>[] =>
     lines.filter((l): l is Record<string, unknown> => typeof l === 'object' && l.component === 'boot-guard' && l.event === event);
-  const tail = (n = 6000): string => lines.map((l) => (typeof l === 'string' ? l : JSON.stringify(l))).join('\n').slice(-n);
+  const tail = (n = 6000): string => linesText(lines).slice(-n);
   const stop = async (graceMs = 15_000): Promise<void> => {
     if (!done) {
       proc.kill('SIGTERM');

@@ -1,7 +1,9 @@
 /**
  * Small helpers shared by the integration tests: free ports, polling with a deadline (never a
- * fixed sleep), per-test temp dirs, and MQTT clients for test-side WMS simulators.
+ * fixed sleep), per-test temp dirs, MQTT clients for test-side WMS simulators, and the output of
+ * child processes.
  */
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { createServer, connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -139,6 +141,53 @@ export async function collect(client: MqttClient, topicFilter: string, qos: 0 | 
   const refused = granted.find((g) => g.qos >= 0x80);
   if (refused) throw new Error(`subscription to ${topicFilter} refused with reason code ${refused.qos}`);
   return got;
+}
+
+/** A line a child wrote: parsed when it is JSON (pino), else the text. */
+export type OutputLine = Record<string, unknown> | string;
+
+export interface ChildExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/**
+ * Collects a child's stdout and stderr into a live array, a line at a time. A chunk may end in
+ * the middle of a line: each stream keeps its unfinished line until the rest (or its end) comes.
+ */
+export function collectLines(proc: ChildProcess): OutputLine[] {
+  const lines: OutputLine[] = [];
+  const push = (line: string): void => {
+    if (!line.trim()) return;
+    try {
+      lines.push(JSON.parse(line) as Record<string, unknown>);
+    } catch {
+      lines.push(line);
+    }
+  };
+  for (const stream of [proc.stdout, proc.stderr]) {
+    let rest = '';
+    stream?.on('data', (buf: Buffer) => {
+      const parts = (rest + buf.toString('utf8')).split('\n');
+      rest = parts.pop() ?? '';
+      for (const l of parts) push(l);
+    });
+    stream?.on('end', () => {
+      push(rest);
+      rest = '';
+    });
+  }
+  return lines;
+}
+
+/** The lines as text, JSON ones re-serialized: for assertion messages. */
+export function linesText(lines: readonly OutputLine[]): string {
+  return lines.map((l) => (typeof l === 'string' ? l : JSON.stringify(l))).join('\n');
+}
+
+/** Resolves with the child's exit code or signal. */
+export function exitOf(proc: ChildProcess): Promise<ChildExit> {
+  return new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
 }
 
 /** mulberry32: a tiny seeded PRNG, so a failing random test can be replayed from its seed. */
