@@ -17,7 +17,7 @@ import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/log.js';
 import type { BridgeConfig, DeviceConfig } from './config.js';
 import { GroupReporter } from './report.js';
-import { Poller, type BlockReader, type CycleResult } from './poller.js';
+import { Poller, phases, type BlockReader, type CycleResult } from './poller.js';
 
 /** Cycles a standby keeps per group: a takeover later than this many intervals leaves a gap. */
 const PENDING_KEPT = 50;
@@ -67,6 +67,7 @@ export class Bridge {
 
   constructor(private readonly opts: BridgeOptions) {
     this.role = opts.role;
+    const phase = phases(opts.config.devices.flatMap((d) => d.groups.map((g) => ({ key: `${d.name}/${g.name}`, intervalMs: g.intervalMs }))));
     for (const device of opts.config.devices) {
       const reader = opts.readers.get(device.name);
       if (!reader) throw new Error(`no reader for device ${device.name}`);
@@ -75,6 +76,7 @@ export class Bridge {
         const poller = new Poller({
           group,
           maxGap: device.maxGap,
+          phaseMs: phase.get(key) ?? 0,
           reader,
           clock: opts.clock,
           logger: opts.logger,

@@ -40,15 +40,30 @@ export interface CycleResult {
 export interface PollerOptions {
   group: GroupConfig;
   maxGap: number;
+  /** Offset of this group's grid within its interval (phases()). */
+  phaseMs?: number;
   reader: BlockReader;
   clock: Clock;
   logger: Logger;
   onCycle(result: CycleResult): void;
 }
 
-/** The next grid time strictly after `now`. */
-export function nextTick(now: number, intervalMs: number): number {
-  return (Math.floor(now / intervalMs) + 1) * intervalMs;
+/** The next grid time strictly after `now`: a multiple of the interval, shifted by `phaseMs`. */
+export function nextTick(now: number, intervalMs: number, phaseMs = 0): number {
+  return (Math.floor((now - phaseMs) / intervalMs) + 1) * intervalMs + phaseMs;
+}
+
+/**
+ * Spreads the groups that share an interval evenly over it (in config order), so that 20
+ * devices polled every second do not all read, decode and publish in the same millisecond: the
+ * burst would delay every one of them. Deterministic, so two instances (a handover) share the grid.
+ */
+export function phases(keys: readonly { key: string; intervalMs: number }[]): Map<string, number> {
+  const byInterval = new Map<number, string[]>();
+  for (const k of keys) byInterval.set(k.intervalMs, [...(byInterval.get(k.intervalMs) ?? []), k.key]);
+  const out = new Map<string, number>();
+  for (const [interval, list] of byInterval) list.forEach((key, i) => out.set(key, Math.floor((i * interval) / list.length)));
+  return out;
 }
 
 export class Poller {
@@ -84,10 +99,11 @@ export class Poller {
     const interval = this.opts.group.intervalMs;
     // The tick after the last one fired, even when the timer comes late; only when more than two
     // intervals behind (the process was stopped, the clock jumped) does it skip ahead.
-    let tick = this.fired === 0 ? nextTick(now, interval) : this.fired + interval;
+    const phase = this.opts.phaseMs ?? 0;
+    let tick = this.fired === 0 ? nextTick(now, interval, phase) : this.fired + interval;
     if (tick < now - 2 * interval) {
       this.overruns += Math.floor((now - tick) / interval);
-      tick = nextTick(now, interval);
+      tick = nextTick(now, interval, phase);
     }
     this.timer = this.opts.clock.setTimeout(() => this.fire(tick), Math.max(0, tick - now));
   }

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { silentLogger } from '../../lib/log.js';
 import type { Clock } from '../../lib/clock.js';
-import { Poller, nextTick, type CycleResult } from '../../plc-bridge/poller.js';
+import { Poller, nextTick, phases, type CycleResult } from '../../plc-bridge/poller.js';
 import type { GroupConfig, ResolvedTag } from '../../plc-bridge/config.js';
 import { PlcError } from '../../plc-bridge/errors.js';
 
@@ -47,9 +47,25 @@ function fakeClock(start: number): Clock & { advance(ms: number): Promise<void> 
 const tag: ResolvedTag = { name: 'a', area: 'holding', start: 0, count: 1, type: 'uint16', order: 'ABCD', scale: 1, offset: 0, access: 'read', deadband: 0 };
 const group: GroupConfig = { name: 'g', intervalMs: 100, staleAfterMs: 300, tags: [tag] };
 
-test('nextTick is the next multiple of the interval', () => {
+test('nextTick is the next multiple of the interval, shifted by the phase', () => {
   assert.equal(nextTick(1000, 100), 1100);
   assert.equal(nextTick(1050, 100), 1100);
+  assert.equal(nextTick(1000, 1000, 250), 1250);
+  assert.equal(nextTick(1250, 1000, 250), 2250);
+  assert.equal(nextTick(1249, 1000, 250), 1250);
+});
+
+test('groups sharing an interval are spread evenly over it, deterministically', () => {
+  const keys = [
+    { key: 'a/g', intervalMs: 1000 },
+    { key: 'b/g', intervalMs: 1000 },
+    { key: 'c/g', intervalMs: 1000 },
+    { key: 'd/g', intervalMs: 1000 },
+    { key: 'a/fast', intervalMs: 100 },
+  ];
+  const p = phases(keys);
+  assert.deepEqual([...p.entries()], [['a/g', 0], ['b/g', 250], ['c/g', 500], ['d/g', 750], ['a/fast', 0]]);
+  assert.deepEqual([...phases(keys).entries()], [...p.entries()], 'the same config gives the same grid (two instances in a handover)');
 });
 
 test('cycles run on the grid; a slow read owes one tick that runs right after, none is lost', async () => {
