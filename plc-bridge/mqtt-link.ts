@@ -24,7 +24,7 @@
  *   connection drops is lost. While disconnected it goes to the store like QoS 1 data.
  * - Replay of the store (replay.ts, with its own invariants) runs only on an announcing
  *   connection that is not being stopped or swapped.
- * - Both in-flight sets are bounded (LIVE_INFLIGHT_MAX diverts live data to the store; replay
+ * - Both in-flight sets are bounded (LIVE_INFLIGHT_MAX/_BYTES divert live data to the store; replay
  *   has its own bound).
  * - Callbacks of an earlier connection (generation) change nothing.
  */
@@ -88,6 +88,8 @@ interface Outgoing {
 }
 
 const LIVE_INFLIGHT_MAX = 5000;
+/** And by bytes: 1,000-value messages are ~40 KB each, and memory is what the bound is for. */
+const LIVE_INFLIGHT_BYTES = 8 * 1024 * 1024;
 const STOP_WAIT_MS = 2000;
 const END_GRACE_MS = 1000;
 
@@ -101,6 +103,7 @@ export class BridgeLink {
   private protocol: 4 | 5;
   private setsEnabled = false;
   private readonly live = new Map<number, Outgoing>();
+  private liveBytes = 0;
   private liveKey = 0;
   private readonly replay: Replay;
   private readonly drainWaiters = new Set<() => void>();
@@ -220,12 +223,14 @@ export class BridgeLink {
       this.counts.published++;
       return;
     }
-    if (this.live.size >= LIVE_INFLIGHT_MAX) return this.toStore(m);
+    if (this.live.size >= LIVE_INFLIGHT_MAX || this.liveBytes >= LIVE_INFLIGHT_BYTES) return this.toStore(m);
     const key = ++this.liveKey;
     const gen = this.generation;
     this.live.set(key, m);
+    this.liveBytes += m.payload.length;
     client.publish(m.topic, m.payload, { qos: 1, retain: m.retain }, (err) => {
       if (gen !== this.generation || !this.live.delete(key)) return;
+      this.liveBytes -= m.payload.length;
       if (!err) this.counts.published++;
       else if (isRefusal(err)) this.refused(m, err);
       else this.toStore(m); // the connection is going; 'close' follows and replays it later
@@ -329,6 +334,7 @@ export class BridgeLink {
     this.replay.stop();
     for (const m of this.live.values()) this.toStore(m);
     this.live.clear();
+    this.liveBytes = 0;
     this.replay.flushAcks();
     this.checkDrained();
   }
