@@ -77,7 +77,8 @@ function bridgeTarget(w: RecoveryWiring, dir: string): TargetSpec | undefined {
   const timing = { intervalMs: config.recovery.plcBridge.intervalMs, deadlineMs: config.recovery.plcBridge.deadlineMs, startTimeoutMs: config.recovery.startTimeoutMs };
   if (w.env.INVOCATION_ID) return { name: BRIDGE_COMPONENT, handle: new SystemdUnit({ unit: BRIDGE_UNIT, logger: log }), probe, ...timing };
   if (config.plcBridge.launch !== 'auto') return undefined;
-  const argv: [string, ...string[]] = [process.execPath, cliPath(), 'plc-bridge', '--config', file];
+  // As the unit starts it (deploy/systemd/edge-plc-bridge.service): a small young generation keeps RSS down.
+  const argv: [string, ...string[]] = [process.execPath, '--max-semi-space-size=1', cliPath(), 'plc-bridge', '--config', file];
   return { name: BRIDGE_COMPONENT, handle: new ManagedProcess({ name: BRIDGE_COMPONENT, argv, dir, logMaxBytes: config.recovery.logMaxBytes, logger: log, env: w.env }), probe, ...timing };
 }
 

@@ -87,10 +87,13 @@ export function decodeRegisters(tag: ResolvedTag, words: ArrayLike<number>): Val
       // A PLC string ends at its first NUL (what follows is old content); trailing spaces are padding.
       return Buffer.from(nul < 0 ? bytes : bytes.subarray(0, nul)).toString('latin1').replace(/ +$/, '');
     }
-    case 'int16':
-      return scaled(tag, toBytes(tag, words).getInt16(0));
+    // One register needs no buffer (the hot path: a poll decodes thousands of these).
+    case 'int16': {
+      const w = byteSwapped(tag) ? swapBytes(first) : first & 0xffff;
+      return scaled(tag, w >= 0x8000 ? w - 0x10000 : w);
+    }
     case 'uint16':
-      return scaled(tag, toBytes(tag, words).getUint16(0));
+      return scaled(tag, byteSwapped(tag) ? swapBytes(first) : first & 0xffff);
     case 'int32':
       return scaled(tag, toBytes(tag, words).getInt32(0));
     case 'uint32':

@@ -291,6 +291,9 @@ export class BridgeLink {
       this.isConnected = true;
       this.generation++;
       this.backoff.reset();
+      // Nagle's algorithm held a write's answer back for a delayed ACK (~40 ms, bench/plc-bench.ts);
+      // mqtt.js leaves it on. (A TLS stream passes it to its socket.)
+      (client.stream as { setNoDelay?: (on: boolean) => void } | undefined)?.setNoDelay?.(true);
       this.log.info({ url: redactUrl(this.opts.mqtt.url), clientId: this.opts.clientId }, 'connected to the broker');
       // Birth first: the WMS sees the bridge online before any replayed data.
       if (this.announce) client.publish(this.opts.topics.status, this.statusPayload('online'), { qos: 1, retain: true });
