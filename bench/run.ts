@@ -43,7 +43,8 @@ import { activationMeasurements, activationPhase } from './ota-activation.js';
 import { diagMeasurements, diagPhase } from './diag-bench.js';
 import { healthMeasurements, healthPhase } from './health-bench.js';
 import { restoreMeasurements, restorePhase } from './restore-bench.js';
-import { plcMeasurements, plcPhase } from './plc-bench.js';
+import { plcPhase } from './plc-bench.js';
+import { plcMeasurements } from './plc-measure.js';
 import { formatSamples, formatTable, measurement, writeResults, type BenchResults, type Measurement } from './report.js';
 
 const MB = 1024 * 1024;
