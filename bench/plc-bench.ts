@@ -4,8 +4,9 @@
  *
  * Processes: the simulated PLCs in one child (`demo/plc-sim.js --devices N --churn TAGS`: every
  * register changes on every read, so report by exception reports every value every cycle),
- * mosquitto (bench/broker.ts), the bridge as a child (`edge-agent plc-bridge`, as the agent
- * starts it: no Node flags), the reference poller as a child (plc-child.ts), and in this process
+ * mosquitto (bench/broker.ts), the bridge as a child (`edge-agent plc-bridge` with
+ * `--max-semi-space-size=1`, as the agent and the unit start it), the reference poller as a child
+ * with the same flag (plc-child.ts), and in this process
  * one subscriber and one publisher (plc-sub.ts).
  *
  * Per interval (1 s, then 100 ms): first the reference, then the bridge, each polling every
@@ -30,6 +31,9 @@ import { startBenchBroker, waitFor, type BenchBroker } from './broker.js';
 import { DIST, rssOf, sleep, spawnNode, type NodeChild, type Rss } from './proc.js';
 import { PlcRecorder, type PlcTopics } from './plc-sub.js';
 import { gapStats, percentile, rssStats, windowStats, type GapStats, type RssStats, type WindowStats } from './plc-stats.js';
+
+/** How the agent (recovery-wiring.ts) and edge-plc-bridge.service start the bridge; the reference gets the same. */
+const NODE_FLAGS = ['--max-semi-space-size=1'];
 import type { BenchResults } from './report.js';
 
 const USER_HZ = 100;
@@ -248,7 +252,7 @@ async function referenceRun(ctx: Ctx, intervalMs: number): Promise<Side> {
   const since = Date.now();
   // --no-delay: the reference does what the bridge does not yet (TCP_NODELAY on its MQTT socket), so
   // its write latency shows what a poll-and-publish program gets from this broker.
-  const child = spawnNode(join(DIST, 'bench', 'plc-child.js'), [...args, '--interval', String(intervalMs), '--topic', TOPICS.ref, '--set-address', String(SET_ADDRESS), '--no-delay']);
+  const child = spawnNode(join(DIST, 'bench', 'plc-child.js'), [...args, '--interval', String(intervalMs), '--topic', TOPICS.ref, '--set-address', String(SET_ADDRESS), '--no-delay'], NODE_FLAGS);
   ctx.children.push(child);
   try {
     await flowing(ctx, `${TOPICS.ref}/data/`, since, child);
@@ -283,7 +287,7 @@ async function handovers(ctx: Ctx, config: string, socket: string, first: NodeCh
   for (let i = 0; i < ctx.sizes.handovers; i++) {
     await sleep(2000);
     const t = Date.now();
-    const next = spawnNode(CLI, ['plc-bridge', '--config', config, '--handover']);
+    const next = spawnNode(CLI, ['plc-bridge', '--config', config, '--handover'], NODE_FLAGS);
     ctx.children.push(next);
     await active(socket, next, 60_000);
     takeoverMs.push(Date.now() - t);
@@ -306,7 +310,7 @@ async function bridgeRun(ctx: Ctx, intervalMs: number, withHandovers: boolean): 
   const config = bridgeConfig(ctx, dir, intervalMs);
   const socket = join(dir, 'data', 'plc-bridge.sock');
   const since = Date.now();
-  let bridge = spawnNode(CLI, ['plc-bridge', '--config', config]);
+  let bridge = spawnNode(CLI, ['plc-bridge', '--config', config], NODE_FLAGS);
   ctx.children.push(bridge);
   try {
     await active(socket, bridge, 60_000);
