@@ -5,62 +5,14 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Clock } from '../../lib/clock.js';
 import { backoffDelay, type BackoffPolicy } from '../../lib/backoff.js';
 import { silentLogger } from '../../lib/log.js';
 import type { DeviceConfig } from '../../plc-bridge/config.js';
 import type { Driver } from '../../plc-bridge/driver.js';
 import { PlcError } from '../../plc-bridge/errors.js';
 import { DeviceConnection, type LinkState } from '../../plc-bridge/connection.js';
+import { fakeClock } from '../helpers/fake-clock.js';
 
-interface FakeTimer {
-  id: number;
-  at: number;
-  fn: () => void;
-}
-
-/** A Clock whose timers run only inside advance(); promises settle between timers. */
-function fakeClock(start = 1_000_000): Clock & { advance(ms: number): Promise<void>; pending(): number } {
-  let t = start;
-  let nextId = 1;
-  let timers: FakeTimer[] = [];
-  const flush = async (): Promise<void> => {
-    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
-  };
-  const add = (fn: () => void, ms: number): NodeJS.Timeout => {
-    const timer = { id: nextId++, at: t + Math.max(0, ms), fn };
-    timers.push(timer);
-    return timer as unknown as NodeJS.Timeout;
-  };
-  const clear = (h: NodeJS.Timeout | undefined): void => {
-    timers = timers.filter((x) => x !== (h as unknown as FakeTimer));
-  };
-  return {
-    now: () => t,
-    setTimeout: add,
-    clearTimeout: clear,
-    setInterval: () => {
-      throw new Error('no intervals expected');
-    },
-    clearInterval: clear,
-    pending: () => timers.length,
-    advance: async (ms) => {
-      const end = t + ms;
-      await flush();
-      for (;;) {
-        timers.sort((a, b) => a.at - b.at || a.id - b.id);
-        const due = timers[0];
-        if (!due || due.at > end) break;
-        timers.shift();
-        t = due.at;
-        due.fn();
-        await flush();
-      }
-      t = end;
-      await flush();
-    },
-  };
-}
 
 type Mode = 'answer' | 'silent' | 'exception' | 'reset';
 

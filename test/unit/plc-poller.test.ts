@@ -5,44 +5,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { silentLogger } from '../../lib/log.js';
-import type { Clock } from '../../lib/clock.js';
 import { Poller, nextTick, phases, type CycleResult } from '../../plc-bridge/poller.js';
 import type { GroupConfig, ResolvedTag } from '../../plc-bridge/config.js';
 import { PlcError } from '../../plc-bridge/errors.js';
+import { fakeClock } from '../helpers/fake-clock.js';
 
-/** A manual clock: advance() runs due timers in time order. */
-function fakeClock(start: number): Clock & { advance(ms: number): Promise<void> } {
-  let now = start;
-  let seq = 0;
-  const timers = new Map<number, { at: number; fn: () => void }>();
-  const clock = {
-    now: () => now,
-    setTimeout: (fn: () => void, ms: number) => {
-      const id = ++seq;
-      timers.set(id, { at: now + ms, fn });
-      return id as unknown as NodeJS.Timeout;
-    },
-    clearTimeout: (t: NodeJS.Timeout | undefined) => void timers.delete(t as unknown as number),
-    setInterval: () => {
-      throw new Error('not used');
-    },
-    clearInterval: () => undefined,
-    advance: async (ms: number) => {
-      const end = now + ms;
-      for (;;) {
-        const due = [...timers.entries()].filter(([, t]) => t.at <= end).sort((a, b) => a[1].at - b[1].at)[0];
-        if (!due) break;
-        timers.delete(due[0]);
-        now = Math.max(now, due[1].at);
-        due[1].fn();
-        for (let i = 0; i < 5; i++) await Promise.resolve();
-      }
-      now = end;
-      for (let i = 0; i < 5; i++) await Promise.resolve();
-    },
-  };
-  return clock;
-}
 
 const tag: ResolvedTag = { name: 'a', area: 'holding', start: 0, count: 1, type: 'uint16', order: 'ABCD', scale: 1, offset: 0, access: 'read', deadband: 0 };
 const group: GroupConfig = { name: 'g', intervalMs: 100, staleAfterMs: 300, tags: [tag] };

@@ -21,7 +21,6 @@ import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { z } from 'zod';
-import type { Clock } from '../../lib/clock.js';
 import { silentLogger } from '../../lib/log.js';
 import { faultOnce } from '../../lib/fault.js';
 import { openDatabase } from '../../lib/sqlite.js';
@@ -39,58 +38,7 @@ import type { HealthHistory } from '../../health/history.js';
 import type { AlertEngine } from '../../health/alerts.js';
 import type { Sample } from '../../health/sampler.js';
 import { tempDir } from '../helpers/util.js';
-
-interface FakeTimer {
-  id: number;
-  at: number;
-  every: number | undefined;
-  fn: () => void;
-  unref(): FakeTimer;
-}
-
-type FakeClock = Clock & { advance(ms: number): Promise<void>; pending(): number };
-
-/** Timers run only inside advance(); promises and setImmediate callbacks settle between them. */
-function fakeClock(start = 1_000_000): FakeClock {
-  let t = start;
-  let nextId = 1;
-  let timers: FakeTimer[] = [];
-  const flush = async (): Promise<void> => {
-    for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
-  };
-  const add = (fn: () => void, ms: number, every: number | undefined): NodeJS.Timeout => {
-    const timer: FakeTimer = { id: nextId++, at: t + Math.max(0, ms), every, fn, unref: () => timer };
-    timers.push(timer);
-    return timer as unknown as NodeJS.Timeout;
-  };
-  const clear = (h: NodeJS.Timeout | undefined): void => {
-    timers = timers.filter((x) => x !== (h as unknown as FakeTimer));
-  };
-  return {
-    now: () => t,
-    setTimeout: (fn, ms) => add(fn, ms, undefined),
-    setInterval: (fn, ms) => add(fn, ms, Math.max(1, ms)),
-    clearTimeout: clear,
-    clearInterval: clear,
-    pending: () => timers.length,
-    advance: async (ms) => {
-      const end = t + ms;
-      await flush();
-      for (;;) {
-        timers.sort((a, b) => a.at - b.at || a.id - b.id);
-        const due = timers[0];
-        if (!due || due.at > end) break;
-        t = due.at;
-        if (due.every !== undefined) due.at += due.every;
-        else timers.shift();
-        due.fn();
-        await flush();
-      }
-      t = end;
-      await flush();
-    },
-  };
-}
+import { fakeClock, type FakeClock } from '../helpers/fake-clock.js';
 
 // ---------------------------------------------------------------- WMS link
 
