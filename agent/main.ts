@@ -349,7 +349,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
   const wdMs = watchdogIntervalMs(env);
   if (wdMs !== undefined && notify.enabled) {
     watchdog = setInterval(() => {
-      const h = loops.check();
+      const h = loops.check(wdMs);
       if (h.ok) notify.notify('WATCHDOG=1');
       else logger.warn({ health: h }, 'withholding the systemd watchdog ping: a critical loop is unhealthy');
     }, wdMs);

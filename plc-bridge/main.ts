@@ -244,7 +244,7 @@ export async function runBridge(opts: BridgeRunOptions): Promise<number> {
   if (wdMs !== undefined) {
     timers.push(
       clock.setInterval(() => {
-        if (loops.check().ok) notify.notify('WATCHDOG=1');
+        if (loops.check(wdMs).ok) notify.notify('WATCHDOG=1');
       }, wdMs),
     );
   }

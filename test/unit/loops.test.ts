@@ -102,3 +102,32 @@ test('start() and stop() leave the loop checks working', () => {
   }
   assert.equal(m.check().eventLoopLagMs, 0);
 });
+
+test('check(periodMs): a caller on a fixed period that runs late by more than maxLagMs sees lag, from the monotonic clock alone', () => {
+  const clock = fakeClock();
+  let mono = 0;
+  const m = new LoopMonitor({ clock, maxLagMs: 1000, monotonic: () => mono });
+  // The first call has nothing to compare with.
+  assert.deepEqual(m.check(500), { ok: true, eventLoopLagMs: 0, stale: [] });
+  mono += 520;
+  assert.equal(m.check(500).ok, true);
+  // A 3 s block: the 500 ms timer fires 2.5 s late; the histogram may not have sampled yet.
+  mono += 3000;
+  assert.deepEqual(m.check(500), { ok: false, eventLoopLagMs: 2500, stale: [] });
+  // On time again: healthy at once.
+  mono += 500;
+  assert.equal(m.check(500).ok, true);
+  // Exactly maxLagMs late still counts as healthy.
+  mono += 1500;
+  assert.equal(m.check(500).ok, true);
+  // A wall-clock jump is not lag: only the monotonic clock counts.
+  clock.advance(-3_600_000);
+  mono += 500;
+  assert.equal(m.check(500).ok, true);
+  // check() without a period and peek() never judge lateness, and peek() does not move the mark.
+  mono += 10_000;
+  assert.equal(m.peek().ok, true);
+  assert.equal(m.check().ok, true);
+  mono += 500;
+  assert.equal(m.check(500).ok, true);
+});
