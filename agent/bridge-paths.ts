@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parse } from 'yaml';
+import { parseBridgeConfigText } from '../plc-bridge/config.js';
 import type { AgentConfig } from './config.js';
 
 export const DEFAULT_BRIDGE_DATA_DIR = '/var/lib/edge-agent/plc-bridge';
@@ -13,7 +13,8 @@ export const DEFAULT_BRIDGE_DATA_DIR = '/var/lib/edge-agent/plc-bridge';
 export function bridgeDataDir(config: AgentConfig): string | undefined {
   if (!config.plcBridge.config) return undefined;
   try {
-    const doc = parse(readFileSync(config.plcBridge.config, 'utf8')) as { dataDir?: unknown } | null;
+    const file = config.plcBridge.config;
+    const doc = parseBridgeConfigText(readFileSync(file, 'utf8'), file) as { dataDir?: unknown } | null;
     return typeof doc?.dataDir === 'string' && doc.dataDir.length > 0 ? doc.dataDir : DEFAULT_BRIDGE_DATA_DIR;
   } catch {
     return undefined;

@@ -9,7 +9,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { connect } from 'node:net';
-import { parse } from 'yaml';
+import { parseBridgeConfigText } from '../../plc-bridge/config.js';
 import { bridgeSocketPath } from '../../agent/bridge-paths.js';
 import { rpcRequest } from '../../lib/rpc.js';
 import { aborted, errText, failure, humanAge, ok, skipped, warning, type CheckResult, type GroupCheck } from './types.js';
@@ -76,7 +76,7 @@ export const plcChecks: GroupCheck = async (ctx, signal) => {
   if (!file) return [skipped('bridge', 'no PLC bridge configured (plcBridge.config)')];
   let devices: DeviceEndpoint[];
   try {
-    devices = bridgeDevices(parse(await readFile(file, 'utf8')) as unknown);
+    devices = bridgeDevices(parseBridgeConfigText(await readFile(file, 'utf8'), file));
   } catch (err) {
     return [failure('bridge-config', `cannot read the bridge configuration ${file}: ${errText(err)}`, 'fix plcBridge.config or the file it names')];
   }

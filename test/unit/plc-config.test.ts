@@ -279,6 +279,16 @@ test('loadBridgeConfig: missing file, unreadable, bad YAML, duplicate keys, then
     assert.equal(code(() => loadBridgeConfig(file)), 'config-syntax');
     writeFileSync(file, 'gatewayId: a\ngatewayId: b\n');
     assert.equal(code(() => loadBridgeConfig(file)), 'config-syntax');
+    // The problem names where it is.
+    assert.throws(
+      () => loadBridgeConfig(file),
+      (e: unknown) => e instanceof PlcError && /duplicated mapping key at line 2, column 1/.test(String((e.detail as { problems: string[] }).problems[0])) && e.message.includes(file),
+    );
+    writeFileSync(file, 'gatewayId: a\n---\ngatewayId: b\n');
+    assert.equal(code(() => loadBridgeConfig(file)), 'config-syntax', 'two documents in one file');
+    // The YAML 1.2 core schema, as the agent's file: no timestamps, no yes/no booleans.
+    assert.deepEqual(parseBridgeConfigText('a: 2001-12-14\nb: yes\nc: 0x10\nd: ~\n', 'x'), { a: '2001-12-14', b: 'yes', c: 16, d: null });
+    assert.equal(parseBridgeConfigText('', 'x'), null);
     writeFileSync(file, 'gatewayId: a\n');
     assert.equal(code(() => loadBridgeConfig(file)), 'config-invalid');
     writeFileSync(file, readFileSync(join(ROOT, 'deploy', 'plc-bridge.example.yaml')));
