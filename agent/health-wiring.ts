@@ -75,6 +75,8 @@ export interface HealthWiring {
    * configured (`plcBridge.config`), else no bridge metrics. A rejection counts as `bridge.up` 0.
    */
   bridgeStatus?: (() => Promise<BridgeInfo>) | undefined;
+  /** The bridge's control socket as the caller resolved it once (reading the bridge's file); default: resolved here. */
+  bridgeSocket?: string | undefined;
   components?: () => Record<string, string>;
 }
 
@@ -85,7 +87,7 @@ export function wireHealth(w: HealthWiring): HealthMonitor | undefined {
   const log = w.logger.child({ component: 'health' });
   let bridge = w.bridgeStatus;
   if (!bridge) {
-    const sock = bridgeSocketPath(w.config);
+    const sock = 'bridgeSocket' in w ? w.bridgeSocket : bridgeSocketPath(w.config);
     if (sock !== undefined) bridge = async () => bridgeInfo(await rpcRequest(sock, 'status', {}, 2000));
   }
   const sampler = new Sampler({

@@ -156,7 +156,9 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     else outbox.enqueue(msg);
   };
   // Metrics, history, alerts and ~/health; undefined with health.enabled false.
-  const health = wireHealth({ config, db, clock, logger, topics, link, outbox, event, components: () => ({ 'wms-link': link.isConnected() ? 'running' : 'degraded' }) });
+  // Read once: the bridge's file may hold tens of thousands of tags.
+  const bridgeSocket = bridgeSocketPath(config);
+  const health = wireHealth({ bridgeSocket, config, db, clock, logger, topics, link, outbox, event, components: () => ({ 'wms-link': link.isConnected() ? 'running' : 'degraded' }) });
 
   // The watchdog over the PLC bridge and the declared services; incidents; the hung-agent fault hook.
   // The agent's own parts are supervised in-process: each says whether it is hung or dead, and restarts in place.
@@ -165,7 +167,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     ...(health ? [{ name: 'health-sampler', probe: () => health.liveness(), restart: () => health.restart() }] : []),
     { name: 'update-runner', probe: () => router.liveness(), restart: () => router.abortStalled() },
   ];
-  const recovery = wireRecovery({ config, db, clock, logger, loops, env, event, inProcess, restart: (reason) => void shutdown(reason, true), fault: faultFromEnv(env) });
+  const recovery = wireRecovery({ bridgeSocket, config, db, clock, logger, loops, env, event, inProcess, restart: (reason) => void shutdown(reason, true), fault: faultFromEnv(env) });
 
   const status = (): Record<string, unknown> => ({
     daemon: 'running',
@@ -250,7 +252,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
   });
   // After an update or a rollback the PLC bridge is handed over to this release's code.
   const bridgeUpgrade = new BridgeUpgrade({
-    socket: bridgeSocketPath(config),
+    socket: bridgeSocket,
     cli: process.argv[1] ?? '',
     waitMs: 30_000,
     handoverTimeoutMs: 60_000,

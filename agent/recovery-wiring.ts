@@ -51,6 +51,8 @@ export interface RecoveryWiring {
   inProcess?: InProcessTarget[];
   /** EDGE_AGENT_FAULT, for the hung-agent test hook. */
   fault?: string | undefined;
+  /** The bridge's control socket as the caller resolved it once (reading the bridge's file); default: resolved here. */
+  bridgeSocket?: string | undefined;
 }
 
 export interface RecoveryParts {
@@ -72,7 +74,7 @@ function bridgeTarget(w: RecoveryWiring, dir: string): TargetSpec | undefined {
   const file = config.plcBridge.config;
   if (!file) return undefined;
   const log = w.logger.child({ component: BRIDGE_COMPONENT });
-  const socket = bridgeSocketPath(config);
+  const socket = 'bridgeSocket' in w ? w.bridgeSocket : bridgeSocketPath(config);
   const probe: ProbeSpec = socket ? { kind: 'heartbeat', socket } : { kind: 'process' };
   const timing = { intervalMs: config.recovery.plcBridge.intervalMs, deadlineMs: config.recovery.plcBridge.deadlineMs, startTimeoutMs: config.recovery.startTimeoutMs };
   if (w.env.INVOCATION_ID) return { name: BRIDGE_COMPONENT, handle: new SystemdUnit({ unit: BRIDGE_UNIT, logger: log }), probe, ...timing };
