@@ -209,6 +209,8 @@ export class WmsLink implements Component {
       connectTimeout: m.connectTimeoutMs,
       reconnectPeriod: 0,
       resubscribe: false,
+      // No 6 MB table of 65,536 two-byte Buffers in mqtt-packet (plc-bridge/mqtt-link.ts says more).
+      writeCache: false,
       will: { topic: this.opts.topics.status, payload: Buffer.from(this.statusPayload('offline')), qos: 1, retain: true },
       ...tlsConnectOptions(m.tls),
     };

@@ -267,6 +267,9 @@ export class BridgeLink {
       connectTimeout: m.connectTimeoutMs,
       reconnectPeriod: 0,
       resubscribe: false,
+      // mqtt-packet otherwise builds a Buffer for each of the 65,536 16-bit numbers on the first
+      // packet: 6 MB of heap the bridge would carry for its lifetime to save a 2-byte allocation.
+      writeCache: false,
       // TLS material is read at each attempt, so renewed certificates are picked up without a restart.
       ...tlsConnectOptions(m.tls),
     };
