@@ -25,6 +25,8 @@ import { Bridge } from './bridge.js';
 import { Writer } from './writer.js';
 import { predecessorMethods, startSuccessor, takeOver } from './handover.js';
 import { MemoryBudget } from '../lib/memory-budget.js';
+import { memoryAction } from './memory-guard.js';
+import { leakFaultMethods } from './fault-leak.js';
 
 /** EX_CONFIG, as the agent's `run`. */
 export const EXIT_CONFIG = 78;
@@ -150,7 +152,7 @@ export async function runBridge(opts: BridgeRunOptions): Promise<number> {
         store: store.stats(),
         mqtt: link.stats(),
         writes: writer.counters,
-        memory: { rssBytes: process.memoryUsage().rss, heapUsedBytes: process.memoryUsage().heapUsed },
+        memory: { rssBytes: process.memoryUsage().rss, heapUsedBytes: process.memoryUsage().heapUsed, budget: memoryWatch },
       }),
       // A new release's agent asks for this after an update or a rollback (agent/bridge-upgrade.ts).
       upgrade: async (params) => {
@@ -168,6 +170,7 @@ export async function runBridge(opts: BridgeRunOptions): Promise<number> {
           setImmediate(() => void shutdown('handed over', false, 0));
         },
       }),
+      ...leakFaultMethods(env.EDGE_AGENT_FAULT, logger.child({ component: 'fault' })),
     },
   });
 
@@ -179,6 +182,10 @@ export async function runBridge(opts: BridgeRunOptions): Promise<number> {
     });
     return upgrading;
   };
+  // memory-guard.ts: a budget reached this soon after start is below a fresh instance's baseline.
+  let activeAt = clock.now();
+  let baseline = { rss: 0, heap: 0 };
+  let memoryWatch: 'watching' | 'off-below-baseline' = 'watching';
   const budget = new MemoryBudget({
     budget: { rssBytes: config.memory.rssBytes, heapBytes: config.memory.heapBytes },
     checkIntervalMs: config.memory.checkIntervalMs,
@@ -186,6 +193,12 @@ export async function runBridge(opts: BridgeRunOptions): Promise<number> {
     logger: logger.child({ component: 'memory' }),
     // A restart in place would lose polls; a handover to a fresh instance of the same release does not.
     onExceeded: (info) => {
+      if (memoryAction(clock.now() - activeAt, config.memory.checkIntervalMs) === 'below-baseline') {
+        // The budget fires once per start: no more memory handovers from this instance.
+        memoryWatch = 'off-below-baseline';
+        logger.error({ budget: info.budget, baseline, rss: info.rss, heap: info.heap, over: info.over }, 'memory budget below what a fresh bridge needs: not handing over for memory, running on without a budget');
+        return;
+      }
       logger.warn({ rss: info.rss, heap: info.heap, over: info.over }, 'memory budget reached: handing over to a fresh instance');
       upgrade(process.argv[1] ?? '').catch((err: unknown) => {
         logger.error({ err }, 'handover failed; restarting instead');
@@ -235,6 +248,8 @@ export async function runBridge(opts: BridgeRunOptions): Promise<number> {
     await shutdown('start failed', false, 1);
     return done;
   }
+  activeAt = clock.now();
+  baseline = { rss: process.memoryUsage().rss, heap: process.memoryUsage().heapUsed };
   void budget.start();
   // The first watchdog ping goes with READY=1: after a handover the predecessor's last one may be
   // most of a watchdog period old.
