@@ -180,7 +180,7 @@ export class Bridge {
   private publish(key: string, g: GroupState, r: CycleResult): void {
     if (r.tick <= g.lastTick) return;
     g.lastTick = r.tick;
-    const values = g.reporter.update({ now: r.doneAt, good: r.good, failed: r.failed });
+    const values = g.reporter.update({ now: r.doneAt, values: r.values, failed: r.failed, blockOf: r.blockOf, readAt: r.readAt });
     if (values === undefined) return;
     g.seq++;
     this.published++;

@@ -10,7 +10,10 @@
  *   does not cost an interval); a further tick meanwhile is skipped and counted (`overruns`);
  * - a block that fails marks its tags failed with the error's code; nothing is made up (the
  *   reporter turns failures into `stale`/`bad`);
- * - stop() clears the timer; a cycle in flight finishes but its result is dropped.
+ * - stop() clears the timer; a cycle in flight finishes but its result is dropped;
+ * - a cycle's outcomes are arrays indexed by the tag's position in group.tags (the reporter's
+ *   index space, report.ts CycleInput), with one read time per block: a cycle of 1,000 tags
+ *   makes a few arrays, not an object per tag (a standby keeps dozens of cycles per group).
  */
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/log.js';
@@ -28,8 +31,14 @@ export interface CycleResult {
   group: string;
   /** The grid time of the cycle (ms since epoch). */
   tick: number;
-  good: Map<string, { v: Value; ts: number }>;
-  failed: Map<string, string>;
+  /** Per tag (position in group.tags): the value read good, else undefined. */
+  values: (Value | undefined)[];
+  /** Per tag: the reason code of a failed read, else undefined. */
+  failed: (string | undefined)[];
+  /** Per tag: its block (an index into readAt); the same array for every cycle of a poller. */
+  blockOf: Uint32Array;
+  /** Per block: when its read answered (ms since epoch); NaN when it failed. */
+  readAt: Float64Array;
   /** Reads that answered / failed in this cycle. */
   blocksOk: number;
   blocksFailed: number;
@@ -68,6 +77,9 @@ export function phases(keys: readonly { key: string; intervalMs: number }[]): Ma
 
 export class Poller {
   readonly blocks: readonly ReadBlock[];
+  /** Per block: the positions of its tags in group.tags, in block.tags order. */
+  private readonly positions: readonly Uint32Array[];
+  private readonly blockOf: Uint32Array;
   private timer: NodeJS.Timeout | undefined;
   private running = false;
   private busy = false;
@@ -78,7 +90,13 @@ export class Poller {
   cycles = 0;
 
   constructor(private readonly opts: PollerOptions) {
-    this.blocks = planReads(opts.group.tags, { maxGap: opts.maxGap });
+    const tags = opts.group.tags;
+    this.blocks = planReads(tags, { maxGap: opts.maxGap });
+    // planReads puts the configured tag objects themselves in its blocks.
+    const position = new Map(tags.map((t, i) => [t, i] as const));
+    this.positions = this.blocks.map((b) => Uint32Array.from(b.tags, (t) => position.get(t) ?? 0));
+    this.blockOf = new Uint32Array(tags.length);
+    this.positions.forEach((ps, b) => ps.forEach((i) => (this.blockOf[i] = b)));
   }
 
   start(): void {
@@ -132,28 +150,35 @@ export class Poller {
   }
 
   private async cycle(tick: number): Promise<void> {
-    const good = new Map<string, { v: Value; ts: number }>();
-    const failed = new Map<string, string>();
+    const n = this.opts.group.tags.length;
+    const values = new Array<Value | undefined>(n).fill(undefined);
+    const failed = new Array<string | undefined>(n).fill(undefined);
+    const readAt = new Float64Array(this.blocks.length).fill(Number.NaN);
     let blocksOk = 0;
     let blocksFailed = 0;
-    for (const block of this.blocks) {
+    for (const [b, block] of this.blocks.entries()) {
+      const positions = this.positions[b] ?? new Uint32Array(0);
       try {
         const data = await this.opts.reader.read(block.area, block.start, block.count);
-        const ts = this.opts.clock.now();
+        readAt[b] = this.opts.clock.now();
         const out = extractBlock(block, data);
-        for (const [name, v] of out.values) good.set(name, { v, ts });
-        for (const [name, reason] of out.failed) failed.set(name, reason);
+        block.tags.forEach((t, j) => {
+          const i = positions[j] ?? 0;
+          const v = out.values.get(t.name);
+          if (v !== undefined) values[i] = v;
+          else failed[i] = out.failed.get(t.name);
+        });
         blocksOk++;
       } catch (err) {
         blocksFailed++;
         const reason = errorCode(err) ?? 'invalid-response';
-        for (const t of block.tags) if (!good.has(t.name)) failed.set(t.name, reason);
+        for (const i of positions) if (values[i] === undefined) failed[i] = reason;
       }
     }
     this.cycles++;
     if (!this.running) return;
     try {
-      this.opts.onCycle({ group: this.opts.group.name, tick, good, failed, blocksOk, blocksFailed, doneAt: this.opts.clock.now() });
+      this.opts.onCycle({ group: this.opts.group.name, tick, values, failed, blockOf: this.blockOf, readAt, blocksOk, blocksFailed, doneAt: this.opts.clock.now() });
     } catch (err) {
       this.opts.logger.error({ err, group: this.opts.group.name }, 'cycle handler failed');
     }

@@ -95,6 +95,41 @@ test('a failed read marks the block tags failed with the error code; nothing mad
   await clock.advance(150);
   poller.stop();
   assert.equal(results.length, 1);
-  assert.equal(results[0]!.good.size, 0);
-  assert.equal(results[0]!.failed.get('a'), 'timeout');
+  assert.deepEqual(results[0]!.values, [undefined]);
+  assert.deepEqual(results[0]!.failed, ['timeout']);
+});
+
+test('outcomes are indexed by position in group.tags, with one read time per block', async () => {
+  const clock = fakeClock(40_000);
+  const tags: ResolvedTag[] = [
+    { ...tag, name: 'far', start: 100 },
+    { ...tag, name: 'w', start: 50, access: 'write' },
+    { ...tag, name: 'near', start: 0 },
+    { ...tag, name: 'coil', area: 'coil', start: 5, type: 'bool' },
+  ];
+  const results: CycleResult[] = [];
+  const poller = new Poller({
+    group: { ...group, tags },
+    maxGap: 0,
+    clock,
+    logger: silentLogger(),
+    reader: {
+      read: (area, start) =>
+        new Promise((resolve, reject) =>
+          clock.setTimeout(() => (area === 'coil' ? reject(new PlcError('timeout', 'no answer')) : resolve([start + 1])), start === 100 ? 30 : 10),
+        ),
+    },
+    onCycle: (r) => results.push(r),
+  });
+  assert.deepEqual(poller.blocks.map((b) => `${b.area}:${b.start}`), ['coil:5', 'holding:0', 'holding:100']);
+  poller.start();
+  await clock.advance(200);
+  poller.stop();
+  const r = results[0]!;
+  assert.deepEqual(r.values, [101, undefined, 1, undefined]);
+  assert.deepEqual(r.failed, [undefined, undefined, undefined, 'timeout']);
+  assert.deepEqual([...r.blockOf], [2, 0, 1, 0], 'block of each tag (a write-only tag has none: 0, never read)');
+  assert.ok(Number.isNaN(r.readAt[0]), 'the failed block has no read time');
+  assert.equal(r.readAt[1], 40_100 + 10 + 10, 'each block its own answer time');
+  assert.equal(r.readAt[2], 40_100 + 10 + 10 + 30);
 });

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ResolvedTag, TagType } from '../../plc-bridge/config.js';
 import type { Value } from '../../plc-bridge/codec.js';
-import { GroupReporter, type TagValue } from '../../plc-bridge/report.js';
+import { GroupReporter, type CycleInput, type TagValue } from '../../plc-bridge/report.js';
 
 function tag(name: string, type: TagType = 'float32', extra: Partial<ResolvedTag> = {}): ResolvedTag {
   return { name, area: 'holding', start: 0, count: 2, type, order: 'ABCD', scale: 1, offset: 0, access: 'read', deadband: 0, ...extra };
@@ -15,14 +15,20 @@ function tag(name: string, type: TagType = 'float32', extra: Partial<ResolvedTag
 const T0 = Date.parse('2024-06-01T12:00:00.000Z');
 const iso = (ms: number): string => new Date(ms).toISOString();
 
+/** A cycle's input from {name: v} and {name: reason}, every good read answered at readAt (one block). */
+function input(r: GroupReporter, now: number, good: Record<string, Value>, failed: Record<string, string> = {}, readAt = now): CycleInput {
+  return {
+    now,
+    values: r.tags.map((t) => good[t.name]),
+    failed: r.tags.map((t) => failed[t.name]),
+    blockOf: new Uint32Array(r.tags.length),
+    readAt: [readAt],
+  };
+}
+
 /** One cycle at T0 + dt: good values as {name: v} (read at the cycle time), failures as {name: reason}. */
 function cycle(r: GroupReporter, dt: number, good: Record<string, Value>, failed: Record<string, string> = {}): Record<string, TagValue> | undefined {
-  const now = T0 + dt;
-  return r.update({
-    now,
-    good: new Map(Object.entries(good).map(([k, v]) => [k, { v, ts: now }])),
-    failed: new Map(Object.entries(failed)),
-  });
+  return r.update(input(r, T0 + dt, good, failed));
 }
 
 const OPTS = { staleAfterMs: 3000, fullEveryMs: 60_000 };
@@ -107,7 +113,7 @@ test('every value is sent again once fullEveryMs has passed since it was last re
 
 test('the value ts is the read time, not the cycle time', () => {
   const r = new GroupReporter([tag('a')], OPTS);
-  const out = r.update({ now: T0 + 50, good: new Map([['a', { v: 3, ts: T0 + 37 }]]), failed: new Map() });
+  const out = r.update(input(r, T0 + 50, { a: 3 }, {}, T0 + 37));
   assert.deepEqual(out, { a: { v: 3, q: 'good', ts: iso(T0 + 37) } });
 });
 
@@ -123,4 +129,41 @@ test('snapshot: the current view of every tag, reported or not; write-only tags 
   const snap = r.snapshot();
   snap.a!.v = 99;
   assert.equal(r.snapshot().a!.v, 2, 'a copy');
+});
+
+test('inputs are indexed by position in the configured tags (write-only ones included); each value takes its block read time', () => {
+  const r = new GroupReporter([tag('w', 'int16', { access: 'write' }), tag('a'), tag('b', 'string'), tag('c')], OPTS);
+  const out = r.update({
+    now: T0 + 90,
+    values: [undefined, 1, 'x', undefined],
+    failed: [undefined, undefined, undefined, 'timeout'],
+    blockOf: Uint32Array.from([0, 1, 0, 0]),
+    readAt: [T0 + 20, T0 + 60],
+  });
+  assert.deepEqual(out, {
+    a: { v: 1, q: 'good', ts: iso(T0 + 60) },
+    b: { v: 'x', q: 'good', ts: iso(T0 + 20) },
+    c: { v: null, q: 'bad', ts: iso(T0 + 90), reason: 'timeout' },
+  });
+});
+
+test('a value that went bad keeps its last good value for when it comes back inside the deadband', () => {
+  // Bad reports v null, but the deadband compares against the last REPORTED value, which was null:
+  // coming back good is a quality change and reported whatever the value.
+  const r = new GroupReporter([tag('a', 'float32', { deadband: 5 })], OPTS);
+  cycle(r, 0, { a: 10 });
+  assert.deepEqual(cycle(r, 100, {}, { a: 'decode-error' }), { a: { v: null, q: 'bad', ts: iso(T0 + 100), reason: 'decode-error' } });
+  assert.deepEqual(cycle(r, 200, { a: 11 }), { a: { v: 11, q: 'good', ts: iso(T0 + 200) } });
+  assert.equal(cycle(r, 300, { a: 12 }), undefined, 'then the deadband applies from 11');
+  // A stale period after a bad one carries the last good value again.
+  assert.deepEqual(cycle(r, 400, {}, { a: 'timeout' }), { a: { v: 12, q: 'stale', ts: iso(T0 + 300), reason: 'timeout' } });
+});
+
+test('update returns fresh objects: changing a published value does not change the state', () => {
+  const r = new GroupReporter([tag('a')], OPTS);
+  const first = cycle(r, 0, { a: 1 });
+  first!.a!.v = 7;
+  first!.a!.q = 'bad';
+  assert.deepEqual(r.snapshot(), { a: { v: 1, q: 'good', ts: iso(T0) } });
+  assert.equal(cycle(r, 100, { a: 1 }), undefined, 'the reported value is still 1, good');
 });
