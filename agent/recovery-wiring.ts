@@ -30,6 +30,7 @@ import { Supervisor, type InProcessTarget, type TargetSpec } from '../recovery/s
 import { restoreConfig as restoreKnownGood, sha256Hex } from '../recovery/known-good.js';
 import type { ProbeSpec } from '../recovery/probes.js';
 import type { AgentConfig } from './config.js';
+import { BRIDGE_NODE_FLAGS } from '../plc-bridge/node-flags.js';
 import { bridgeSocketPath } from './bridge-paths.js';
 import type { AgentEvent } from './ports.js';
 import type { AdminMethod } from './admin.js';
@@ -79,8 +80,8 @@ function bridgeTarget(w: RecoveryWiring, dir: string): TargetSpec | undefined {
   const timing = { intervalMs: config.recovery.plcBridge.intervalMs, deadlineMs: config.recovery.plcBridge.deadlineMs, startTimeoutMs: config.recovery.startTimeoutMs };
   if (w.env.INVOCATION_ID) return { name: BRIDGE_COMPONENT, handle: new SystemdUnit({ unit: BRIDGE_UNIT, logger: log }), probe, ...timing };
   if (config.plcBridge.launch !== 'auto') return undefined;
-  // As the unit starts it (deploy/systemd/edge-plc-bridge.service): a small young generation keeps RSS down.
-  const argv: [string, ...string[]] = [process.execPath, '--max-semi-space-size=1', cliPath(), 'plc-bridge', '--config', file];
+  // With the Node flags the unit starts it with (deploy/systemd/edge-plc-bridge.service).
+  const argv: [string, ...string[]] = [process.execPath, ...BRIDGE_NODE_FLAGS, cliPath(), 'plc-bridge', '--config', file];
   return { name: BRIDGE_COMPONENT, handle: new ManagedProcess({ name: BRIDGE_COMPONENT, argv, dir, logMaxBytes: config.recovery.logMaxBytes, logger: log, env: w.env }), probe, ...timing };
 }
 

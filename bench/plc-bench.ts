@@ -29,11 +29,12 @@ import { stringify } from 'yaml';
 import { rpcRequest } from '../lib/rpc.js';
 import { startBenchBroker, waitFor, type BenchBroker } from './broker.js';
 import { DIST, rssOf, sleep, spawnNode, type NodeChild, type Rss } from './proc.js';
+import { BRIDGE_NODE_FLAGS } from '../plc-bridge/node-flags.js';
 import { PlcRecorder, type PlcTopics } from './plc-sub.js';
 import { gapStats, percentile, rssStats, windowStats, type GapStats, type RssStats, type WindowStats } from './plc-stats.js';
 
 /** How the agent (recovery-wiring.ts) and edge-plc-bridge.service start the bridge; the reference gets the same. */
-const NODE_FLAGS = ['--max-semi-space-size=1'];
+const NODE_FLAGS = [...BRIDGE_NODE_FLAGS];
 import type { BenchResults } from './report.js';
 
 const USER_HZ = 100;

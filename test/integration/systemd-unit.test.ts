@@ -20,17 +20,20 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { BRIDGE_NODE_FLAGS } from '../../plc-bridge/node-flags.js';
 import { tempDir } from '../helpers/util.js';
 import { BRIDGE_UNIT } from '../../agent/recovery-wiring.js';
 
 const execFileAsync = promisify(execFile);
 // dist/test/integration/ -> the repository root.
 const source = (unit: string): string => fileURLToPath(new URL(`../../../deploy/systemd/${unit}`, import.meta.url));
-const INSTALLED_NODE = '/usr/bin/node --max-semi-space-size=1';
+const NODE = '/usr/bin/node';
 
 interface UnitSpec {
   name: string;
-  /** The script ExecStart runs after INSTALLED_NODE, and its arguments. */
+  /** Node with its flags, as ExecStart starts it. */
+  node: string;
+  /** The script ExecStart runs after `node`, and its arguments. */
   script: string;
   args: string;
 }
@@ -38,12 +41,15 @@ interface UnitSpec {
 // The agent's unit starts the boot guard (ota/boot-guard.ts), which starts the active slot's agent.
 const AGENT: UnitSpec = {
   name: 'edge-agent.service',
+  node: `${NODE} --max-semi-space-size=1`,
   script: '/opt/edge-agent/guard/ota/boot-guard.js',
   args: '--root /opt/edge-agent --node-flag --max-semi-space-size=1 -- run --config /etc/edge-agent/config.yaml',
 };
 // The bridge's unit runs the active slot's `edge-agent plc-bridge` in the same process (ota/slot-entry.ts).
 const BRIDGE: UnitSpec = {
   name: 'edge-plc-bridge.service',
+  // The flags every other start of the bridge uses too (agent/recovery-wiring.ts, bench/).
+  node: [NODE, ...BRIDGE_NODE_FLAGS].join(' '),
   script: '/opt/edge-agent/guard/ota/slot-entry.js',
   args: '--root /opt/edge-agent -- plc-bridge --config /etc/edge-agent/plc-bridge.yaml',
 };
@@ -63,9 +69,9 @@ async function verify(unit: UnitSpec, edit: (text: string) => string = (t) => t)
   const script = join(dir, 'index.js');
   writeFileSync(script, '');
   const original = readFileSync(source(unit.name), 'utf8');
-  assert.ok(original.includes(`ExecStart=${INSTALLED_NODE} ${unit.script} `), 'ExecStart changed: update this test');
+  assert.ok(original.includes(`ExecStart=${unit.node} ${unit.script} `), 'ExecStart changed: update this test');
   const path = join(dir, unit.name);
-  writeFileSync(path, edit(original.replace(`ExecStart=${INSTALLED_NODE} ${unit.script}`, `ExecStart=${process.execPath} --max-semi-space-size=1 ${script}`)));
+  writeFileSync(path, edit(original.replace(`ExecStart=${unit.node} ${unit.script}`, `ExecStart=${process.execPath} --max-semi-space-size=1 ${script}`)));
   let code = 0;
   let stderr = '';
   try {
@@ -120,7 +126,7 @@ test('the agent\'s unit keeps the behaviour the agent relies on', () => {
   const d = directives(readFileSync(source(AGENT.name), 'utf8'));
   const expected: Record<string, string> = {
     Type: 'notify',
-    ExecStart: `${INSTALLED_NODE} ${AGENT.script} ${AGENT.args}`,
+    ExecStart: `${AGENT.node} ${AGENT.script} ${AGENT.args}`,
     // The agent, a child of the guard, sends READY=1 and WATCHDOG=1.
     NotifyAccess: 'all',
     WatchdogSec: '30',
@@ -142,7 +148,7 @@ test('the bridge\'s unit keeps what a handover under systemd relies on', () => {
   const d = directives(readFileSync(source(BRIDGE.name), 'utf8'));
   const expected: Record<string, string> = {
     Type: 'notify',
-    ExecStart: `${INSTALLED_NODE} ${BRIDGE.script} ${BRIDGE.args}`,
+    ExecStart: `${BRIDGE.node} ${BRIDGE.script} ${BRIDGE.args}`,
     // The successor, not the process systemd started, sends MAINPID=, READY=1 and WATCHDOG=1.
     NotifyAccess: 'all',
     // The old bridge's exit before systemd read the successor's MAINPID= must not end the service.
