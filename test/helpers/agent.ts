@@ -50,16 +50,20 @@ export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): ChildProc
 }
 
 export function startAgent(opts: AgentOptions): AgentProcess {
-  const gatewayId = opts.gatewayId ?? 'gw-test';
-  const configPath = writeAgentConfig(opts.dataDir, gatewayId, opts.config);
+  const configPath = writeAgentConfig(opts.dataDir, opts.gatewayId ?? 'gw-test', opts.config);
+  return runAgent(configPath, opts.dataDir, opts);
+}
+
+/** `edge-agent run` on an existing config file (a corrupt one, say), whose data dir is `dataDir`. */
+export function runAgent(configPath: string, dataDir: string, opts: { env?: NodeJS.ProcessEnv; args?: string[] } = {}): AgentProcess {
   const proc = spawnCli(['run', '--config', configPath, ...(opts.args ?? [])], opts.env);
   const logs = collectLines(proc);
   const exited = exitOf(proc);
-  const socket = join(opts.dataDir, 'agent.sock');
+  const socket = join(dataDir, 'agent.sock');
   const a: AgentProcess = {
     proc,
     pid: proc.pid ?? -1,
-    dataDir: opts.dataDir,
+    dataDir,
     configPath,
     logs,
     exited,

@@ -12,40 +12,10 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import type { MqttClient } from 'mqtt';
 import { startBroker, type Broker } from '../helpers/broker.js';
-import { collect, mqttClient, prng, tempDir, waitFor, type Received } from '../helpers/util.js';
-import { runCli, spawnCli } from '../helpers/agent.js';
-import { adminRequest } from '../../agent/admin.js';
+import { collect, mqttClient, prng, tempDir, waitFor, type ChildExit, type Received } from '../helpers/util.js';
+import { runAgent, runCli, type AgentProcess } from '../helpers/agent.js';
 import { sha256Hex } from '../../recovery/known-good.js';
 
-interface Agent {
-  admin(method: string, params?: Record<string, unknown>): Promise<unknown>;
-  stop(): Promise<number | null>;
-  kill9(): Promise<void>;
-  exited: Promise<number | null>;
-  logs(): string;
-}
-
-/** The agent on an existing config file (startAgent would write a fresh one). */
-function runAgent(configPath: string, dataDir: string): Agent {
-  const proc = spawnCli(['run', '--config', configPath]);
-  let out = '';
-  proc.stdout?.on('data', (b: Buffer) => (out += b.toString()));
-  proc.stderr?.on('data', (b: Buffer) => (out += b.toString()));
-  const exited = new Promise<number | null>((r) => proc.on('exit', (code) => r(code)));
-  return {
-    admin: (method, params = {}) => adminRequest(join(dataDir, 'agent.sock'), method, params),
-    stop: async () => {
-      proc.kill('SIGTERM');
-      return exited;
-    },
-    kill9: async () => {
-      proc.kill('SIGKILL');
-      await exited;
-    },
-    exited,
-    logs: () => out.slice(-4000),
-  };
-}
 
 interface Payload {
   state?: string;
@@ -60,7 +30,7 @@ describe('restore at start', () => {
   let broker: Broker;
   let wms: MqttClient;
   let got: Received[];
-  const running: Agent[] = [];
+  const running: AgentProcess[] = [];
   const gw = `gw-restore-${process.pid}`;
   const dataDir = tempDir('restore-');
   const configPath = join(dataDir, 'config.yaml');
@@ -76,30 +46,30 @@ describe('restore at start', () => {
     await broker?.stop();
   });
 
-  const start = (): Agent => {
+  const start = (): AgentProcess => {
     const a = runAgent(configPath, dataDir);
     running.push(a);
     return a;
   };
 
   /** Starts the agent and waits for a live (not retained) `online` on ~/status and for `event`. */
-  async function startOnline(eventCode?: string): Promise<Agent> {
+  async function startOnline(eventCode?: string): Promise<AgentProcess> {
     const from = got.length;
     const a = start();
     const fresh = (): Received[] => got.slice(from);
-    let exit: number | null | undefined;
+    let exit: ChildExit | undefined;
     void a.exited.then((c) => (exit = c));
     await waitFor(
       () => {
-        if (exit !== undefined) throw new Error(`the agent exited with ${exit}\n${a.logs()}`);
+        if (exit !== undefined) throw new Error(`the agent exited with ${exit.code ?? exit.signal}\n${a.logText()}`);
         return fresh().some((m) => m.topic.endsWith('/status') && !m.retain && P(m).state === 'online');
       },
-      { timeoutMs: 30_000, what: `~/status online\n${a.logs()}` },
+      { timeoutMs: 30_000, what: `~/status online\n${a.logText()}` },
     );
     if (eventCode) {
       await waitFor(() => fresh().some((m) => m.topic.endsWith('/events') && P(m).type === 'incident' && P(m).code === eventCode), {
         timeoutMs: 20_000,
-        what: `an incident ${eventCode} on ~/events\n${a.logs()}`,
+        what: `an incident ${eventCode} on ~/events\n${a.logText()}`,
       });
     }
     return a;
@@ -131,8 +101,8 @@ describe('restore at start', () => {
   test('first start: a known-good copy of the configuration and a store backup are taken', async () => {
     writeFileSync(configPath, good());
     const a = await startOnline();
-    await waitFor(() => knownGoodCopies().length === 1 && storeBackups().length === 1, { timeoutMs: 20_000, what: `known-good copy and store backup\n${a.logs()}` });
-    assert.equal(await a.stop(), 0);
+    await waitFor(() => knownGoodCopies().length === 1 && storeBackups().length === 1, { timeoutMs: 20_000, what: `known-good copy and store backup\n${a.logText()}` });
+    assert.equal((await a.stop()).code, 0);
   });
 
   const corruptions: [string, () => void][] = [
@@ -168,7 +138,7 @@ describe('restore at start', () => {
         assert.equal(readFileSync(`${configPath}.sha256`, 'utf8').split(/\s/)[0], sha256Hex(good()), 'the sidecar matches the restored file');
       }
       assert.equal(existsSync(join(dataDir, 'pending-incidents.json')), false, 'the pending incident was handed over');
-      assert.equal(await a.stop(), 0);
+      assert.equal((await a.stop()).code, 0);
       const [last] = await incidents();
       assert.equal(last?.component, 'config');
       assert.equal(last?.action, 'restore-known-good');
@@ -189,7 +159,7 @@ describe('restore at start', () => {
     }
     const depth = ((await a.admin('status')) as { outbox: { depth: number } }).outbox.depth;
     assert.ok(depth >= 1500, `outbox depth ${depth}`);
-    assert.equal(await a.stop(), 0);
+    assert.equal((await a.stop()).code, 0);
     await broker.restart();
     await waitFor(() => wms.connected, { timeoutMs: 10_000, what: 'the test WMS client reconnected' });
     const db = join(dataDir, 'agent.db');
@@ -206,7 +176,7 @@ describe('restore at start', () => {
     const s = (await b.admin('status')) as { outbox: { depth: number } };
     assert.ok(s.outbox.depth < 1500, `the store is the backup from before the fill (depth ${s.outbox.depth})`);
     assert.ok(quarantine().some((n) => n.endsWith('-agent.db')), 'the damaged store is in quarantine');
-    assert.equal(await b.stop(), 0);
+    assert.equal((await b.stop()).code, 0);
     const [last] = await incidents();
     assert.equal(last?.component, 'store');
     assert.equal(last?.cause, 'store-corrupt');
@@ -220,7 +190,7 @@ describe('restore at start', () => {
     truncateSync(db, Math.floor(statSync(db).size / 3));
     const a = await startOnline('store-restored');
     assert.equal(quarantine().filter((n) => n.endsWith('-agent.db')).length, before + 1);
-    assert.equal(await a.stop(), 0);
+    assert.equal((await a.stop()).code, 0);
   });
 
   test('WAL deleted after a kill -9: the agent starts on the checkpointed store, incident recorded', async () => {
@@ -233,6 +203,6 @@ describe('restore at start', () => {
     const b = await startOnline('store-wal-lost');
     const d = (await b.admin('diagnostics')) as { store: { integrity: unknown } };
     assert.equal(d.store.integrity, 'ok');
-    assert.equal(await b.stop(), 0);
+    assert.equal((await b.stop()).code, 0);
   });
 });
