@@ -23,13 +23,10 @@ import type { MqttClient } from 'mqtt';
 import { z } from 'zod';
 import { silentLogger } from '../../lib/log.js';
 import { faultOnce } from '../../lib/fault.js';
-import { openDatabase } from '../../lib/sqlite.js';
-import { systemClock } from '../../lib/clock.js';
 import { validateConfig } from '../../agent/config.js';
 import { WmsLink } from '../../agent/wms-link.js';
 import { topicsFor } from '../../agent/topics.js';
-import { Outbox, OUTBOX_MIGRATIONS } from '../../agent/outbox.js';
-import { CommandStore, COMMAND_MIGRATIONS } from '../../agent/command-store.js';
+import { Outbox } from '../../agent/outbox.js';
 import { Router } from '../../agent/router.js';
 import { confirmHangs } from '../../agent/recovery-wiring.js';
 import type { OperationContext, OperationHandler, OperationOutcome } from '../../agent/ports.js';
@@ -39,6 +36,7 @@ import type { AlertEngine } from '../../health/alerts.js';
 import type { Sample } from '../../health/sampler.js';
 import { tempDir } from '../helpers/util.js';
 import { fakeClock, type FakeClock } from '../helpers/fake-clock.js';
+import { routerHarness, type Status } from '../helpers/router.js';
 
 // ---------------------------------------------------------------- WMS link
 
@@ -273,31 +271,10 @@ test('health-sampler: a stop() during a restart is not undone by it', async () =
 
 // ---------------------------------------------------------------- update runner
 
-interface Status {
-  id: string;
-  status: string;
-  reason?: { code: string; message: string };
-}
-
 function routerSetup(): { router: Router; clock: FakeClock; statuses: Status[]; ctx: Map<string, OperationContext<{ mode: string }>>; finish: Map<string, (o: OperationOutcome) => void> } {
   const clock = fakeClock();
-  const db = openDatabase(join(tempDir('stall-'), 'a.db'), { migrations: [OUTBOX_MIGRATIONS, COMMAND_MIGRATIONS] });
-  const outbox = new Outbox({ db, logger: silentLogger(), clock: systemClock, limits: { maxMessages: 10_000, maxBytes: 1 << 24, inflight: 10_000 } });
-  outbox.open();
-  const statuses: Status[] = [];
-  outbox.attach({
-    publish: (_t, payload, _o, cb) => {
-      statuses.push(JSON.parse(payload.toString()) as Status);
-      cb();
-    },
-  });
-  const router = new Router({
-    db,
-    store: new CommandStore(db),
-    outbox,
-    logger: silentLogger(),
+  const { router, statuses } = routerHarness(join(tempDir('stall-'), 'a.db'), {
     clock,
-    resultTopic: (id) => `r/${id}`,
     limits: { maxPayloadBytes: 4096, maxPending: 5, maxConcurrent: 1, retentionDays: 30 },
     stopWaitMs: 10,
     stallMs: 60_000,

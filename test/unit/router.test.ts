@@ -4,51 +4,20 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { Outbox, OUTBOX_MIGRATIONS } from '../../agent/outbox.js';
-import { CommandStore, COMMAND_MIGRATIONS } from '../../agent/command-store.js';
 import { Router } from '../../agent/router.js';
 import type { OperationHandler, OperationOutcome } from '../../agent/ports.js';
-import { openDatabase, type Db } from '../../lib/sqlite.js';
-import { silentLogger } from '../../lib/log.js';
-import { systemClock } from '../../lib/clock.js';
+import { routerHarness, type RouterHarness, type Status } from '../helpers/router.js';
 
-interface Status {
-  id: string;
-  op: string;
-  status: string;
-  reason?: { code: string };
-  result?: unknown;
-  progress?: { step: string };
-}
 
 const routers: Router[] = [];
 afterEach(async () => {
   await Promise.all(routers.splice(0).map((r) => r.stop()));
 });
 
-function setup(path = join(mkdtempSync(join(tmpdir(), 'router-')), 'a.db')): { db: Db; router: Router; statuses: Status[]; path: string; outbox: Outbox } {
-  const db = openDatabase(path, { migrations: [OUTBOX_MIGRATIONS, COMMAND_MIGRATIONS] });
-  const outbox = new Outbox({ db, logger: silentLogger(), clock: systemClock, limits: { maxMessages: 10_000, maxBytes: 1 << 24, inflight: 10_000 } });
-  outbox.open();
-  const statuses: Status[] = [];
-  outbox.attach({
-    publish: (_t, payload, _o, cb) => {
-      statuses.push(JSON.parse(payload.toString()) as Status);
-      cb();
-    },
-  });
-  const router = new Router({
-    db,
-    store: new CommandStore(db),
-    outbox,
-    logger: silentLogger(),
-    clock: systemClock,
-    resultTopic: (id) => `r/${id}`,
-    limits: { maxPayloadBytes: 4096, maxPending: 3, maxConcurrent: 2, retentionDays: 30 },
-    stopWaitMs: 50,
-  });
-  routers.push(router);
-  return { db, router, statuses, path, outbox };
+function setup(path = join(mkdtempSync(join(tmpdir(), 'router-')), 'a.db')): RouterHarness & { path: string } {
+  const h = routerHarness(path, { limits: { maxPayloadBytes: 4096, maxPending: 3, maxConcurrent: 2, retentionDays: 30 }, stopWaitMs: 50 });
+  routers.push(h.router);
+  return { ...h, path };
 }
 
 const send = (r: Router, op: string, body: unknown): void => r.handle(op, Buffer.from(JSON.stringify(body)));
