@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseBridgeConfigText } from '../plc-bridge/config.js';
-import type { AgentConfig } from './config.js';
+import type { AgentConfig } from '../core/config.js';
 
 export const DEFAULT_BRIDGE_DATA_DIR = '/var/lib/edge-agent/plc-bridge';
 

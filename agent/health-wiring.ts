@@ -12,8 +12,8 @@ import { HealthHistory, readActiveAlerts, readRawSince } from '../health/history
 import { HealthMonitor } from '../health/monitor.js';
 import { Sampler, type BridgeInfo } from '../health/sampler.js';
 import { bridgeSocketPath } from './bridge-paths.js';
-import type { AgentConfig, HEALTH_THRESHOLDS } from './config.js';
-import type { AgentEvent } from './ports.js';
+import type { AgentConfig, HEALTH_THRESHOLDS } from '../core/config.js';
+import type { AgentEvent } from '../core/ports.js';
 import type { Topics } from './topics.js';
 
 type ThresholdName = (typeof HEALTH_THRESHOLDS)[number];

@@ -7,7 +7,7 @@
  * of every restart and update, and diagnostics are rare.
  */
 import { z } from 'zod';
-import type { OperationHandler } from '../ports.js';
+import type { OperationHandler } from '../../core/ports.js';
 import type { DaemonDiagnostics, DaemonDiagOptions } from '../../health/diag/daemon.js';
 // Registers the diag error codes at start (it imports nothing heavy).
 import '../../health/diag/errors.js';

@@ -5,8 +5,8 @@
  * daemon: its own handles (health/diag/daemon.ts).
  */
 import { existsSync } from 'node:fs';
-import { adminRequest } from '../../agent/admin.js';
-import { adminSocketPath, DEFAULT_CONFIG_PATH, loadConfig, storePath, type AgentConfig } from '../../agent/config.js';
+import { adminRequest } from '../../core/admin.js';
+import { adminSocketPath, DEFAULT_CONFIG_PATH, loadConfig, storePath, type AgentConfig } from '../../core/config.js';
 import { openDatabase, quickCheck, type Db } from '../../lib/sqlite.js';
 import { buildInfo } from '../../lib/version.js';
 import type { DiagContext, LiveFacts, PeerCertTimes } from './types.js';

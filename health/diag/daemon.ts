@@ -11,7 +11,7 @@
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { AgentConfig } from '../../agent/config.js';
+import type { AgentConfig } from '../../core/config.js';
 import type { Clock } from '../../lib/clock.js';
 import type { Logger } from '../../lib/log.js';
 import type { Db } from '../../lib/sqlite.js';

@@ -6,7 +6,7 @@
  *
  * Names are stable: a machine may key on `group` + `name` (docs/cli.md lists them).
  */
-import type { AgentConfig } from '../../agent/config.js';
+import type { AgentConfig } from '../../core/config.js';
 import type { Db } from '../../lib/sqlite.js';
 
 export type CheckStatus = 'ok' | 'warning' | 'failure';

@@ -1,5 +1,5 @@
 /**
- * The schema of the agent's configuration (agent/config.ts loads, overrides and validates with
+ * The schema of the agent's configuration (core/config.ts loads, overrides and validates with
  * it): every key with its bounds and default, one object per section. docs/configuration.md
  * describes every key (test/unit/docs-config.test.ts checks that no key is missing there).
  */
