@@ -28,7 +28,7 @@ import { diagnosticsOperation } from './ops/diagnostics.js';
 import { restartOperation } from './ops/restart.js';
 import { wireOta } from './ota-wiring.js';
 import { BridgeUpgrade } from './bridge-upgrade.js';
-import { bridgeSocketPath } from './bridge-paths.js';
+import { bridgeSocketPath } from '../plc-bridge/paths.js';
 import { wireRecovery } from './recovery-wiring.js';
 import { RECOVERY_MIGRATIONS } from '../recovery/incidents.js';
 import { checkStoreAtStart, loadConfigWithRestore, wireRestore, type BootConfig } from './restore-wiring.js';
@@ -157,7 +157,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
   };
   // Metrics, history, alerts and ~/health; undefined with health.enabled false.
   // Read once: the bridge's file may hold tens of thousands of tags.
-  const bridgeSocket = bridgeSocketPath(config);
+  const bridgeSocket = bridgeSocketPath(config.plcBridge.config);
   const health = wireHealth({ bridgeSocket, config, db, clock, logger, topics, link, outbox, event, components: () => ({ 'wms-link': link.isConnected() ? 'running' : 'degraded' }) });
 
   // The watchdog over the PLC bridge and the declared services; incidents; the hung-agent fault hook.

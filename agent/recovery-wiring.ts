@@ -31,7 +31,7 @@ import { restoreConfig as restoreKnownGood, sha256Hex } from '../recovery/known-
 import type { ProbeSpec } from '../recovery/probes.js';
 import type { AgentConfig } from '../core/config.js';
 import { BRIDGE_NODE_FLAGS } from '../plc-bridge/node-flags.js';
-import { bridgeSocketPath } from './bridge-paths.js';
+import { bridgeSocketPath } from '../plc-bridge/paths.js';
 import type { AgentEvent } from '../core/ports.js';
 import type { AdminMethod } from '../core/admin.js';
 
@@ -75,7 +75,7 @@ function bridgeTarget(w: RecoveryWiring, dir: string): TargetSpec | undefined {
   const file = config.plcBridge.config;
   if (!file) return undefined;
   const log = w.logger.child({ component: BRIDGE_COMPONENT });
-  const socket = 'bridgeSocket' in w ? w.bridgeSocket : bridgeSocketPath(config);
+  const socket = 'bridgeSocket' in w ? w.bridgeSocket : bridgeSocketPath(config.plcBridge.config);
   const probe: ProbeSpec = socket ? { kind: 'heartbeat', socket } : { kind: 'process' };
   const timing = { intervalMs: config.recovery.plcBridge.intervalMs, deadlineMs: config.recovery.plcBridge.deadlineMs, startTimeoutMs: config.recovery.startTimeoutMs };
   if (w.env.INVOCATION_ID) return { name: BRIDGE_COMPONENT, handle: new SystemdUnit({ unit: BRIDGE_UNIT, logger: log }), probe, ...timing };
