@@ -19,6 +19,8 @@ import '../../ota/errors.js';
 import '../../ota/slots.js';
 // The PLC bridge is its own process: agent/main.ts does not import it.
 import '../../plc-bridge/errors.js';
+// Not wired into the daemon yet (issue 13).
+import '../../maintenance/errors.js';
 // The composition root imports every module that registers codes, today and later.
 import '../../agent/main.js';
 
