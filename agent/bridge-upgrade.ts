@@ -10,7 +10,7 @@ import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/log.js';
 import { errorCode, errorMessage } from '../lib/errors.js';
 import { rpcRequest } from '../lib/rpc.js';
-import type { Component } from './ports.js';
+import type { Component } from '../core/ports.js';
 
 export type UpgradeState = 'none' | 'waiting' | 'upgrading' | 'ok' | 'failed';
 

@@ -6,7 +6,7 @@
  * action it announces; so after a power cut the WMS either got the status or will get it.
  */
 import type { Db, MigrationSet } from '../lib/sqlite.js';
-import type { CommandStatus } from './ports.js';
+import type { CommandStatus } from '../core/ports.js';
 
 export const COMMAND_MIGRATIONS: MigrationSet = {
   domain: 'commands',

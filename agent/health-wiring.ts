@@ -11,9 +11,9 @@ import { AlertEngine, type AlertRule } from '../health/alerts.js';
 import { HealthHistory, readActiveAlerts, readRawSince } from '../health/history.js';
 import { HealthMonitor } from '../health/monitor.js';
 import { Sampler, type BridgeInfo } from '../health/sampler.js';
-import { bridgeSocketPath } from './bridge-paths.js';
-import type { AgentConfig, HEALTH_THRESHOLDS } from './config.js';
-import type { AgentEvent } from './ports.js';
+import { bridgeSocketPath } from '../plc-bridge/paths.js';
+import type { AgentConfig, HEALTH_THRESHOLDS } from '../core/config.js';
+import type { AgentEvent } from '../core/ports.js';
 import type { Topics } from './topics.js';
 
 type ThresholdName = (typeof HEALTH_THRESHOLDS)[number];
@@ -87,7 +87,7 @@ export function wireHealth(w: HealthWiring): HealthMonitor | undefined {
   const log = w.logger.child({ component: 'health' });
   let bridge = w.bridgeStatus;
   if (!bridge) {
-    const sock = 'bridgeSocket' in w ? w.bridgeSocket : bridgeSocketPath(w.config);
+    const sock = 'bridgeSocket' in w ? w.bridgeSocket : bridgeSocketPath(w.config.plcBridge.config);
     if (sock !== undefined) bridge = async () => bridgeInfo(await rpcRequest(sock, 'status', {}, 2000));
   }
   const sampler = new Sampler({

@@ -16,25 +16,25 @@ import { LoopMonitor } from '../lib/loops.js';
 import { faultInjector, faultOnce } from '../lib/fault.js';
 import { buildInfo } from '../lib/version.js';
 import { EdgeError, errorCode } from '../lib/errors.js';
-import { adminSocketPath, faultFromEnv, slotFromEnv, ConfigError, EXIT_CONFIG, logRingDir, storePath, type AgentConfig, type ConfigOverrides } from './config.js';
+import { adminSocketPath, faultFromEnv, slotFromEnv, ConfigError, EXIT_CONFIG, logRingDir, storePath, type AgentConfig, type ConfigOverrides } from '../core/config.js';
 import { Outbox, OUTBOX_MIGRATIONS } from './outbox.js';
 import { CommandStore, COMMAND_MIGRATIONS } from './command-store.js';
-import { AGENT_INFO_MIGRATIONS, writeAgentInfo } from './agent-info.js';
+import { AGENT_INFO_MIGRATIONS, writeAgentInfo } from '../core/agent-info.js';
 import { Router } from './router.js';
 import { WmsLink } from './wms-link.js';
-import { AdminServer, adminSocketAlive } from './admin.js';
+import { AdminServer, adminSocketAlive } from '../core/admin.js';
 import { topicsFor } from './topics.js';
 import { diagnosticsOperation } from './ops/diagnostics.js';
 import { restartOperation } from './ops/restart.js';
 import { wireOta } from './ota-wiring.js';
 import { BridgeUpgrade } from './bridge-upgrade.js';
-import { bridgeSocketPath } from './bridge-paths.js';
+import { bridgeSocketPath } from '../plc-bridge/paths.js';
 import { wireRecovery } from './recovery-wiring.js';
 import { RECOVERY_MIGRATIONS } from '../recovery/incidents.js';
 import { checkStoreAtStart, loadConfigWithRestore, wireRestore, type BootConfig } from './restore-wiring.js';
 import { wireHealth } from './health-wiring.js';
 import { HEALTH_MIGRATIONS } from '../health/history.js';
-import type { AgentEvent, Component } from './ports.js';
+import type { AgentEvent, Component } from '../core/ports.js';
 
 export const STORE_MIGRATIONS = [AGENT_INFO_MIGRATIONS, OUTBOX_MIGRATIONS, COMMAND_MIGRATIONS, HEALTH_MIGRATIONS, RECOVERY_MIGRATIONS];
 
@@ -157,7 +157,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
   };
   // Metrics, history, alerts and ~/health; undefined with health.enabled false.
   // Read once: the bridge's file may hold tens of thousands of tags.
-  const bridgeSocket = bridgeSocketPath(config);
+  const bridgeSocket = bridgeSocketPath(config.plcBridge.config);
   const health = wireHealth({ bridgeSocket, config, db, clock, logger, topics, link, outbox, event, components: () => ({ 'wms-link': link.isConnected() ? 'running' : 'degraded' }) });
 
   // The watchdog over the PLC bridge and the declared services; incidents; the hung-agent fault hook.

@@ -12,10 +12,10 @@ import type { Db } from '../lib/sqlite.js';
 import type { Updater } from '../ota/updater.js';
 import { TrialGate } from '../ota/trial-gate.js';
 import type { SlotName } from '../ota/slots.js';
-import type { AgentConfig } from './config.js';
+import type { AgentConfig } from '../core/config.js';
 import type { Router } from './router.js';
 import type { WmsLink } from './wms-link.js';
-import type { Component } from './ports.js';
+import type { Component } from '../core/ports.js';
 import { rollbackOperation, updateOperation } from './ops/update.js';
 
 export interface OtaWiring {

@@ -29,11 +29,11 @@ import { SystemdUnit } from '../recovery/systemd-unit.js';
 import { Supervisor, type InProcessTarget, type TargetSpec } from '../recovery/supervisor.js';
 import { restoreConfig as restoreKnownGood, sha256Hex } from '../recovery/known-good.js';
 import type { ProbeSpec } from '../recovery/probes.js';
-import type { AgentConfig } from './config.js';
+import type { AgentConfig } from '../core/config.js';
 import { BRIDGE_NODE_FLAGS } from '../plc-bridge/node-flags.js';
-import { bridgeSocketPath } from './bridge-paths.js';
-import type { AgentEvent } from './ports.js';
-import type { AdminMethod } from './admin.js';
+import { bridgeSocketPath } from '../plc-bridge/paths.js';
+import type { AgentEvent } from '../core/ports.js';
+import type { AdminMethod } from '../core/admin.js';
 
 export const BRIDGE_COMPONENT = 'plc-bridge';
 export const BRIDGE_UNIT = 'edge-plc-bridge.service';
@@ -75,7 +75,7 @@ function bridgeTarget(w: RecoveryWiring, dir: string): TargetSpec | undefined {
   const file = config.plcBridge.config;
   if (!file) return undefined;
   const log = w.logger.child({ component: BRIDGE_COMPONENT });
-  const socket = 'bridgeSocket' in w ? w.bridgeSocket : bridgeSocketPath(config);
+  const socket = 'bridgeSocket' in w ? w.bridgeSocket : bridgeSocketPath(config.plcBridge.config);
   const probe: ProbeSpec = socket ? { kind: 'heartbeat', socket } : { kind: 'process' };
   const timing = { intervalMs: config.recovery.plcBridge.intervalMs, deadlineMs: config.recovery.plcBridge.deadlineMs, startTimeoutMs: config.recovery.startTimeoutMs };
   if (w.env.INVOCATION_ID) return { name: BRIDGE_COMPONENT, handle: new SystemdUnit({ unit: BRIDGE_UNIT, logger: log }), probe, ...timing };

@@ -26,8 +26,8 @@ import { checkSidecar, listKnownGood, restoreConfig, takeKnownGood, type ConfigR
 import { addPending, flushPending, type PendingIncident } from '../recovery/pending-incidents.js';
 import { checkStore, type StoreCheck } from '../recovery/store-check.js';
 import { StoreKeeper } from '../recovery/store-keeper.js';
-import { ConfigError, configSchema, DEFAULT_CONFIG_PATH, envOverrides, loadConfig, storePath, type AgentConfig, type ConfigOverrides, type LoadedConfig } from './config.js';
-import type { AgentEvent, Component } from './ports.js';
+import { ConfigError, configSchema, DEFAULT_CONFIG_PATH, envOverrides, loadConfig, storePath, type AgentConfig, type ConfigOverrides, type LoadedConfig } from '../core/config.js';
+import type { AgentEvent, Component } from '../core/ports.js';
 import type { IncidentStore } from '../recovery/incidents.js';
 import { BRIDGE_COMPONENT } from './recovery-wiring.js';
 

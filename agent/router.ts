@@ -25,7 +25,7 @@ import { EdgeError, errorCode, errorMessage } from '../lib/errors.js';
 import type { Outbox } from './outbox.js';
 import type { CommandStore, CommandRecord } from './command-store.js';
 import { parseCommand, type CommandCode } from './command-parse.js';
-import type { CommandStatus, OperationContext, OperationHandler, OperationOutcome, Reason } from './ports.js';
+import type { CommandStatus, OperationContext, OperationHandler, OperationOutcome, Reason } from '../core/ports.js';
 
 export interface RouterOptions {
   db: Db;

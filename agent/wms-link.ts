@@ -21,10 +21,10 @@ import type { Clock } from '../lib/clock.js';
 import { Backoff } from '../lib/backoff.js';
 import { tlsConnectOptions } from '../lib/mqtt-options.js';
 import type { LoopMonitor } from '../lib/loops.js';
-import type { AgentConfig } from './config.js';
+import type { AgentConfig } from '../core/config.js';
 import type { Outbox } from './outbox.js';
 import type { Topics } from './topics.js';
-import type { AgentState, Component } from './ports.js';
+import type { AgentState, Component } from '../core/ports.js';
 
 export type Connect = (url: string, opts: IClientOptions) => MqttClient;
 

@@ -17,7 +17,7 @@ import { stringify } from 'yaml';
 import { startBenchBroker, freePort, waitFor, type BenchBroker } from './broker.js';
 import { DIST, spawnNode, type NodeChild } from './proc.js';
 import { measurement, type Measurement } from './report.js';
-import { adminRequest } from '../agent/admin.js';
+import { adminRequest } from '../core/admin.js';
 
 const CLI = join(DIST, 'agent', 'cli', 'index.js');
 

@@ -21,7 +21,7 @@ import { systemClock } from '../lib/clock.js';
 import { silentLogger } from '../lib/log.js';
 import { rpcRequest } from '../lib/rpc.js';
 import { openDatabase } from '../lib/sqlite.js';
-import { validateConfig } from '../agent/config.js';
+import { validateConfig } from '../core/config.js';
 import { IncidentStore, RECOVERY_MIGRATIONS } from '../recovery/incidents.js';
 import { ManagedProcess, procStat } from '../recovery/process.js';
 import { Supervisor } from '../recovery/supervisor.js';

@@ -16,7 +16,7 @@
  * - An active alert whose metric is no longer reported (a device removed, a sensor gone) is
  *   cleared after `staleMs` without a value.
  */
-import type { Severity } from '../agent/ports.js';
+import type { Severity } from '../core/ports.js';
 import { fitLine, timeToCross } from './trend.js';
 
 export interface AlertRule {

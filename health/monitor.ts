@@ -18,7 +18,7 @@
  */
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/log.js';
-import type { AgentEvent, Component } from '../agent/ports.js';
+import type { AgentEvent, Component } from '../core/ports.js';
 import type { ActiveAlert, AlertEngine, AlertTransition } from './alerts.js';
 import type { HealthHistory } from './history.js';
 import type { Metrics, Sample } from './sampler.js';

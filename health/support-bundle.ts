@@ -18,9 +18,8 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { stringify } from 'yaml';
 import { create } from 'tar';
-import { logRingDir, parseConfigText } from '../agent/config.js';
-import { readAgentInfo } from '../agent/agent-info.js';
-import { CommandStore } from '../agent/command-store.js';
+import { logRingDir, parseConfigText } from '../core/config.js';
+import { readAgentInfo } from '../core/agent-info.js';
 import { ringPaths } from '../lib/log-ring.js';
 import type { Db } from '../lib/sqlite.js';
 import { slotsPath } from '../ota/slots.js';
@@ -61,8 +60,8 @@ function tables(db: Db, like: string): string[] {
 }
 
 /** Commands without their parameters: id, op, status, times and the reason of a failure. */
-function commandHistory(db: Db): unknown[] {
-  return new CommandStore(db).recent(COMMANDS).map((c) => {
+function commandHistory(ctx: DiagContext, db: Db): unknown[] {
+  return ctx.storeReader.recentCommands(db, COMMANDS).map((c) => {
     let reason: unknown;
     try {
       reason = (JSON.parse(c.lastMessage) as { reason?: unknown }).reason;
@@ -108,7 +107,7 @@ export async function makeSupportBundle(opts: { ctx: DiagContext; report: DiagRe
     const db = ctx.db;
     if (db) {
       await put('store/agent-info.json', redactDoc(readAgentInfo(db)));
-      await put('store/commands.json', commandHistory(db));
+      await put('store/commands.json', commandHistory(ctx, db));
       for (const t of [...tables(db, 'incidents'), ...tables(db, 'health\\_%')]) await put(`store/${t}.json`, redactDoc(tableRows(db, t, TABLE_ROWS)));
     }
     await put('README.txt', `edge-agent support bundle, ${report.checkedAt}, gateway ${report.gatewayId ?? '?'}, version ${report.version}\nSecrets are redacted.\n\n${files.join('\n')}\n`);

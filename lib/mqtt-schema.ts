@@ -1,5 +1,5 @@
 /**
- * The MQTT connection keys the agent's configuration (agent/config-schema.ts) and the PLC
+ * The MQTT connection keys the agent's configuration (core/config-schema.ts) and the PLC
  * bridge's (plc-bridge/config.ts) share: one definition, so both accept the same broker URLs,
  * TLS files and reconnect backoff, with the same defaults and messages. Each file lists the keys
  * in its own object, in its own order (the order of a parsed configuration and of its problems),

@@ -12,7 +12,7 @@ import { randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { readJsonFile, writeJsonAtomic } from '../lib/atomic.js';
-import type { Severity } from '../agent/ports.js';
+import type { Severity } from '../core/ports.js';
 
 export interface PendingIncident {
   id: string;

@@ -5,7 +5,7 @@
  * docs/errors.md ("recovery").
  */
 import type { Logger } from '../lib/log.js';
-import type { AgentEvent } from '../agent/ports.js';
+import type { AgentEvent } from '../core/ports.js';
 import type { IncidentStore } from './incidents.js';
 import type { Action, Level } from './policy.js';
 

@@ -20,7 +20,7 @@ import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/log.js';
 import type { LoopMonitor } from '../lib/loops.js';
 import { errorMessage } from '../lib/errors.js';
-import type { AgentEvent, Component } from '../agent/ports.js';
+import type { AgentEvent, Component } from '../core/ports.js';
 import type { Handle } from './process.js';
 import { detectsHangs, probeFor, type ProbeResult, type ProbeSpec } from './probes.js';
 import type { IncidentStore } from './incidents.js';

@@ -1,6 +1,6 @@
 /** What read-only subcommands share: the config (for paths), without starting anything. */
 import { existsSync } from 'node:fs';
-import { loadConfig, adminSocketPath, storePath, ConfigError, type AgentConfig } from '../config.js';
+import { loadConfig, adminSocketPath, storePath, ConfigError, type AgentConfig } from '../../core/config.js';
 import { openDatabase, type Db } from '../../lib/sqlite.js';
 
 export interface CliContext {

@@ -5,6 +5,7 @@
  * Exit status: 0 all ok, 1 warnings, 2 failures (CONTRACT.md section 5).
  */
 import { cliDiagContext } from '../../health/diag/context.js';
+import { agentStoreReader } from '../store-reader.js';
 import { formatReport, useColor } from '../../health/diag/report.js';
 import { runSuite } from '../../health/diag/suite.js';
 import { GROUPS, type GroupName } from '../../health/diag/types.js';
@@ -28,7 +29,7 @@ export async function diagCommand(v: Values): Promise<number> {
     process.stderr.write(`edge-agent diag: ${(err as Error).message}\n`);
     return 64;
   }
-  const { ctx, close } = await cliDiagContext(v);
+  const { ctx, close } = await cliDiagContext(v, agentStoreReader);
   try {
     const report = await runSuite(ctx, only);
     process.stdout.write(v.json ? JSON.stringify(report, null, 2) + '\n' : formatReport(report, { color: useColor(process.stdout, process.env) }));

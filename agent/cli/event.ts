@@ -1,4 +1,4 @@
-import { adminRequest } from '../admin.js';
+import { adminRequest } from '../../core/admin.js';
 import { cliContext, fail } from './context.js';
 
 export async function eventCommand(v: Record<string, string | boolean | undefined>): Promise<number> {

@@ -6,6 +6,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { errorMessage } from '../../lib/errors.js';
 import { BUNDLE_OPTIONS, BUNDLE_USAGE } from './bundle-usage.js';
+import { MAINTENANCE_OPTIONS, MAINTENANCE_USAGE } from './maintenance-usage.js';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 export type Values = Record<string, string | boolean | undefined>;
@@ -215,6 +216,13 @@ ${COMMON_HELP}
     options: BUNDLE_OPTIONS,
     positionals: true,
     run: async (v, p) => (await import('./bundle.js')).bundleCommand(v, p),
+  },
+  maintenance: {
+    summary: 'maintenance procedures on this gateway (list|show ID|validate FILE)',
+    usage: MAINTENANCE_USAGE,
+    options: MAINTENANCE_OPTIONS,
+    positionals: true,
+    run: async (v, p) => (await import('./maintenance.js')).maintenanceCommand(v, p),
   },
   install: {
     summary: 'first installation of this release into ROOT as slot A, with the boot guard',

@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import semver from 'semver';
 import { guardEntry, installGuard } from '../../ota/guard-install.js';
 import { initSlots, slotsPath } from '../../ota/slots.js';
-import { DEFAULT_CONFIG_PATH } from '../config.js';
+import { DEFAULT_CONFIG_PATH } from '../../core/config.js';
 
 type Values = Record<string, string | boolean | undefined>;
 

@@ -6,7 +6,7 @@
  * next release's `resume` writes the terminal status.
  */
 import { randomBytes } from 'node:crypto';
-import { adminRequest } from '../admin.js';
+import { adminRequest } from '../../core/admin.js';
 import { CommandStore } from '../command-store.js';
 import { contextOrExit, fail, withStoreReadonly, type CliContext } from './context.js';
 

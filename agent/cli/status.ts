@@ -2,8 +2,8 @@
  * `edge-agent status`: from the daemon when it runs; from the store when it does not (exit 3,
  * like `systemctl status` for a stopped unit), so the admin always learns something.
  */
-import { adminRequest } from '../admin.js';
-import { readAgentInfo } from '../agent-info.js';
+import { adminRequest } from '../../core/admin.js';
+import { readAgentInfo } from '../../core/agent-info.js';
 import { readOutboxStats } from '../outbox.js';
 import { CommandStore } from '../command-store.js';
 import { IncidentStore } from '../../recovery/incidents.js';

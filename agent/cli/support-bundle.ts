@@ -6,6 +6,7 @@
  */
 import { resolve } from 'node:path';
 import { cliDiagContext } from '../../health/diag/context.js';
+import { agentStoreReader } from '../store-reader.js';
 import { runSuite } from '../../health/diag/suite.js';
 import { makeSupportBundle } from '../../health/support-bundle.js';
 
@@ -16,7 +17,7 @@ export function defaultBundleName(gatewayId: string | undefined, now: Date): str
 }
 
 export async function supportBundleCommand(v: Values): Promise<number> {
-  const { ctx, close } = await cliDiagContext(v);
+  const { ctx, close } = await cliDiagContext(v, agentStoreReader);
   try {
     const report = await runSuite(ctx);
     const out = resolve(typeof v.output === 'string' ? v.output : defaultBundleName(ctx.config?.gatewayId, new Date()));

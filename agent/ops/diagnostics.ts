@@ -7,10 +7,11 @@
  * of every restart and update, and diagnostics are rare.
  */
 import { z } from 'zod';
-import type { OperationHandler } from '../ports.js';
+import type { OperationHandler } from '../../core/ports.js';
 import type { DaemonDiagnostics, DaemonDiagOptions } from '../../health/diag/daemon.js';
 // Registers the diag error codes at start (it imports nothing heavy).
 import '../../health/diag/errors.js';
+import { agentStoreReader } from '../store-reader.js';
 
 export const diagnosticsParams = z
   .object({
@@ -24,9 +25,9 @@ export const diagnosticsParams = z
   })
   .passthrough();
 
-export function diagnosticsOperation(opts: DaemonDiagOptions): OperationHandler<z.infer<typeof diagnosticsParams>> {
+export function diagnosticsOperation(opts: Omit<DaemonDiagOptions, 'storeReader'>): OperationHandler<z.infer<typeof diagnosticsParams>> {
   let diag: Promise<DaemonDiagnostics> | undefined;
-  const load = (): Promise<DaemonDiagnostics> => (diag ??= import('../../health/diag/daemon.js').then((m) => new m.DaemonDiagnostics(opts)));
+  const load = (): Promise<DaemonDiagnostics> => (diag ??= import('../../health/diag/daemon.js').then((m) => new m.DaemonDiagnostics({ ...opts, storeReader: agentStoreReader })));
   return {
     op: 'diagnostics',
     params: diagnosticsParams,

@@ -5,7 +5,7 @@
  * capabilities that own them (`plc-bridge` comes with the bridge).
  */
 import { z } from 'zod';
-import type { OperationHandler } from '../ports.js';
+import type { OperationHandler } from '../../core/ports.js';
 
 export interface RestartTargets {
   /** Asks the daemon to stop gracefully and start again; returns at once. */

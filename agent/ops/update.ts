@@ -10,7 +10,7 @@ import { errorCode, errorMessage } from '../../lib/errors.js';
 import type { Updater, UpdateContext, UpdateData, UpdateParams } from '../../ota/updater.js';
 import type { TrialGate } from '../../ota/trial-gate.js';
 import { loadSlots, rollback, saveSlots, type SlotName } from '../../ota/slots.js';
-import type { OperationContext, OperationHandler, OperationOutcome } from '../ports.js';
+import type { OperationContext, OperationHandler, OperationOutcome } from '../../core/ports.js';
 
 export interface UpdateOpDeps {
   /** The updater, loaded on first use: most of the agent's life no update runs. */

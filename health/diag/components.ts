@@ -6,7 +6,7 @@
  * the store, when it exists). Reads whatever of this exists; absent parts are skipped.
  */
 import type { Db } from '../../lib/sqlite.js';
-import { readAgentInfo } from '../../agent/agent-info.js';
+import { readAgentInfo } from '../../core/agent-info.js';
 import { errText, failure, humanAge, ok, skipped, warning, type CheckResult, type DiagContext, type GroupCheck } from './types.js';
 
 const HOUR_MS = 3600 * 1000;

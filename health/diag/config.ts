@@ -1,11 +1,11 @@
 /**
- * Group `configuration`: the file loads and validates (agent/config.ts), and it and the files it
+ * Group `configuration`: the file loads and validates (core/config.ts), and it and the files it
  * names are not open to people who should not read or change them. A configuration others can
  * write can point the gateway at another broker or another update trust anchor; one others can
  * read gives away the MQTT password.
  */
 import { stat } from 'node:fs/promises';
-import type { AgentConfig } from '../../agent/config.js';
+import type { AgentConfig } from '../../core/config.js';
 import { secretValues } from './redact.js';
 import { failure, ok, warning, type CheckResult, type DiagContext } from './types.js';
 

@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { connect as netConnect, isIP } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import type { IClientOptions } from 'mqtt';
-import type { AgentConfig } from '../../agent/config.js';
+import type { AgentConfig } from '../../core/config.js';
 import { redactUrl } from '../../lib/log.js';
 import { tlsConnectOptions } from '../../lib/mqtt-options.js';
 import { aborted, errText, failure, ok, skipped, warning, type CheckResult, type DiagContext, type GroupCheck, type PeerCertTimes } from './types.js';

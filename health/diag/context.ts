@@ -5,8 +5,9 @@
  * daemon: its own handles (health/diag/daemon.ts).
  */
 import { existsSync } from 'node:fs';
-import { adminRequest } from '../../agent/admin.js';
-import { adminSocketPath, DEFAULT_CONFIG_PATH, loadConfig, storePath, type AgentConfig } from '../../agent/config.js';
+import { adminRequest } from '../../core/admin.js';
+import { adminSocketPath, DEFAULT_CONFIG_PATH, loadConfig, storePath, type AgentConfig } from '../../core/config.js';
+import type { AgentStoreReader } from '../../core/ports.js';
 import { openDatabase, quickCheck, type Db } from '../../lib/sqlite.js';
 import { buildInfo } from '../../lib/version.js';
 import type { DiagContext, LiveFacts, PeerCertTimes } from './types.js';
@@ -50,7 +51,7 @@ export interface CliDiag {
 }
 
 /** The context for `edge-agent diag` and `edge-agent support-bundle`; never throws for a bad configuration. */
-export async function cliDiagContext(values: Record<string, string | boolean | undefined>): Promise<CliDiag> {
+export async function cliDiagContext(values: Record<string, string | boolean | undefined>, storeReader: AgentStoreReader): Promise<CliDiag> {
   const build = buildInfo();
   let config: AgentConfig | undefined;
   let configPath: string | undefined;
@@ -89,6 +90,7 @@ export async function cliDiagContext(values: Record<string, string | boolean | u
     version: build.version,
     builtAt: build.builtAt,
     db: store,
+    storeReader,
     ...(storeError ? { storeError } : {}),
     live,
     daemon,

@@ -11,7 +11,8 @@
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { AgentConfig } from '../../agent/config.js';
+import type { AgentConfig } from '../../core/config.js';
+import type { AgentStoreReader } from '../../core/ports.js';
 import type { Clock } from '../../lib/clock.js';
 import type { Logger } from '../../lib/log.js';
 import type { Db } from '../../lib/sqlite.js';
@@ -28,6 +29,8 @@ export interface DaemonDiagOptions {
   config: AgentConfig;
   configPath: string | undefined;
   db: Db;
+  /** The agent's own tables (outbox, commands): agent/store-reader.ts. */
+  storeReader: AgentStoreReader;
   clock: Clock;
   logger: Logger;
   version: string;
@@ -53,6 +56,7 @@ export class DaemonDiagnostics {
       version: o.version,
       builtAt: o.builtAt,
       db: o.db,
+      storeReader: o.storeReader,
       live,
       daemon: 'running',
       integrity: () => liveIntegrity(live),

@@ -7,7 +7,7 @@
  * Errors in the last hour make the group a warning: they say what the other groups may only
  * show as a symptom. Logs alone never make a failure.
  */
-import { logRingDir } from '../../agent/config.js';
+import { logRingDir } from '../../core/config.js';
 import { readRing } from '../../lib/log-ring.js';
 import { ok, skipped, warning, type CheckResult, type GroupCheck } from './types.js';
 

@@ -10,7 +10,7 @@
 import { readFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { parseBridgeConfigText } from '../../plc-bridge/config.js';
-import { bridgeSocketPath } from '../../agent/bridge-paths.js';
+import { bridgeSocketPath } from '../../plc-bridge/paths.js';
 import { rpcRequest } from '../../lib/rpc.js';
 import { aborted, errText, failure, humanAge, ok, skipped, warning, type CheckResult, type GroupCheck } from './types.js';
 
@@ -82,7 +82,7 @@ export const plcChecks: GroupCheck = async (ctx, signal) => {
   }
   const results: CheckResult[] = [];
   let view: Record<string, BridgeDevice> = {};
-  const socket = bridgeSocketPath(ctx.config);
+  const socket = bridgeSocketPath(ctx.config.plcBridge.config);
   try {
     if (!socket) throw new Error('its data directory is not known');
     const st = (await rpcRequest(socket, 'status', {}, BRIDGE_MS)) as { state?: string; devices?: Record<string, BridgeDevice>; mqtt?: { connected?: boolean } };

@@ -4,7 +4,6 @@
  * messages wait for the broker and for how long.
  */
 import { statfs } from 'node:fs/promises';
-import { readOutboxStats } from '../../agent/outbox.js';
 import { errText, failure, humanAge, humanBytes, ok, skipped, warning, type CheckResult, type GroupCheck } from './types.js';
 
 /**
@@ -91,7 +90,7 @@ export const storageChecks: GroupCheck = async (ctx) => {
         failure('store', `the state store is damaged: ${problems.slice(0, 3).join('; ')}`, 'stop the agent and restore {dataDir}/agent.db from the newest backup in {dataDir}/backups', { problems: problems.slice(0, 20) }),
       );
     }
-    const o = readOutboxStats(ctx.db);
+    const o = ctx.storeReader.outboxStats(ctx.db);
     results.push(outboxVerdict(o.depth, o.oldestCreatedAt, ctx.now(), config.outbox.maxMessages));
   } catch (err) {
     results.push(failure('store', `cannot read the state store: ${errText(err)}`, 'check {dataDir}/agent.db: permissions, disk errors (dmesg)'));

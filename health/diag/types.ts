@@ -6,7 +6,8 @@
  *
  * Names are stable: a machine may key on `group` + `name` (docs/cli.md lists them).
  */
-import type { AgentConfig } from '../../agent/config.js';
+import type { AgentConfig } from '../../core/config.js';
+import type { AgentStoreReader } from '../../core/ports.js';
 import type { Db } from '../../lib/sqlite.js';
 
 export type CheckStatus = 'ok' | 'warning' | 'failure';
@@ -68,6 +69,8 @@ export interface DiagContext {
   builtAt: string | undefined;
   /** The state store (read-only from the command line), or undefined when it does not exist. */
   db: Db | undefined;
+  /** The agent's own tables in `db` (outbox, commands), read through the agent's code. */
+  storeReader: AgentStoreReader;
   /** Why the store exists but did not open (then `db` is undefined). */
   storeError?: string;
   /** undefined when the daemon does not answer. */

@@ -7,7 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { adminRequest } from '../../agent/admin.js';
+import { adminRequest } from '../../core/admin.js';
 import { collectLines, exitOf, linesText, waitFor, type ChildExit, type OutputLine } from './util.js';
 
 export const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');

@@ -13,7 +13,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { adminRequest } from '../../agent/admin.js';
+import { adminRequest } from '../../core/admin.js';
 import { guardEntry, installGuard } from '../../ota/guard-install.js';
 import { initSlots } from '../../ota/slots.js';
 import { REPO } from './agent.js';

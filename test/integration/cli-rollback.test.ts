@@ -7,7 +7,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { adminRequest } from '../../agent/admin.js';
+import { adminRequest } from '../../core/admin.js';
 import { loadSlots, saveSlots } from '../../ota/slots.js';
 import { startBroker, type Broker } from '../helpers/broker.js';
 import { runCli } from '../helpers/agent.js';

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError, loadConfig, parseConfigText, validateConfig } from '../../agent/config.js';
+import { ConfigError, loadConfig, parseConfigText, validateConfig } from '../../core/config.js';
 
 test('defaults fill a minimal config', () => {
   const c = validateConfig({ gatewayId: 'gw-1' });

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { configSchema, parseConfigText, validateConfig } from '../../agent/config.js';
+import { configSchema, parseConfigText, validateConfig } from '../../core/config.js';
 
 // dist/test/unit/docs-config.test.js -> the repository root.
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));

@@ -12,11 +12,11 @@ import { AlertEngine } from '../../health/alerts.js';
 import { HEALTH_MIGRATIONS, HealthHistory, readActiveAlerts } from '../../health/history.js';
 import { bucketsChanged, HealthMonitor, type HealthSnapshot } from '../../health/monitor.js';
 import { healthRules, bridgeInfo } from '../../agent/health-wiring.js';
-import { validateConfig } from '../../agent/config.js';
+import { validateConfig } from '../../core/config.js';
 import { openDatabase } from '../../lib/sqlite.js';
 import { silentLogger } from '../../lib/log.js';
 import type { Clock } from '../../lib/clock.js';
-import type { AgentEvent } from '../../agent/ports.js';
+import type { AgentEvent } from '../../core/ports.js';
 import { tempDir } from '../helpers/util.js';
 
 const dirs: string[] = [];

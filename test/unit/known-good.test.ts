@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { checkSidecar, knownGoodDir, listKnownGood, parseSidecar, restoreConfig, sha256Hex, takeKnownGood } from '../../recovery/known-good.js';
 import { addPending, flushPending, listPending, pendingPath, type PendingIncident } from '../../recovery/pending-incidents.js';
 import { candidateDataDirs, loadConfigWithRestore } from '../../agent/restore-wiring.js';
-import { ConfigError } from '../../agent/config.js';
+import { ConfigError } from '../../core/config.js';
 
 function dir(): string {
   return mkdtempSync(join(tmpdir(), 'known-good-'));

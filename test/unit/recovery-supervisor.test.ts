@@ -12,7 +12,7 @@ import { silentLogger } from '../../lib/log.js';
 import { openDatabase, type Db } from '../../lib/sqlite.js';
 import { IncidentStore, RECOVERY_MIGRATIONS } from '../../recovery/incidents.js';
 import { Supervisor, type InProcessTarget } from '../../recovery/supervisor.js';
-import type { AgentEvent } from '../../agent/ports.js';
+import type { AgentEvent } from '../../core/ports.js';
 
 class Part implements InProcessTarget {
   health: 'healthy' | 'hung' | 'dead' = 'healthy';

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { Router } from '../../agent/router.js';
-import type { OperationHandler, OperationOutcome } from '../../agent/ports.js';
+import type { OperationHandler, OperationOutcome } from '../../core/ports.js';
 import { routerHarness, type RouterHarness, type Status } from '../helpers/router.js';
 
 

@@ -1,5 +1,5 @@
 /**
- * The schema of the agent's configuration (agent/config.ts loads, overrides and validates with
+ * The schema of the agent's configuration (core/config.ts loads, overrides and validates with
  * it): every key with its bounds and default, one object per section. docs/configuration.md
  * describes every key (test/unit/docs-config.test.ts checks that no key is missing there).
  */
@@ -283,6 +283,13 @@ const plcBridgeSchema = z
   })
   .strict();
 
+const maintenanceSchema = z
+  .object({
+    /** Operators' procedure files, one `{id}.yaml` each (CONTRACT.md section 6); a missing directory holds none. */
+    proceduresDir: z.string().min(1).default('/etc/edge-agent/procedures/'),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     gatewayId: z.string().regex(GATEWAY_ID, 'must match [A-Za-z0-9_-]{1,64}'),
@@ -301,6 +308,7 @@ export const configSchema = z
     memory: memorySchema.default(() => memorySchema.parse({})),
     health: healthSchema.default(() => healthSchema.parse({})),
     plcBridge: plcBridgeSchema.default({ launch: 'auto' }),
+    maintenance: maintenanceSchema.default(() => maintenanceSchema.parse({})),
     shutdownTimeoutMs: z.number().int().min(100).max(120_000).default(10_000),
   })
   .strict();

@@ -67,7 +67,8 @@ export function slotFromEnv(env: NodeJS.ProcessEnv): string {
   return env.EDGE_AGENT_SLOT || 'A';
 }
 
-function formatPath(path: readonly PropertyKey[]): string {
+/** A zod issue path as the problems print it: `a.b[0].c`. */
+export function formatPath(path: readonly PropertyKey[]): string {
   return path.length === 0 ? '(top level)' : path.map((p) => (typeof p === 'number' ? `[${p}]` : String(p))).join('.').replace(/\.\[/g, '[');
 }
 

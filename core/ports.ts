@@ -5,6 +5,7 @@
  */
 import type { z } from 'zod';
 import type { Logger } from '../lib/log.js';
+import type { Db } from '../lib/sqlite.js';
 
 /** Every long-lived component has start() and stop(); stop() releases everything start() made. */
 export interface Component {
@@ -94,4 +95,24 @@ export interface ComponentHealth {
   state: 'starting' | 'running' | 'degraded' | 'failed' | 'stopped';
   detail?: string;
   [extra: string]: unknown;
+}
+
+/** A command as the history shows it (agent/command-store.ts owns the table). */
+export interface CommandSummary {
+  id: string;
+  op: string;
+  status: CommandStatus;
+  receivedAt: number;
+  updatedAt: number;
+  /** The latest status message, as published (JSON). */
+  lastMessage: string;
+}
+
+/**
+ * What capabilities read of the tables the daemon's own parts own (the outbox, the commands);
+ * agent/store-reader.ts implements it with their code, so the queries stay next to the tables.
+ */
+export interface AgentStoreReader {
+  outboxStats(db: Db): { depth: number; bytes: number; oldestCreatedAt: number | undefined };
+  recentCommands(db: Db, limit: number): CommandSummary[];
 }
