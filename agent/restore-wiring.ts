@@ -277,6 +277,8 @@ export function wireRestore(w: RestoreWiring): RestoreComponent {
     let quarantined: string[] = [];
     try {
       // Someone else's file at the path (a store copied over it by hand) is kept, not overwritten.
+      // Only the main file: the -wal/-shm still at the path are the open store's own, and next to
+      // the foreign file in quarantine SQLite would read them as its WAL.
       if (foreign && existsSync(path)) quarantined = [quarantineFile(config.dataDir, path, t0)];
       saveOpenStore(w.db, path);
       saved = true;
