@@ -13,6 +13,7 @@ import { checkStore } from '../../recovery/store-check.js';
 import { restoreNewestBackup, takeStoreBackup } from '../../recovery/store-backup.js';
 import { quarantineFile } from '../../recovery/quarantine.js';
 import { listKnownGood, restoreConfig, takeKnownGood } from '../../recovery/known-good.js';
+import { copyPrivate, vacuumIntoPrivate } from '../../recovery/private-files.js';
 import { tempDir } from '../helpers/util.js';
 
 const MIGRATIONS = [{ domain: 't', migrations: [{ version: 1, up: 'CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL)' }] }];
@@ -108,4 +109,23 @@ test('restoreConfig: a file identical to its newest known-good copy is neither q
   const r2 = restoreConfig({ dataDir: d, source: src, now: 0 });
   assert.ok(r2.restored);
   assert.equal(readFileSync(src, 'utf8'), 'good');
+});
+
+test('the update backup helpers (agent/ota-wiring.ts): VACUUM INTO and the configuration copy are 0640', () => {
+  const { dataDir, path, restoreUmask } = dataDir022();
+  try {
+    const db = openDatabase(path, { migrations: MIGRATIONS });
+    db.prepare('INSERT INTO t(v) VALUES (?)').run('secret');
+    const dir = join(dataDir, 'backups', 'x-u1');
+    mkdirSync(dir, { recursive: true });
+    vacuumIntoPrivate(db, join(dir, 'agent.db'));
+    db.close();
+    private640(join(dir, 'agent.db'));
+    writeFileSync(join(dataDir, 'config.yaml'), 'password: x', { mode: 0o644 });
+    copyPrivate(join(dataDir, 'config.yaml'), join(dir, 'config.yaml'));
+    private640(join(dir, 'config.yaml'));
+    assert.equal(readFileSync(join(dir, 'config.yaml'), 'utf8'), 'password: x');
+  } finally {
+    restoreUmask();
+  }
 });
