@@ -129,8 +129,10 @@ describe('the store removed under a running agent', () => {
   test('rm agent.db* while it runs: the watch notices, saves the open store, records it and restarts; no id runs twice', async () => {
     const a = running.at(-1)!;
     done['rm-4'] = await complete('rm-4');
+    let exit: ChildExit | undefined;
+    void a.exited.then((c) => (exit = c));
     rmStore();
-    const exit = await Promise.race([a.exited, new Promise<undefined>((r) => setTimeout(r, 30_000, undefined))]);
+    await waitFor(() => exit !== undefined, { timeoutMs: 30_000, what: `the agent to notice and restart\n${a.logText().slice(-4000)}` });
     assert.equal(exit?.code, 75, `the agent asks to be restarted once it notices\n${a.logText().slice(-4000)}`);
     assert.ok(existsSync(store), 'the open store was written back to agent.db');
     assert.equal(statSync(store).mode & 0o777 & ~0o640, 0, 'the saved store is 0640 or tighter');
