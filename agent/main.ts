@@ -319,6 +319,8 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     }
     outbox.close();
     writeAgentInfo(db, { stoppedAt: new Date().toISOString() });
+    // A store file removed under the agent is written again from the open handle, stop included.
+    restore.beforeClose();
     db.close();
     notify.close();
     clearTimeout(force);

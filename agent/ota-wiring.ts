@@ -2,12 +2,13 @@
  * Wires ota/ into the agent: the `update` and `rollback` operations, the trial health gate, and
  * the backup taken before each activation. Called once by the composition root.
  */
-import { copyFileSync, mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/log.js';
 import type { LoopMonitor } from '../lib/loops.js';
 import { fsyncDir } from '../lib/atomic.js';
+import { copyPrivate, vacuumIntoPrivate } from '../recovery/private-files.js';
 import type { Db } from '../lib/sqlite.js';
 import type { Updater } from '../ota/updater.js';
 import { TrialGate } from '../ota/trial-gate.js';
@@ -112,8 +113,9 @@ function backup(w: OtaWiring, id: string): void {
   const dir = join(w.config.dataDir, 'backups');
   const target = join(dir, `${new Date(w.clock.now()).toISOString().replace(/[:.]/g, '-')}-${id}`);
   mkdirSync(target, { recursive: true, mode: 0o750 });
-  if (w.configPath) copyFileSync(w.configPath, join(target, basename(w.configPath)));
-  w.db.prepare('VACUUM INTO ?').run(join(target, 'agent.db'));
+  // 0640 like the store: both may hold secrets (recovery/private-files.ts).
+  if (w.configPath) copyPrivate(w.configPath, join(target, basename(w.configPath)));
+  vacuumIntoPrivate(w.db, join(target, 'agent.db'));
   fsyncDir(target);
   // Only this kind (directories): {dataDir}/backups/store-*.db are recovery/store-backup.ts's.
   const all = readdirSync(dir)

@@ -14,7 +14,6 @@
  * themselves whether they are healthy, hung or dead; a hang counts only once it has lasted
  * (confirmHangs), since a stall of the whole agent makes every part look hung at once.
  */
-import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Clock } from '../lib/clock.js';
@@ -26,8 +25,8 @@ import { failTrial, loadSlots, otherSlot, rollback, saveSlots } from '../ota/slo
 import { IncidentStore } from '../recovery/incidents.js';
 import { ManagedProcess } from '../recovery/process.js';
 import { SystemdUnit } from '../recovery/systemd-unit.js';
-import { Supervisor, type InProcessTarget, type TargetSpec } from '../recovery/supervisor.js';
-import { restoreConfig as restoreKnownGood, sha256Hex } from '../recovery/known-good.js';
+import { Supervisor, type ConfigRestoreOutcome, type InProcessTarget, type TargetSpec } from '../recovery/supervisor.js';
+import { restoreConfig as restoreKnownGood } from '../recovery/known-good.js';
 import type { ProbeSpec } from '../recovery/probes.js';
 import type { AgentConfig } from '../core/config.js';
 import { BRIDGE_NODE_FLAGS } from '../plc-bridge/node-flags.js';
@@ -164,22 +163,23 @@ export function confirmHangs(t: InProcessTarget, clock: Clock, confirmMs: number
   };
 }
 
-/** Escalation level 1: puts the last known-good copy of the component's configuration file back. */
-function configRestorer(w: RecoveryWiring): (component: string) => Promise<boolean> {
+/**
+ * Escalation level 1: puts the last known-good copy of the component's configuration file back.
+ * The note says which copy, or that the file already holds it (then nothing is written: a crash
+ * loop on an unchanged file is not the file's fault), or that there is none.
+ */
+export function configRestorer(w: Pick<RecoveryWiring, 'config' | 'clock'>): (component: string) => Promise<ConfigRestoreOutcome> {
   return async (component) => {
     const file = component === BRIDGE_COMPONENT ? w.config.plcBridge.config : undefined;
-    if (!file) return false;
-    const digest = (): string | undefined => {
-      try {
-        return sha256Hex(readFileSync(file));
-      } catch {
-        return undefined;
-      }
-    };
-    const before = digest();
+    if (!file) return { restored: false, note: 'no known-good configuration to restore (the component has no configuration file)' };
     const r = restoreKnownGood({ dataDir: w.config.dataDir, source: file, now: w.clock.now() });
-    // Restored only when the file changed: putting back the same bytes fixes nothing.
-    return r.restored && digest() !== before;
+    if (r.restored) {
+      const where = r.replaced ? `${file} replaced by the known-good copy ${r.from}` : `the known-good copy ${r.from} could not be written over ${file} (${r.replaceError ?? 'unknown'})`;
+      return { restored: r.replaced, note: `configuration restored: ${where}; the previous file is in ${r.quarantined.join(', ') || '(nothing to keep)'}` };
+    }
+    if ('identical' in r) return { restored: false, note: `configuration not restored: ${file} is identical to its known-good copy ${r.identical} (nothing to do)` };
+    const skipped = r.skipped.length > 0 ? ` (unusable: ${r.skipped.map((x) => `${x.copy}: ${x.why}`).join('; ')})` : '';
+    return { restored: false, note: `no known-good configuration to restore for ${file}${skipped}` };
   };
 }
 

@@ -14,7 +14,7 @@
  * reach the broker never becomes known-good; an update's commit takes a copy too.
  */
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { Clock } from '../lib/clock.js';
@@ -26,6 +26,8 @@ import { checkSidecar, listKnownGood, restoreConfig, takeKnownGood, type ConfigR
 import { addPending, flushPending, type PendingIncident } from '../recovery/pending-incidents.js';
 import { checkStore, type StoreCheck } from '../recovery/store-check.js';
 import { StoreKeeper } from '../recovery/store-keeper.js';
+import { restoreNewestBackup, saveOpenStore } from '../recovery/store-backup.js';
+import { quarantineFile } from '../recovery/quarantine.js';
 import { ConfigError, configSchema, DEFAULT_CONFIG_PATH, envOverrides, loadConfig, storePath, type AgentConfig, type ConfigOverrides, type LoadedConfig } from '../core/config.js';
 import type { AgentEvent, Component } from '../core/ports.js';
 import type { IncidentStore } from '../recovery/incidents.js';
@@ -111,7 +113,10 @@ export function loadConfigWithRestore(opts: { path?: string | undefined; overrid
       looked[looked.length - 1] += ` (${errorMessage(err)})`;
       continue;
     }
-    if (!r.restored) continue;
+    if (!r.restored) {
+      if ('identical' in r) looked[looked.length - 1] += ` (its newest usable copy ${r.identical} is identical to the file: nothing to restore)`;
+      continue;
+    }
     const loaded = load(r.loadPath);
     const code = sidecar.state === 'mismatch' ? 'config-checksum-mismatch' : failure.code;
     addPending(loaded.config.dataDir, {
@@ -155,13 +160,18 @@ export function checkStoreAtStart(config: AgentConfig, logger: Logger, now: () =
       addPending(config.dataDir, { ...base, code: 'store-wal-lost', severity: 'warning', cause: 'store-wal-lost', action: 'keep-checkpointed', detail: 'agent.db-wal of an unclean stop is missing; kept agent.db as of its last checkpoint (integrity_check passed); changes after it are lost' }, now());
       return r;
     case 'restored':
-      log.error({ problems: r.problems.slice(0, 10), from: r.from.path, quarantined: r.quarantined, ms: recoveryMs }, 'the state store was corrupt: restored from a backup');
-      addPending(config.dataDir, { ...base, code: 'store-restored', severity: 'warning', cause: 'store-corrupt', action: 'restore-backup', detail: `${r.problems.slice(0, 3).join('; ')}; restored the ${r.from.kind} backup ${r.from.path} (${new Date(r.from.mtimeMs).toISOString()}); changes after it are lost; the damaged files are in ${r.quarantined.join(', ')}`, details: { from: r.from, quarantined: r.quarantined, skipped: r.skipped } }, now());
+    case 'restored': {
+      const kept = r.quarantined.length > 0 ? `; the damaged files are in ${r.quarantined.join(', ')}` : '';
+      log.error({ cause: r.cause, problems: r.problems.slice(0, 10), from: r.from.path, quarantined: r.quarantined, ms: recoveryMs }, r.cause === 'store-missing' ? 'the state store was missing: restored from a backup' : 'the state store was corrupt: restored from a backup');
+      addPending(config.dataDir, { ...base, code: 'store-restored', severity: 'warning', cause: r.cause, action: 'restore-backup', detail: `${r.problems.slice(0, 3).join('; ')}; restored the ${r.from.kind} backup ${r.from.path} (${new Date(r.from.mtimeMs).toISOString()}); changes after it are lost${kept}`, details: { from: r.from, quarantined: r.quarantined, skipped: r.skipped } }, now());
       return r;
-    case 'rebuilt':
-      log.error({ problems: r.problems.slice(0, 10), quarantined: r.quarantined, skipped: r.skipped, ms: recoveryMs }, 'the state store was corrupt and no backup is usable: starting with an empty store');
-      addPending(config.dataDir, { ...base, code: 'store-rebuilt', severity: 'critical', cause: 'store-corrupt', action: 'rebuild-empty', detail: `${r.problems.slice(0, 3).join('; ')}; no usable backup: started with an empty store (queued messages, command history and incidents before now are lost); the damaged files are in ${r.quarantined.join(', ')}`, details: { quarantined: r.quarantined, skipped: r.skipped } }, now());
+    }
+    case 'rebuilt': {
+      const kept = r.quarantined.length > 0 ? `; the damaged files are in ${r.quarantined.join(', ')}` : '';
+      log.error({ cause: r.cause, problems: r.problems.slice(0, 10), quarantined: r.quarantined, skipped: r.skipped, ms: recoveryMs }, 'the state store was corrupt or missing and no backup is usable: starting with an empty store');
+      addPending(config.dataDir, { ...base, code: 'store-rebuilt', severity: 'critical', cause: r.cause, action: 'rebuild-empty', detail: `${r.problems.slice(0, 3).join('; ')}; no usable backup: started with an empty store (queued messages, command history and incidents before now are lost)${kept}`, details: { quarantined: r.quarantined, skipped: r.skipped } }, now());
       return r;
+    }
   }
 }
 
@@ -188,6 +198,12 @@ export interface RestoreWiring {
 export interface RestoreComponent extends Component {
   /** An update was committed: its configuration is known-good. */
   committed(): void;
+  /**
+   * Called by the owner after every other component stopped and just before the store is
+   * closed: when the store's file was removed under the agent, the open store (with what the
+   * stop wrote) is saved to its path once more, so the next start loses nothing.
+   */
+  beforeClose(): void;
   status(): Record<string, unknown>;
 }
 
@@ -251,12 +267,56 @@ export function wireRestore(w: RestoreWiring): RestoreComponent {
       addPending(config.dataDir, inc, clock.now());
     }
   };
+  // The store's file removed or replaced under the running agent (rm agent.db*): the open handle
+  // still reaches the unlinked file, so it is saved to the path, then the agent restarts onto it.
+  const path = storePath(config);
+  let saved = false;
+  let raised = false;
+  const onDetached = (why: string, foreign: boolean): boolean => {
+    const t0 = clock.now();
+    let quarantined: string[] = [];
+    try {
+      // Someone else's file at the path (a store copied over it by hand) is kept, not overwritten.
+      // Only the main file: the -wal/-shm still at the path are the open store's own, and next to
+      // the foreign file in quarantine SQLite would read them as its WAL.
+      if (foreign && existsSync(path)) quarantined = [quarantineFile(config.dataDir, path, t0)];
+      saveOpenStore(w.db, path);
+      saved = true;
+      addPending(config.dataDir, { component: 'store', code: 'store-detached', severity: 'warning', cause: 'store-missing', action: 'save-open-store', recoveryMs: clock.now() - t0, detail: `${why}; the store the agent has open (every change up to now) was written to ${path} again; restarting to reopen it${quarantined.length > 0 ? `; the file found there is in ${quarantined.join(', ')}` : ''}`, details: { why, quarantined } }, clock.now());
+      log.error({ why, path, quarantined }, 'the store file was removed or replaced under the agent: saved the open store to its path; restarting');
+      w.restart('the store file was removed or replaced');
+      return true;
+    } catch (err) {
+      log.error({ err, why, path }, 'cannot save the open store to its path');
+      if (!existsSync(path)) {
+        try {
+          const r = restoreNewestBackup(config.dataDir, path);
+          if (r.from) {
+            addPending(config.dataDir, { component: 'store', code: 'store-restored', severity: 'warning', cause: 'store-missing', action: 'restore-backup', recoveryMs: clock.now() - t0, detail: `${why}; the open store could not be saved (${errorMessage(err)}); restored the ${r.from.kind} backup ${r.from.path} (${new Date(r.from.mtimeMs).toISOString()}); changes after it are lost; restarting`, details: { why, from: r.from, skipped: r.skipped } }, clock.now());
+            w.restart('the store file was removed');
+            return true;
+          }
+        } catch (err2) {
+          log.error({ err: err2 }, 'cannot restore a backup to the store path either');
+        }
+      }
+      // Nothing to put there: keep running on the open store (a restart would start empty) and say so once.
+      if (!raised) {
+        raised = true;
+        record({ component: 'store', code: 'store-detached', severity: 'critical', cause: 'store-missing', action: 'keep-running', detail: `${why}; the open store could not be saved (${errorMessage(err)}) and no backup is usable; the agent keeps running on the open store and tries again at each check; a restart now would start with an empty store` });
+      }
+      return false;
+    }
+  };
   const keeper = new StoreKeeper({
     db: w.db,
     dataDir: config.dataDir,
     keepBackups: config.restore.keepBackups,
     backupIntervalMs: config.restore.backupIntervalMs,
     integrityCheckIntervalMs: config.restore.integrityCheckIntervalMs,
+    path,
+    watchIntervalMs: config.restore.storeWatchIntervalMs,
+    onDetached,
     quiet: () => w.quiet(),
     clock,
     logger: log,
@@ -314,6 +374,15 @@ export function wireRestore(w: RestoreWiring): RestoreComponent {
     committed: () => {
       keepConfig('update committed');
       if (!proven) keeper.proven();
+    },
+    beforeClose: () => {
+      if (!saved) return;
+      try {
+        saveOpenStore(w.db, path);
+        log.info({ path }, 'saved the open store to its path again at stop');
+      } catch (err) {
+        log.error({ err, path }, 'cannot save the open store at stop; the copy made when the removal was found stays');
+      }
     },
     status: () => ({
       knownGood: lastKnownGood ?? null,

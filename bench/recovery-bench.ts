@@ -91,7 +91,7 @@ export async function recoveryPhase(cfg: { runs: number }, log: Log): Promise<Re
     clock: systemClock,
     logger: silentLogger(),
     event: () => undefined,
-    restoreConfig: async () => false,
+    restoreConfig: async () => ({ restored: false, note: 'no known-good configuration to restore' }),
     rollback: async () => false,
     activatedAt: () => undefined,
   });

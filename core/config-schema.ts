@@ -200,6 +200,8 @@ const restoreSchema = z
     keepBackups: z.number().int().min(1).max(100).default(3),
     /** quick_check of the running store (it reads the whole file). */
     integrityCheckIntervalMs: z.number().int().min(60_000).max(30 * 86_400_000).default(3_600_000),
+    /** A stat of agent.db and its -wal: still the files the agent opened? (recovery/store-keeper.ts) */
+    storeWatchIntervalMs: z.number().int().min(100).max(3_600_000).default(10_000),
   })
   .strict();
 

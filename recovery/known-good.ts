@@ -14,14 +14,17 @@
  *
  * INVARIANTS: a copy is taken only of bytes that loaded and validated (the caller passes them);
  * an identical copy is not taken twice; a copy whose own sidecar does not match is never
- * restored; the bad file is kept in quarantine before it is replaced; every write is atomic.
+ * restored; the bad file is kept in quarantine before it is replaced; a file that already holds
+ * the copy's bytes (and agrees with its sidecar, if it has one) is neither quarantined nor
+ * rewritten; every write is atomic; copies are 0640.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { fsyncDir, writeFileAtomic } from '../lib/atomic.js';
 import { errorMessage } from '../lib/errors.js';
 import { quarantineFile } from './quarantine.js';
+import { privateDir } from './private-files.js';
 
 export function sha256Hex(data: string | Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
@@ -101,7 +104,7 @@ export function takeKnownGood(opts: { dataDir: string; source: string; content: 
   const newest = copies[0];
   if (newest && newest.sha256 === sha && existsSync(newest.path)) return { taken: false, copy: newest.path };
   const dir = knownGoodDir(dataDir, source);
-  mkdirSync(dir, { recursive: true, mode: 0o750 });
+  privateDir(dir);
   if (!existsSync(join(dir, 'source'))) writeFileAtomic(join(dir, 'source'), `${resolve(source)}\n`);
   const name = `${String((newest?.seq ?? 0) + 1).padStart(6, '0')}-${basename(source)}`;
   const copy = join(dir, name);
@@ -139,11 +142,15 @@ export type ConfigRestore =
       replaceError?: string;
       skipped: { copy: string; why: string }[];
     }
+  /** `source` already holds the bytes of the newest usable copy `identical`: nothing was done. */
+  | { restored: false; identical: string; skipped: { copy: string; why: string }[] }
   | { restored: false; skipped: { copy: string; why: string }[] };
 
 /**
  * Puts the newest usable known-good copy of `source` back: the copy must match its own sidecar
- * and pass `validate`. The bad file is copied to quarantine first. When `source` cannot be
+ * and pass `validate`. The bad file is copied to quarantine first. When `source` already holds
+ * that copy's bytes (and its own sidecar, if any, agrees) restoring would change nothing: it is
+ * left alone and the result says which copy it matches. When `source` cannot be
  * written (ProtectSystem=strict makes /etc read-only for the service), the copy is loaded from
  * where it is and the bad file stays in place, so the next start restores again.
  */
@@ -168,6 +175,8 @@ export function restoreConfig(opts: RestoreOptions): ConfigRestore {
       skipped.push({ copy: c.path, why: errorMessage(err) });
       continue;
     }
+    const current = readMaybe(source);
+    if (current && sha256Hex(current) === c.sha256 && checkSidecar(source, current).state !== 'mismatch') return { restored: false, identical: c.path, skipped };
     const quarantined: string[] = [];
     for (const f of [source, `${source}.sha256`]) {
       if (existsSync(f) && statSync(f).isFile()) quarantined.push(quarantineFile(dataDir, f, now, { copy: true }));
@@ -182,6 +191,14 @@ export function restoreConfig(opts: RestoreOptions): ConfigRestore {
     }
   }
   return { restored: false, skipped };
+}
+
+function readMaybe(path: string): Buffer | undefined {
+  try {
+    return readFileSync(path);
+  } catch {
+    return undefined;
+  }
 }
 
 function modeOf(path: string): number {

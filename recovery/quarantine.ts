@@ -1,11 +1,13 @@
 /**
  * `{dataDir}/quarantine/`: where a bad configuration file or a corrupt store is kept for analysis
  * instead of being deleted. Names are `{stamp}-{name}`; the oldest are removed beyond `keep`
- * entries so a crash loop cannot fill the disk with copies of the same broken store.
+ * entries so a crash loop cannot fill the disk with copies of the same broken store. What lands
+ * here is a store or a configuration, so it is 0640 or tighter (recovery/private-files.ts).
  */
-import { copyFileSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { renameSync, rmSync, readdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { fsyncDir } from '../lib/atomic.js';
+import { copyPrivate, privateDir, tightenFile } from './private-files.js';
 
 export const QUARANTINE_KEEP = 20;
 
@@ -24,15 +26,17 @@ export function stamp(now: number): string {
  */
 export function quarantineFile(dataDir: string, file: string, now: number, opts: { copy?: boolean; keep?: number } = {}): string {
   const dir = quarantineDir(dataDir);
-  mkdirSync(dir, { recursive: true, mode: 0o750 });
+  privateDir(dir);
   const target = join(dir, `${stamp(now)}-${basename(file)}`);
-  if (opts.copy) copyFileSync(file, target);
+  if (opts.copy) copyPrivate(file, target);
   else {
     try {
       renameSync(file, target);
+      // A moved file keeps its mode: the store of an older release may be 0644.
+      tightenFile(target);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
-      copyFileSync(file, target);
+      copyPrivate(file, target);
       rmSync(file, { force: true });
     }
   }

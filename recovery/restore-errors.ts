@@ -4,7 +4,7 @@
  */
 import { EdgeError, registerCodes } from '../lib/errors.js';
 
-export const RESTORE_CODES = registerCodes('restore', ['config-checksum-mismatch', 'backup-corrupt', 'store-corrupt'] as const);
+export const RESTORE_CODES = registerCodes('restore', ['config-checksum-mismatch', 'backup-corrupt', 'store-corrupt', 'store-missing'] as const);
 export type RestoreCode = (typeof RESTORE_CODES)[number];
 
 export class RestoreError extends EdgeError<RestoreCode> {}

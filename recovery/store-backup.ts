@@ -10,14 +10,18 @@
  * INVARIANTS: a backup is written under a temporary name, checked with quick_check, fsynced and
  * only then renamed to `store-*.db`, so every `store-*.db` was good when written; a backup is
  * never opened in place (restore copies it first), so checking a candidate cannot change it.
+ * Every file written here (backups, a restored store, a saved live store) holds what the store
+ * holds, so it is created 0640 before the first byte goes in, whatever the umask, the data
+ * directory's mode or the mode of the file it copies; `backups/` itself is kept 0750 or tighter.
  */
-import { closeSync, copyFileSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { fsyncDir } from '../lib/atomic.js';
 import { quickCheck, type Db } from '../lib/sqlite.js';
 import { errorMessage } from '../lib/errors.js';
 import { stamp } from './quarantine.js';
+import { copyPrivate, createPrivateFile, privateDir, vacuumIntoPrivate } from './private-files.js';
 import { RestoreError } from './restore-errors.js';
 
 export function backupsDir(dataDir: string): string {
@@ -50,6 +54,46 @@ export function listStoreBackups(dataDir: string): StoreBackup[] {
     }
   }
   return out.sort((a, b) => b.mtimeMs - a.mtimeMs || (a.path < b.path ? 1 : -1));
+}
+
+/**
+ * A consistent copy of the open store at `target` (VACUUM INTO a 0640 file; synchronous, it blocks
+ * the event loop while it copies). Works while the store's own file is unlinked: it reads through
+ * the open handle. Throws when the copy fails its check; leaves nothing at `target` then.
+ */
+export function copyOpenStore(db: Db, target: string): void {
+  try {
+    vacuumIntoPrivate(db, target);
+    const problems = checkCopy(target);
+    if (problems.length > 0) throw new RestoreError('backup-corrupt', `the copy fails quick_check: ${problems.slice(0, 3).join('; ')}`, { details: { problems } });
+    fsyncFile(target);
+  } catch (err) {
+    rmSync(target, { force: true });
+    throw err;
+  } finally {
+    rmSync(`${target}-journal`, { force: true });
+  }
+}
+
+/**
+ * Writes the open store to `path` again when its file was removed (or replaced) under the running
+ * agent: a copy through the handle (which still reaches the unlinked file) goes in under a
+ * temporary name and is renamed over `path`; `-wal`/`-shm` left at `path` belong to the old file
+ * and are removed, since SQLite would apply a stale WAL to the new file.
+ */
+export function saveOpenStore(db: Db, path: string): void {
+  const dir = dirname(path);
+  // The data directory itself, if it went too; an existing one is left as it is.
+  mkdirSync(dir, { recursive: true, mode: 0o750 });
+  const tmp = join(dir, `.${basename(path)}.save.tmp`);
+  try {
+    copyOpenStore(db, tmp);
+    for (const f of [`${path}-wal`, `${path}-shm`]) rmSync(f, { force: true });
+    renameSync(tmp, path);
+    fsyncDir(dir);
+  } finally {
+    rmSync(tmp, { force: true });
+  }
 }
 
 function fsyncFile(path: string): void {
@@ -97,7 +141,9 @@ export async function takeStoreBackup(opts: { db: Db; dataDir: string; keep: num
   const tmp = join(dir, `.${name}.tmp`);
   const target = join(dir, name);
   try {
-    mkdirSync(dir, { recursive: true, mode: 0o750 });
+    privateDir(dir);
+    // Created 0640 first: db.backup() would create it with the umask's mode (0644).
+    createPrivateFile(tmp);
     await opts.db.backup(tmp);
     const problems = checkCopy(tmp);
     if (problems.length > 0) throw new RestoreError('backup-corrupt', `the backup copy fails quick_check: ${problems.slice(0, 3).join('; ')}`, { details: { problems } });
@@ -127,7 +173,8 @@ export function restoreNewestBackup(dataDir: string, target: string): { from: St
   const tmp = join(dirname(target), `.${basename(target)}.restore.tmp`);
   for (const b of listStoreBackups(dataDir)) {
     try {
-      copyFileSync(b.path, tmp);
+      // Not copyFileSync: the copy would keep the backup's mode, and an old backup may be 0644.
+      copyPrivate(b.path, tmp);
       const problems = checkCopy(tmp);
       if (problems.length > 0) {
         skipped.push({ path: b.path, why: problems.slice(0, 3).join('; ') });

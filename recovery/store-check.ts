@@ -15,6 +15,11 @@
  * and the transactions since that checkpoint are recorded as lost. Otherwise it is restored like
  * any corrupt store.
  *
+ * A missing store: no `agent.db` at all is a first start only while there is no backup either.
+ * With backups present the store was deleted (by hand, by a cleanup gone wrong): starting empty
+ * would forget every command id and execute again the ones the WMS sends again, so the newest
+ * good backup is restored exactly as for a corrupt store (cause `store-missing`).
+ *
  * The check opens the store read-only, so a corrupt file reaches quarantine as it was found.
  */
 import { existsSync, rmSync } from 'node:fs';
@@ -22,16 +27,19 @@ import Database from 'better-sqlite3';
 import type { Db } from '../lib/sqlite.js';
 import { quickCheck } from '../lib/sqlite.js';
 import { quarantineFile } from './quarantine.js';
-import { restoreNewestBackup, type StoreBackup } from './store-backup.js';
+import { listStoreBackups, restoreNewestBackup, type StoreBackup } from './store-backup.js';
+
+/** Why the store was replaced: damaged, or not there (while backups are). */
+export type StoreCause = 'store-corrupt' | 'store-missing';
 
 export type StoreCheck =
   | { state: 'ok' }
-  /** No store yet: a first start (or a deliberate wipe of all three files). */
+  /** No store and no backup: a first start (or a deliberate wipe of the store and its backups). */
   | { state: 'new' }
   /** The WAL of an unclean stop is gone; the rest passed integrity_check and was kept. */
   | { state: 'wal-lost' }
-  | { state: 'restored'; problems: string[]; quarantined: string[]; from: StoreBackup; skipped: { path: string; why: string }[] }
-  | { state: 'rebuilt'; problems: string[]; quarantined: string[]; skipped: { path: string; why: string }[] };
+  | { state: 'restored'; cause: StoreCause; problems: string[]; quarantined: string[]; from: StoreBackup; skipped: { path: string; why: string }[] }
+  | { state: 'rebuilt'; cause: StoreCause; problems: string[]; quarantined: string[]; skipped: { path: string; why: string }[] };
 
 /** SQLite's own words for "this file is damaged", as opposed to "I cannot get at it". */
 export function isCorruption(err: unknown): boolean {
@@ -73,9 +81,9 @@ export function checkStore(opts: CheckStoreOptions): StoreCheck {
   const hasDb = existsSync(path);
   const hasWal = existsSync(wal);
   const hasShm = existsSync(shm);
-  if (!hasDb && !hasWal && !hasShm) return { state: 'new' };
+  if (!hasDb && !hasWal && !hasShm && listStoreBackups(dataDir).length === 0) return { state: 'new' };
   let problems: string[];
-  if (!hasDb) problems = ['agent.db is missing while its -wal/-shm files are there'];
+  if (!hasDb) problems = [hasWal || hasShm ? 'agent.db is missing while its -wal/-shm files are there' : 'agent.db is missing while backups of it are there'];
   else {
     const walLost = hasShm && !hasWal;
     problems = inspectStore(path, walLost);
@@ -92,6 +100,7 @@ export function checkStore(opts: CheckStoreOptions): StoreCheck {
   const quarantined = found.map((f) => quarantineFile(dataDir, f, now));
   for (const f of [wal, shm]) rmSync(f, { force: true });
   const r = restoreNewestBackup(dataDir, path);
-  if (r.from) return { state: 'restored', problems, quarantined, from: r.from, skipped: r.skipped };
-  return { state: 'rebuilt', problems, quarantined, skipped: r.skipped };
+  const cause: StoreCause = hasDb ? 'store-corrupt' : 'store-missing';
+  if (r.from) return { state: 'restored', cause, problems, quarantined, from: r.from, skipped: r.skipped };
+  return { state: 'rebuilt', cause, problems, quarantined, skipped: r.skipped };
 }

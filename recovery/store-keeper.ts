@@ -8,8 +8,16 @@
  * handle), so `onCorrupt` is called once and the owner restarts; the start-time check
  * (store-check.ts) then moves the store aside and restores a backup.
  *
- * INVARIANTS: at most one backup runs at a time; nothing runs after stop(); onCorrupt at most once.
+ * A store whose file is removed (or replaced) under the running agent goes on working on the
+ * unlinked file, and everything written after that is lost at the next start. So every
+ * `watchIntervalMs` (a stat, cheap; not deferred to a quiet moment) the path is compared with the
+ * file the agent opened (device and inode of `agent.db` and of its `-wal`); on a difference
+ * `onDetached` is called, again at each watch until it returns true (handled).
+ *
+ * INVARIANTS: at most one backup runs at a time; nothing runs after stop(); onCorrupt at most
+ * once; onDetached until it is handled, then never again.
  */
+import { statSync } from 'node:fs';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/log.js';
 import { quickCheck, type Db } from '../lib/sqlite.js';
@@ -27,10 +35,42 @@ export interface StoreKeeperOptions {
   /** Whether now is a good moment for a check that blocks the event loop (no command running...). */
   quiet(): boolean;
   onCorrupt(problems: string[], when: 'integrity-check' | 'backup'): void;
+  /** The store's path (`{dataDir}/agent.db`), watched for the file being removed or replaced. */
+  path?: string;
+  watchIntervalMs?: number;
+  /** The file at `path` is not the one the agent has open (`why` says how); true when handled. */
+  onDetached?(why: string, foreign: boolean): boolean;
   clock: Clock;
   logger: Logger;
   /** How long to wait for a quiet moment before checking anyway; default 10 minutes. */
   maxDeferMs?: number;
+}
+
+/** A file's identity; undefined when it does not exist. */
+export function fileId(path: string): string | undefined {
+  try {
+    const st = statSync(path);
+    return `${st.dev}:${st.ino}`;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+/**
+ * How `path` (and its -wal) differ from the identities seen at open, or undefined when they do
+ * not; `foreign`: another file now stands at `path` (not ours to overwrite without keeping it).
+ */
+export function detachedWhy(path: string, opened: { db: string | undefined; wal: string | undefined }): { why: string; foreign: boolean } | undefined {
+  const db = fileId(path);
+  if (db === undefined) return { why: `${path} was removed while the agent had it open`, foreign: false };
+  if (opened.db !== undefined && db !== opened.db) return { why: `${path} was replaced by another file while the agent had it open`, foreign: true };
+  if (opened.wal !== undefined) {
+    const wal = fileId(`${path}-wal`);
+    if (wal === undefined) return { why: `${path}-wal was removed while the agent had it open`, foreign: false };
+    if (wal !== opened.wal) return { why: `${path}-wal was replaced by another file while the agent had it open`, foreign: false };
+  }
+  return undefined;
 }
 
 /** The first backup's delay after the agent proved itself: none while a recent one exists; pure. */
@@ -47,6 +87,9 @@ export class StoreKeeper {
   private stopped = true;
   private corrupt = false;
   private deferredSince: number | undefined;
+  private watchTimer: NodeJS.Timeout | undefined;
+  private opened: { db: string | undefined; wal: string | undefined } | undefined;
+  private detached = false;
   lastBackup: { at: string; path: string; bytes: number; ms: number } | undefined;
   lastCheck: { at: string; problems: string[]; ms: number } | undefined;
 
@@ -55,13 +98,42 @@ export class StoreKeeper {
   async start(): Promise<void> {
     this.stopped = false;
     this.scheduleCheck(this.opts.integrityCheckIntervalMs);
+    const { path, watchIntervalMs } = this.opts;
+    if (path !== undefined && watchIntervalMs !== undefined && this.opts.onDetached) {
+      // The store is open (and in WAL mode: its -wal exists) before any component starts.
+      this.opened = { db: fileId(path), wal: fileId(`${path}-wal`) };
+      this.watchTimer = this.opts.clock.setInterval(() => this.watchNow(), watchIntervalMs);
+    }
+  }
+
+  /** One comparison of the store's path with the file the agent opened; the reason when it differs. */
+  watchNow(): string | undefined {
+    const { path } = this.opts;
+    if (this.stopped || this.detached || !this.opened || path === undefined || !this.opts.onDetached) return undefined;
+    let d: { why: string; foreign: boolean } | undefined;
+    try {
+      d = detachedWhy(path, this.opened);
+    } catch (err) {
+      this.opts.logger.warn({ err, path }, 'cannot stat the store');
+      return undefined;
+    }
+    if (d === undefined) return undefined;
+    const why = d.why;
+    this.opts.logger.error({ path, why }, 'the store file is not the one the agent has open');
+    if (this.opts.onDetached(why, d.foreign)) {
+      this.detached = true;
+      this.opts.clock.clearInterval(this.watchTimer);
+      this.watchTimer = undefined;
+    }
+    return why;
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     this.opts.clock.clearTimeout(this.backupTimer);
     this.opts.clock.clearTimeout(this.checkTimer);
-    this.backupTimer = this.checkTimer = undefined;
+    this.opts.clock.clearInterval(this.watchTimer);
+    this.backupTimer = this.checkTimer = this.watchTimer = undefined;
     // The backup reads through the store handle the owner closes next: let it finish first.
     await this.running?.catch(() => undefined);
   }
@@ -75,7 +147,8 @@ export class StoreKeeper {
 
   /** One backup now (also used by the timer); resolves undefined when stopped or one is running. */
   async backupNow(): Promise<BackupResult | undefined> {
-    if (this.stopped || this.running || this.corrupt) return undefined;
+    // A detached store: the owner has saved the open store and restarts; nothing more to take.
+    if (this.stopped || this.running || this.corrupt || this.detached) return undefined;
     const { db, dataDir, keepBackups, clock, logger } = this.opts;
     this.running = takeStoreBackup({ db, dataDir, keep: keepBackups, now: () => clock.now() });
     try {

@@ -31,6 +31,12 @@ import { Reporter, type IncidentAction } from './reporter.js';
 
 export type { InProcessTarget };
 
+/** What escalation step 1 did, in words for the incident: which copy was put back, or why none. */
+export interface ConfigRestoreOutcome {
+  restored: boolean;
+  note: string;
+}
+
 export interface TargetSpec {
   name: string;
   handle: Handle;
@@ -49,8 +55,8 @@ export interface SupervisorOptions {
   clock: Clock;
   logger: Logger;
   event(ev: AgentEvent): void;
-  /** Restores the component's configuration from its last known-good copy; true when it did. */
-  restoreConfig(component: string): Promise<boolean>;
+  /** Restores the component's configuration from its last known-good copy; the note goes into the incident's detail. */
+  restoreConfig(component: string): Promise<ConfigRestoreOutcome>;
   /** Rolls the running release back (the agent restarts); false when there is nothing to roll back to. */
   rollback(reason: string): Promise<boolean>;
   /** When the running release was activated, if a rollback target exists. */
@@ -268,11 +274,12 @@ export class Supervisor implements Component {
           await t.spec.handle.kill(a.hung ? this.opts.hungGraceMs : this.opts.stopGraceMs);
           break;
         case 'restore-config': {
-          const ok = await this.opts.restoreConfig(name).catch((err: unknown) => {
+          const r = await this.opts.restoreConfig(name).catch((err: unknown): ConfigRestoreOutcome => {
             this.log.error({ err, target: name }, 'configuration restore failed');
-            return false;
+            return { restored: false, note: `configuration restore failed: ${errorMessage(err)}` };
           });
-          notes.push(ok ? 'configuration restored from the last known-good copy' : 'no known-good configuration to restore');
+          this.log.warn({ target: name, restored: r.restored, note: r.note }, 'escalation: configuration restore');
+          notes.push(r.note);
           break;
         }
         case 'rollback': {

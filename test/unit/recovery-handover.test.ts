@@ -74,7 +74,7 @@ test('an exit after a handover is followed to the successor; an exit with nobody
     clock: systemClock,
     logger: silentLogger(),
     event: () => undefined,
-    restoreConfig: async () => false,
+    restoreConfig: async () => ({ restored: false, note: 'no known-good configuration to restore' }),
     rollback: async () => false,
     activatedAt: () => undefined,
   });

@@ -55,7 +55,7 @@ function supervisor(parts: Part[], events: AgentEvent[]): Supervisor {
     clock: systemClock,
     logger: silentLogger(),
     event: (ev) => events.push(ev),
-    restoreConfig: async () => false,
+    restoreConfig: async () => ({ restored: false, note: 'no known-good configuration to restore' }),
     rollback: async () => false,
     activatedAt: () => undefined,
   });

@@ -6,9 +6,14 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { silentLogger } from '../../lib/log.js';
 import { initSlots, loadSlots, saveSlots, type SlotsFile } from '../../ota/slots.js';
-import { releaseActivatedAt, releaseRollback } from '../../agent/recovery-wiring.js';
+import { systemClock } from '../../lib/clock.js';
+import { takeKnownGood } from '../../recovery/known-good.js';
+import type { AgentConfig } from '../../core/config.js';
+import { configRestorer, releaseActivatedAt, releaseRollback } from '../../agent/recovery-wiring.js';
 import { tempDir } from '../helpers/util.js';
 
 const ACTIVATED = '2026-11-22T10:00:00.000Z';
@@ -50,4 +55,23 @@ test('rollback: not without the boot guard, not without a committed release to g
   assert.equal(await releaseRollback({ root: r, underGuard: false, restart, logger: silentLogger() })('x'), false);
   assert.equal(loadSlots(r).active, 'B');
   assert.equal(await releaseRollback({ root: root('fresh'), underGuard: true, restart, logger: silentLogger() })('x'), false);
+});
+
+test('configRestorer: says which copy it put back, that the file already is that copy (and leaves it), or that there is none', async () => {
+  const dataDir = tempDir('rec-kg');
+  const file = join(dataDir, 'plc-bridge.yaml');
+  writeFileSync(file, 'devices: []\n');
+  const restore = configRestorer({ config: { dataDir, plcBridge: { config: file } } as unknown as AgentConfig, clock: systemClock });
+  assert.match((await restore('plc-bridge')).note, /no known-good configuration to restore/);
+  const { copy } = takeKnownGood({ dataDir, source: file, content: readFileSync(file), keep: 3 });
+  const same = await restore('plc-bridge');
+  assert.equal(same.restored, false);
+  assert.ok(same.note.includes(`identical to its known-good copy ${copy}`), same.note);
+  assert.equal(existsSync(join(dataDir, 'quarantine')), false, 'an identical file is not quarantined');
+  writeFileSync(file, 'devices: [oops\n');
+  const changed = await restore('plc-bridge');
+  assert.equal(changed.restored, true);
+  assert.ok(changed.note.includes(`replaced by the known-good copy ${copy}`), changed.note);
+  assert.equal(readFileSync(file, 'utf8'), 'devices: []\n');
+  assert.match((await restore('crasher')).note, /no known-good configuration/);
 });

@@ -12,8 +12,8 @@ import { openDatabase, type Db } from '../../lib/sqlite.js';
 import { silentLogger } from '../../lib/log.js';
 import { systemClock } from '../../lib/clock.js';
 import { checkStore, isCorruption } from '../../recovery/store-check.js';
-import { listStoreBackups, pruneStoreBackups, restoreNewestBackup, takeStoreBackup } from '../../recovery/store-backup.js';
-import { firstBackupDelay, StoreKeeper } from '../../recovery/store-keeper.js';
+import { listStoreBackups, pruneStoreBackups, restoreNewestBackup, saveOpenStore, takeStoreBackup } from '../../recovery/store-backup.js';
+import { detachedWhy, fileId, firstBackupDelay, StoreKeeper } from '../../recovery/store-keeper.js';
 import { prng } from '../helpers/util.js';
 
 const MIGRATIONS = [{ domain: 't', migrations: [{ version: 1, up: 'CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL); CREATE INDEX t_v ON t(v)' }] }];
@@ -220,4 +220,60 @@ test('StoreKeeper: a damaged running store is reported once', async () => {
   assert.equal(await k.backupNow(), undefined, 'no backup of a store known to be damaged');
   await k.stop();
   db.close();
+});
+
+test('StoreKeeper: the store file removed or replaced under the open handle is noticed; the open store is saved back, 0640', async () => {
+  const { dataDir, path } = setup();
+  fill(path, 200);
+  const db = openDatabase(path, { migrations: MIGRATIONS });
+  const seen: { why: string; foreign: boolean }[] = [];
+  let handled = false;
+  const k = new StoreKeeper({
+    db, dataDir, keepBackups: 2, backupIntervalMs: 3_600_000, integrityCheckIntervalMs: 3_600_000, quiet: () => true, onCorrupt: () => assert.fail('not corrupt'),
+    clock: systemClock, logger: silentLogger(), path, watchIntervalMs: 3_600_000,
+    onDetached: (why, foreign) => {
+      seen.push({ why, foreign });
+      return handled;
+    },
+  });
+  await k.start();
+  assert.equal(k.watchNow(), undefined, 'the file the agent opened: nothing to do');
+  for (const f of [path, `${path}-wal`, `${path}-shm`]) rmSync(f, { force: true });
+  // The handle still works on the unlinked file; what it writes now is only there.
+  db.prepare('INSERT INTO t(v) VALUES (?)').run('after-rm');
+  assert.match(k.watchNow() ?? '', /agent\.db was removed/);
+  assert.equal(seen.length, 1);
+  assert.equal(seen[0]?.foreign, false);
+  // Not handled: asked again at the next watch; handled: never again.
+  k.watchNow();
+  assert.equal(seen.length, 2);
+  saveOpenStore(db, path);
+  handled = true;
+  // The saved file is not the one the handle has open: still "replaced", reported once more, then done.
+  k.watchNow();
+  k.watchNow();
+  assert.equal(seen.length, 3);
+  assert.equal(seen[2]?.foreign, true);
+  await k.stop();
+  db.close();
+  assert.equal(count(path), 201, 'the saved store holds every row, the one written after the rm too');
+  assert.equal(statSync(path).mode & 0o777 & ~0o640, 0, 'saved 0640 or tighter');
+  assert.deepEqual(readdirSync(dataDir).filter((n) => n.startsWith('.')), [], 'no temporary file left');
+});
+
+test('detachedWhy: removed, replaced, its WAL removed', () => {
+  const { dataDir, path } = setup();
+  fill(path, 10);
+  const db = openDatabase(path, { migrations: MIGRATIONS });
+  const opened = { db: fileId(path), wal: fileId(`${path}-wal`) };
+  assert.ok(opened.wal, 'an open WAL-mode store has its -wal');
+  assert.equal(detachedWhy(path, opened), undefined);
+  rmSync(`${path}-wal`);
+  assert.deepEqual(detachedWhy(path, opened), { why: `${path}-wal was removed while the agent had it open`, foreign: false });
+  copyFileSync(path, `${path}.x`);
+  rmSync(path);
+  copyFileSync(`${path}.x`, path);
+  assert.equal(detachedWhy(path, opened)?.foreign, true);
+  db.close();
+  void dataDir;
 });
