@@ -49,6 +49,16 @@ test('the example of the contract (docs/maintenance.md) is valid, and hashes to 
   assert.notEqual(validateProcedureText(text + '# x\n', 'f', 'spool-repair').definitionSha256, r.definitionSha256);
 });
 
+test('the example with every step type (docs/maintenance.md) is valid', () => {
+  const md = readFileSync(join(ROOT, 'docs', 'maintenance.md'), 'utf8');
+  const blocks = [...md.matchAll(/^```yaml[ \t]*\n([\s\S]*?)^```[ \t]*$/gm)].map((m) => m[1] ?? '');
+  const every = blocks.find((b) => b.startsWith('id: broker-triage'));
+  assert.ok(every, 'docs/maintenance.md has the broker-triage example');
+  const r = validateProcedureText(every, 'broker-triage.yaml', 'broker-triage');
+  assert.deepEqual(r.problems, []);
+  assert.deepEqual([...new Set(r.procedure!.steps.map((s) => s.type))].sort(), ['action', 'check', 'command', 'confirm', 'http', 'log', 'notify', 'snapshot', 'wait']);
+});
+
 test('the defaults are those of the contract', () => {
   const r = validateProcedureText(stringify(minimal), 'x.yaml', 'x');
   assert.deepEqual(r.problems, []);
