@@ -12,7 +12,7 @@
  *   that were validated.
  * - Only a `valid` entry yields a procedure to run (`runnable`); the others throw their code.
  */
-import { closeSync, fstatSync, openSync, readdirSync, readFileSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MaintenanceError, type Problem } from './errors.js';
@@ -53,9 +53,12 @@ export function shippedProceduresDir(): string {
 }
 
 function readBounded(file: string): Buffer {
-  const fd = openSync(file, 'r');
+  // Non-blocking: a FIFO named like a procedure must not hang the agent's start.
+  const fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
   try {
-    const size = fstatSync(fd).size;
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new Error('not a regular file');
+    const size = st.size;
     if (size > MAX_PROCEDURE_BYTES) throw new Error(`the file is ${size} bytes; a procedure is at most ${MAX_PROCEDURE_BYTES}`);
     return readFileSync(fd);
   } finally {

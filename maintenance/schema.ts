@@ -18,6 +18,17 @@ const HEADER_NAME = /^[A-Za-z0-9-]{1,128}$/;
 
 export const isParamRef = (s: string): boolean => PARAM_REF.test(s);
 
+/** An http(s) URL, or a whole parameter reference (its value is checked when the step runs). */
+function httpUrlOk(s: string): boolean {
+  if (isParamRef(s)) return true;
+  try {
+    const u = new URL(s);
+    return u.protocol === 'http:' || u.protocol === 'https:';
+  } catch {
+    return false;
+  }
+}
+
 const checkSchema = z.custom<Check>(() => true).superRefine((v, ctx) => {
   for (const p of checkShapeProblems(v, isParamRef)) ctx.addIssue({ code: 'custom', message: p.message, path: p.path });
 });
@@ -50,7 +61,7 @@ const httpStep = z
     ...baseKeys,
     type: z.literal('http'),
     method: z.enum(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE']).default('GET'),
-    url: z.string().min(1).max(4096),
+    url: z.string().min(1).max(4096).refine(httpUrlOk, 'must be an http:// or https:// URL, or a whole {{params.NAME}}'),
     headers: z.record(z.string().regex(HEADER_NAME, 'must be a header name'), z.string().max(8192)).optional(),
     body: z.unknown().optional(),
     expectStatus: z.union([z.number().int().min(100).max(599), z.array(z.number().int().min(100).max(599)).min(1)]).optional(),

@@ -79,7 +79,9 @@ function show(id: string, v: Values): number {
 function validate(file: string, v: Values): number {
   let bytes: Buffer;
   try {
-    if (statSync(file).size > MAX_PROCEDURE_BYTES) throw new Error(`larger than ${MAX_PROCEDURE_BYTES} bytes`);
+    const st = statSync(file);
+    if (!st.isFile()) throw new Error('not a regular file');
+    if (st.size > MAX_PROCEDURE_BYTES) throw new Error(`larger than ${MAX_PROCEDURE_BYTES} bytes`);
     bytes = readFileSync(file);
   } catch (err) {
     process.stderr.write(`${NAME}: cannot read ${file}: ${errorMessage(err)}\n`);

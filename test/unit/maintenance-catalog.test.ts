@@ -6,6 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -137,6 +138,20 @@ test('unsafe: owned by a user who is neither root nor the agent', { skip: UID !=
   chownSync(join(d, 'p.yaml'), 0, 0);
   chownSync(d, 65534, 65534);
   assert.match(findProcedure(loadCatalog({ shippedDir: undefined, operatorDir: d, agentUid: 0 }), 'p').problems[0]!.message, /the directory .* is owned by uid 65534/);
+});
+
+test('a FIFO or a directory named like a procedure is an invalid entry, and does not hang the load', () => {
+  const d = writeDir('special', { 'ok.yaml': proc('ok') });
+  execFileSync('mkfifo', [join(d, 'fifo.yaml')]);
+  chmodSync(join(d, 'fifo.yaml'), 0o644);
+  mkdirSync(join(d, 'dir.yaml'), { mode: 0o755 });
+  const cat = loadCatalog({ shippedDir: undefined, operatorDir: d, agentUid: UID });
+  assert.equal(findProcedure(cat, 'ok').status, 'valid');
+  for (const id of ['fifo', 'dir']) {
+    const e = findProcedure(cat, id);
+    assert.equal(e.status, 'invalid', id);
+    assert.match(e.problems.map((p) => p.message).join(), /not a regular file|EISDIR/, id);
+  }
 });
 
 test('a symbolic link is judged by the file it points to', () => {

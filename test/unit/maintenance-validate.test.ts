@@ -49,6 +49,16 @@ test('the example of the contract (docs/maintenance.md) is valid, and hashes to 
   assert.notEqual(validateProcedureText(text + '# x\n', 'f', 'spool-repair').definitionSha256, r.definitionSha256);
 });
 
+test('the example with every step type (docs/maintenance.md) is valid', () => {
+  const md = readFileSync(join(ROOT, 'docs', 'maintenance.md'), 'utf8');
+  const blocks = [...md.matchAll(/^```yaml[ \t]*\n([\s\S]*?)^```[ \t]*$/gm)].map((m) => m[1] ?? '');
+  const every = blocks.find((b) => b.startsWith('id: broker-triage'));
+  assert.ok(every, 'docs/maintenance.md has the broker-triage example');
+  const r = validateProcedureText(every, 'broker-triage.yaml', 'broker-triage');
+  assert.deepEqual(r.problems, []);
+  assert.deepEqual([...new Set(r.procedure!.steps.map((s) => s.type))].sort(), ['action', 'check', 'command', 'confirm', 'http', 'log', 'notify', 'snapshot', 'wait']);
+});
+
 test('the defaults are those of the contract', () => {
   const r = validateProcedureText(stringify(minimal), 'x.yaml', 'x');
   assert.deepEqual(r.problems, []);
@@ -123,7 +133,11 @@ test('step types: an unknown type, each type with its own keys, a key of another
       { id: 'j', type: 'snapshot', metrics: ['bad metric'] },
       { id: 'k', type: 'command', argv: ['/bin/x'], okExitCodes: [256] },
       { id: 'l', type: 'check' },
+      { id: 'm', type: 'http', url: 'file:///etc/shadow' },
+      { id: 'n', type: 'http', url: 'not a url' },
+      { id: 'o', type: 'http', url: '{{params.u}}' },
     ],
+    params: { u: { type: 'string', pattern: '^https://' } },
   });
   assertProblem(list, 'steps[0].type', /Expected 'action' \| 'command'/);
   assertProblem(list, 'steps[1].argv', /expected array/);
@@ -139,6 +153,9 @@ test('step types: an unknown type, each type with its own keys, a key of another
   assertProblem(list, 'steps[9].metrics[0]', /metric name/);
   assertProblem(list, 'steps[10].okExitCodes[0]', /<=255/);
   assertProblem(list, 'steps[11].check', /expected a check/);
+  assertProblem(list, 'steps[12].url', /http:\/\/ or https:\/\//);
+  assertProblem(list, 'steps[13].url', /http:\/\/ or https:\/\//);
+  assert.ok(!list.some((l) => l.startsWith('steps[14]')), 'a whole reference is a URL decided at run time');
 });
 
 test('checks: structured only, with metric, op and value; all, any and not nest', () => {
