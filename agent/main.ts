@@ -275,6 +275,8 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     restart: (reason) => void shutdown(reason, true),
     onCommitted: () => restore.committed(),
     extraHealth: () => bridgeUpgrade.health(),
+    event,
+    incidents: recovery.incidents,
   });
 
   const components: Component[] = [

@@ -1,6 +1,8 @@
 /**
- * Wires ota/ into the agent: the `update` and `rollback` operations, the trial health gate, and
- * the backup taken before each activation. Called once by the composition root.
+ * Wires ota/ into the agent: the `update` and `rollback` operations, the trial health gate, the
+ * backup taken before each activation, and the report of the boot guard's fallbacks from a
+ * committed release that kept failing at start (agent/guard-report.ts). Called once by the
+ * composition root.
  */
 import { mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
@@ -12,12 +14,14 @@ import { copyPrivate, vacuumIntoPrivate } from '../recovery/private-files.js';
 import type { Db } from '../lib/sqlite.js';
 import type { Updater } from '../ota/updater.js';
 import { TrialGate } from '../ota/trial-gate.js';
-import type { SlotName } from '../ota/slots.js';
+import { loadSlots, type SlotName } from '../ota/slots.js';
+import type { IncidentStore } from '../recovery/incidents.js';
 import type { AgentConfig } from '../core/config.js';
 import type { Router } from './router.js';
 import type { WmsLink } from './wms-link.js';
-import type { Component } from '../core/ports.js';
+import type { AgentEvent, Component } from '../core/ports.js';
 import { rollbackOperation, updateOperation } from './ops/update.js';
+import { reportGuardFallbacks } from './guard-report.js';
 
 export interface OtaWiring {
   config: AgentConfig;
@@ -40,6 +44,9 @@ export interface OtaWiring {
   onCommitted?: () => void;
   /** More conditions of the health gate (the PLC bridge runs this release). */
   extraHealth?: () => { ok: boolean; why?: string };
+  /** Queues an event on ~/events (durable: committed in the caller's transaction). */
+  event?: (ev: AgentEvent, durable: boolean) => void;
+  incidents?: Pick<IncidentStore, 'record' | 'resolve'>;
 }
 
 /** Registers the operations; returns the trial gate, a component to start after the WMS link. */
@@ -47,6 +54,13 @@ export function wireOta(w: OtaWiring): Component {
   const { config, logger } = w;
   const root = config.ota.root;
   const log = logger.child({ component: 'ota' });
+  if (w.underGuard && w.event) {
+    try {
+      reportGuardFallbacks({ slots: loadSlots(root), db: w.db, incidents: w.incidents, event: w.event, logger: log, now: w.clock.now() });
+    } catch (err) {
+      log.error({ err }, 'could not report the boot guard fallbacks of slots.json');
+    }
+  }
   // Loaded on the first update: the bundle reader, the trust chain code and node-forge cost start-up
   // time and memory (bench/) that the agent needs on every restart and rarely for an update.
   let updater: Promise<Updater> | undefined;
@@ -60,7 +74,13 @@ export function wireOta(w: OtaWiring): Component {
           deviceClass: config.deviceClass,
           trustPath: config.ota.trustAnchors,
           maxBundleBytes: config.ota.maxBundleBytes,
-          download: { caPath: config.ota.download.ca, idleTimeoutMs: config.ota.download.idleTimeoutMs, retries: config.ota.download.retries },
+          download: {
+            caPath: config.ota.download.ca,
+            idleTimeoutMs: config.ota.download.idleTimeoutMs,
+            retries: config.ota.download.retries,
+            minBytesPerSecond: config.ota.download.minBytesPerSecond,
+            stallWindowMs: config.ota.download.stallWindowMs,
+          },
           backup: (id) => backup(w, id),
           logger: log,
           fault: w.fault,

@@ -17,6 +17,8 @@ export interface AgentInfo {
   stoppedAt?: string;
   gatewayId?: string;
   brokerUrl?: string;
+  /** The `at` of the newest boot guard fallback reported (agent/guard-report.ts). */
+  guardFallbacksReported?: string;
 }
 
 export function writeAgentInfo(db: Db, info: AgentInfo): void {

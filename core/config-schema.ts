@@ -66,9 +66,15 @@ const otaSchema = z
         ca: z.string().min(1).optional().describe('PEM CA for https bundle URLs; the system CAs when absent'),
         idleTimeoutMs: z.number().int().min(1000).max(600_000).default(30_000),
         retries: z.number().int().min(0).max(100).default(5),
+        /**
+         * A download slower than this on average over a window of stallWindowMs (reconnects
+         * included) fails `download-stalled`, so a trickling server cannot hold the update slot. 0: no bound.
+         */
+        minBytesPerSecond: z.number().int().min(0).max(1024 * 1024 * 1024).default(1024),
+        stallWindowMs: z.number().int().min(100).max(3_600_000).default(60_000),
       })
       .strict()
-      .default({ idleTimeoutMs: 30_000, retries: 5 }),
+      .default({ idleTimeoutMs: 30_000, retries: 5, minBytesPerSecond: 1024, stallWindowMs: 60_000 }),
     healthGate: z
       .object({
         stableMs: z.number().int().min(0).max(3_600_000).default(15_000),

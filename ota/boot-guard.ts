@@ -10,7 +10,12 @@
  * its start is stopped (SIGTERM, SIGKILL after --kill-grace-ms): a failed start, so a hung
  * release is rolled back like a crashing one. Agent exit 75 = "restart me now"; any other exit
  * restarts after a capped, jittered exponential backoff (reset after --backoff-reset-ms of
- * running). SIGTERM/SIGINT go to the agent; the guard then exits with the agent's status. It
+ * running). A committed slot is watched too: an unasked exit before --backoff-reset-ms of
+ * running is a failed start (counted in slots.json); after --max-committed-failures of them
+ * within --committed-failure-window-ms the slot is marked bad and the other slot boots, if it is
+ * committed and not below the security floor. With no such slot the guard goes on starting the
+ * one it has, slowly (its backoff, capped at --backoff-max-ms), for ever: someone may fix the
+ * cause, and there is nothing else to run. SIGTERM/SIGINT go to the agent; the guard then exits with the agent's status. It
  * exits on its own only when slots.json is missing at its first start (78: not installed) or
  * on bad arguments (64); a corrupt or vanished file later is logged and retried.
  *
@@ -22,7 +27,7 @@ import { realpathSync } from 'node:fs';
 import { constants } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { guardStart, loadSlots, saveSlots, SlotsError, type SlotName } from './slots.js';
+import { clearFailedStarts, committedExhausted, guardStart, loadSlots, otherSlot, recordFailedStart, saveSlots, SlotsError, usableFallback, type CommittedBound, type SlotName } from './slots.js';
 
 /** The agent's "restart me" status (agent/main.ts EXIT_RESTART; the guard cannot import it). */
 export const EXIT_RESTART = 75;
@@ -30,7 +35,17 @@ export const EXIT_NOT_INSTALLED = 78;
 export const EXIT_USAGE = 64;
 
 /** Numeric options and their defaults; each is also a flag: maxTrialStarts is --max-trial-starts. */
-const DEFAULTS = { maxTrialStarts: 3, trialTimeoutMs: 120_000, pollMs: 500, killGraceMs: 15_000, backoffMinMs: 1000, backoffMaxMs: 30_000, backoffResetMs: 60_000 };
+const DEFAULTS = {
+  maxTrialStarts: 3,
+  trialTimeoutMs: 120_000,
+  pollMs: 500,
+  killGraceMs: 15_000,
+  backoffMinMs: 1000,
+  backoffMaxMs: 30_000,
+  backoffResetMs: 60_000,
+  maxCommittedFailures: 5,
+  committedFailureWindowMs: 300_000,
+};
 type NumericOption = keyof typeof DEFAULTS;
 export type GuardOptions = typeof DEFAULTS & { root: string; nodeFlags: string[]; agentArgs: string[] };
 const NUMERIC = new Map(Object.keys(DEFAULTS).map((k) => [`--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`, k as NumericOption]));
@@ -54,7 +69,7 @@ export function parseGuardArgs(argv: readonly string[]): GuardOptions {
       const key = NUMERIC.get(name);
       if (key === undefined) throw new Error(`unknown option ${JSON.stringify(name)}`);
       const n = Number(value);
-      if (!Number.isInteger(n) || n < (key === 'maxTrialStarts' || key === 'pollMs' ? 1 : 0)) throw new Error(`${name} must be a whole number, got ${JSON.stringify(value)}`);
+      if (!Number.isInteger(n) || n < (key === 'maxTrialStarts' || key === 'pollMs' || key === 'maxCommittedFailures' ? 1 : 0)) throw new Error(`${name} must be a whole number, got ${JSON.stringify(value)}`);
       o[key] = n;
     }
   }
@@ -138,11 +153,40 @@ export class BootGuard {
       } else if (out.code === EXIT_RESTART) {
         this.log('info', 'child-exit', 'the agent asked to be restarted', { ...fields, reason: 'restart-requested', delayMs: 0 });
       } else {
-        const delayMs = restartDelay(this.attempt++, this.o.backoffMinMs, this.o.backoffMaxMs);
-        this.log('warn', 'child-exit', 'the agent exited unasked; restarting after a backoff', { ...fields, reason: 'crashed', delayMs, attempt: this.attempt });
+        const failedStart = !d.trial && out.ranMs < this.o.backoffResetMs;
+        const next = failedStart ? this.noteFailedStart(d.slot) : 'backoff';
+        // A fallback starts at once; anything else (no fallback included) waits its backoff.
+        const delayMs = next === 'fallback' ? 0 : restartDelay(this.attempt++, this.o.backoffMinMs, this.o.backoffMaxMs);
+        this.log('warn', 'child-exit', 'the agent exited unasked; restarting after a backoff', { ...fields, reason: 'crashed', delayMs, attempt: this.attempt, failedStart, next });
         await this.sleep(delayMs);
       }
+      if (out.ranMs >= this.o.backoffResetMs && !d.trial) this.update((s) => clearFailedStarts(s, d.slot));
     }
+  }
+
+  private get committedBound(): CommittedBound {
+    return { max: this.o.maxCommittedFailures, windowMs: this.o.committedFailureWindowMs };
+  }
+
+  /** Loads slots.json, applies `f`, saves when it changed; a failure is logged (the next start retries). */
+  private update(f: (s: ReturnType<typeof loadSlots>) => ReturnType<typeof loadSlots>): ReturnType<typeof loadSlots> | undefined {
+    try {
+      const s = loadSlots(this.o.root);
+      const next = f(s);
+      if (next !== s) saveSlots(this.o.root, next);
+      return next;
+    } catch (err) {
+      this.log('error', 'slots-unusable', `cannot update slots.json: ${err instanceof Error ? err.message : String(err)}`, { root: this.o.root });
+      return undefined;
+    }
+  }
+
+  /** Counts a failed start of the committed `slot`; says what the next start is. */
+  private noteFailedStart(slot: SlotName): 'backoff' | 'fallback' | 'no-fallback' {
+    const s = this.update((cur) => recordFailedStart(cur, slot, this.committedBound));
+    const info = s?.slots[slot];
+    if (!s || !info || s.active !== slot || !committedExhausted(info, this.committedBound)) return 'backoff';
+    return usableFallback(s, otherSlot(slot)) ? 'fallback' : 'no-fallback';
   }
 
   /** Loads, decides, persists. A number is an exit status; undefined means "retry after a backoff". */
@@ -150,7 +194,7 @@ export class BootGuard {
     const root = this.o.root;
     try {
       const s = loadSlots(root);
-      const d = guardStart(s, this.o.maxTrialStarts);
+      const d = guardStart(s, this.o.maxTrialStarts, new Date(), this.committedBound);
       // Persist before acting: a cut after this write and before the spawn costs one counted start.
       if (d.next !== s) saveSlots(root, d.next);
       const slot = d.next.active;
@@ -158,6 +202,14 @@ export class BootGuard {
       if (d.action === 'rolled-back') {
         this.attempt = 0;
         this.log('warn', 'rolled-back', `slot ${s.active} abandoned for ${slot}`, { from: s.active, slot, reason: d.reason, version: info.version });
+      }
+      if (d.reason === 'no-fallback' && info.state === 'committed') {
+        this.log('error', 'no-fallback', `slot ${slot} keeps failing at start and the other slot cannot run (not committed, or below the security floor): retrying with a backoff of up to ${this.o.backoffMaxMs} ms`, {
+          slot,
+          version: info.version,
+          failedStarts: info.failedStarts,
+          other: d.next.slots[otherSlot(slot)].state,
+        });
       }
       this.log('info', 'start', `starting slot ${slot}`, { slot, state: info.state, version: info.version, trialStarts: info.trialStarts, reason: d.reason });
       return { slot, trial: info.state === 'trial' };
@@ -270,7 +322,13 @@ export async function main(argv: readonly string[]): Promise<number> {
   const onSignal = (sig: NodeJS.Signals): void => guard.stop(sig);
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
-  log('info', 'guard-start', 'boot guard started', { root: opts.root, maxTrialStarts: opts.maxTrialStarts, trialTimeoutMs: opts.trialTimeoutMs });
+  log('info', 'guard-start', 'boot guard started', {
+    root: opts.root,
+    maxTrialStarts: opts.maxTrialStarts,
+    trialTimeoutMs: opts.trialTimeoutMs,
+    maxCommittedFailures: opts.maxCommittedFailures,
+    committedFailureWindowMs: opts.committedFailureWindowMs,
+  });
   return guard.run();
 }
 

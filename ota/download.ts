@@ -6,6 +6,14 @@
  *
  * The stream is consumed directly by the bundle reader: no temporary copy of the bundle, and
  * backpressure pauses the socket, so memory does not grow with the bundle's size.
+ *
+ * INVARIANTS
+ * - The download ends for good when its consumer destroys the stream (the bundle reader
+ *   refused the bundle), when `signal` aborts, or when it fails: no request is made and no
+ *   progress is reported after that. `done` settles only once the last connection is closed.
+ * - Throughput is bounded from below: over each `stallWindowMs` at least
+ *   `minBytesPerSecond` on average must arrive (reconnects and backoff waits included), or the
+ *   download fails `download-stalled`; a server that trickles cannot hold the update slot.
  */
 import { createHash } from 'node:crypto';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
@@ -29,6 +37,9 @@ export interface DownloadOptions {
   idleTimeoutMs?: number;
   /** Broken connections resumed before giving up. */
   retries?: number;
+  /** Below this average over a window of `stallWindowMs`, the download fails (0: no bound). */
+  minBytesPerSecond?: number;
+  stallWindowMs?: number;
   backoff?: BackoffPolicy;
   signal?: AbortSignal | undefined;
   onProgress?(received: number, total: number | undefined): void;
@@ -54,7 +65,17 @@ export interface Download {
 export function download(opts: DownloadOptions): Download {
   const out = new PassThrough({ highWaterMark: 256 * 1024 });
   const seen = { validator: opts.ifRange };
-  const done = run(opts, out, seen);
+  // One signal ends every part of the download: the caller's, the consumer gone, a stall.
+  const stop = new AbortController();
+  const onCallerAbort = (): void => stop.abort(new OtaError('download-failed', 'download cancelled'));
+  if (opts.signal?.aborted) onCallerAbort();
+  else opts.signal?.addEventListener('abort', onCallerAbort, { once: true });
+  const onConsumerGone = (): void => stop.abort(new OtaError('download-failed', 'the bundle reader stopped reading'));
+  out.once('close', onConsumerGone);
+  const done = run({ ...opts, signal: stop.signal }, out, seen, stop).finally(() => {
+    opts.signal?.removeEventListener('abort', onCallerAbort);
+    out.off('close', onConsumerGone);
+  });
   done.then(
     () => out.end(),
     (err: unknown) => out.destroy(err instanceof Error ? err : new Error(String(err))),
@@ -64,9 +85,39 @@ export function download(opts: DownloadOptions): Download {
   return { stream: out, done, validator: () => seen.validator };
 }
 
-async function run(opts: DownloadOptions, out: PassThrough, seen: { validator: string | undefined }): Promise<DownloadResult> {
+/** The reason `signal` was aborted with, as the OtaError the download rejects with. */
+function stopReason(signal: AbortSignal): OtaError {
+  return signal.reason instanceof OtaError ? signal.reason : new OtaError('download-failed', 'download cancelled');
+}
+
+/** Checks the throughput at the end of each window; aborts `stop` with download-stalled. */
+function watchThroughput(opts: DownloadOptions, at: { offset: number }, stop: AbortController): () => void {
+  const min = opts.minBytesPerSecond ?? 0;
+  const windowMs = opts.stallWindowMs ?? 60_000;
+  if (min <= 0 || windowMs <= 0) return () => undefined;
+  let from = at.offset;
+  const timer = setInterval(() => {
+    const got = at.offset - from;
+    from = at.offset;
+    if (got * 1000 < min * windowMs) {
+      stop.abort(new OtaError('download-stalled', `${got} bytes arrived in the last ${windowMs} ms, below the minimum of ${min} bytes/s (ota.download.minBytesPerSecond)`));
+    }
+  }, windowMs);
+  return () => clearInterval(timer);
+}
+
+async function run(opts: DownloadOptions, out: PassThrough, seen: { validator: string | undefined }, stop: AbortController): Promise<DownloadResult> {
   // `at.offset` moves with every byte delivered, also on a connection that then breaks.
   const at = { offset: opts.startAt ?? 0 };
+  const unwatch = watchThroughput(opts, at, stop);
+  try {
+    return await attempts(opts, out, seen, at, stop.signal);
+  } finally {
+    unwatch();
+  }
+}
+
+async function attempts(opts: DownloadOptions, out: PassThrough, seen: { validator: string | undefined }, at: { offset: number }, signal: AbortSignal): Promise<DownloadResult> {
   // A whole-file hash is only possible when we see every byte from the start.
   const hash = at.offset === 0 && opts.sha256 ? createHash('sha256') : undefined;
   let validator = opts.ifRange;
@@ -74,7 +125,7 @@ async function run(opts: DownloadOptions, out: PassThrough, seen: { validator: s
   let failures = 0;
   const retries = opts.retries ?? 5;
   for (;;) {
-    if (opts.signal?.aborted) throw new OtaError('download-failed', 'download cancelled');
+    if (signal.aborted) throw stopReason(signal);
     try {
       const res = await get(opts.url, opts, at.offset, validator);
       const skip = at.offset > 0 && res.statusCode === 200 ? at.offset : 0;
@@ -97,10 +148,11 @@ async function run(opts: DownloadOptions, out: PassThrough, seen: { validator: s
       if (total === undefined || at.offset >= total) break;
       throw new OtaError('download-failed', `connection closed at ${at.offset} of ${total} bytes`);
     } catch (err) {
+      if (signal.aborted) throw stopReason(signal);
       if (err instanceof OtaError && err.code !== 'download-failed') throw err;
-      if (opts.signal?.aborted) throw new OtaError('download-failed', 'download cancelled');
       if (++failures > retries) throw err instanceof OtaError ? err : new OtaError('download-failed', (err as Error).message, { cause: err });
-      await sleep(backoffDelay(opts.backoff ?? { initialMs: 500, maxMs: 10_000, factor: 2, jitter: 1 }, failures - 1), opts.signal);
+      await sleep(backoffDelay(opts.backoff ?? { initialMs: 500, maxMs: 10_000, factor: 2, jitter: 1 }, failures - 1), signal);
+      if (signal.aborted) throw stopReason(signal);
     }
   }
   if (opts.size !== undefined && at.offset !== opts.size) throw new OtaError('download-checksum', `received ${at.offset} bytes; the command said ${opts.size}`);
@@ -130,8 +182,12 @@ function pump(res: IncomingMessage, out: PassThrough, at: { offset: number }, sk
     const onAbort = (): void => {
       res.destroy(new Error('cancelled'));
     };
-    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    let finished = false;
+    if (opts.signal?.aborted) onAbort();
+    else opts.signal?.addEventListener('abort', onAbort, { once: true });
     const finish = (err?: Error): void => {
+      if (finished) return;
+      finished = true;
       clearTimeout(timer);
       opts.signal?.removeEventListener('abort', onAbort);
       out.off('drain', onDrain);
@@ -143,6 +199,7 @@ function pump(res: IncomingMessage, out: PassThrough, at: { offset: number }, sk
     };
     out.on('drain', onDrain);
     res.on('data', (chunk: Buffer) => {
+      if (finished || opts.signal?.aborted) return;
       clearTimeout(timer);
       timer = setTimeout(() => res.destroy(new Error('no data')), idle);
       let data = chunk;
@@ -159,6 +216,7 @@ function pump(res: IncomingMessage, out: PassThrough, at: { offset: number }, sk
         return;
       }
       hash?.update(data);
+      if (out.destroyed) return;
       if (!out.write(data)) res.pause();
       opts.onProgress?.(at.offset, total);
     });
@@ -169,7 +227,11 @@ function pump(res: IncomingMessage, out: PassThrough, at: { offset: number }, sk
       res.destroy();
     };
     out.once('close', onClose);
-    res.once('close', () => out.off('close', onClose));
+    res.once('close', () => {
+      out.off('close', onClose);
+      // Destroyed without an error (no 'error' event follows): still settle, after 'end' a no-op.
+      finish(new Error('connection closed'));
+    });
   });
 }
 
@@ -191,7 +253,7 @@ function get(url: string, opts: DownloadOptions, offset: number, validator: stri
       headers.range = `bytes=${offset}-`;
       if (validator) headers['if-range'] = validator;
     }
-    const req = (u.protocol === 'https:' ? httpsRequest : httpRequest)(u, { method: 'GET', headers, ...(opts.ca ? { ca: opts.ca } : {}), timeout: opts.idleTimeoutMs ?? 30_000 }, (res) => {
+    const req = (u.protocol === 'https:' ? httpsRequest : httpRequest)(u, { method: 'GET', headers, ...(opts.ca ? { ca: opts.ca } : {}), ...(opts.signal ? { signal: opts.signal } : {}), timeout: opts.idleTimeoutMs ?? 30_000 }, (res) => {
       const status = res.statusCode ?? 0;
       if (status >= 300 && status < 400 && res.headers.location) {
         res.resume();

@@ -33,6 +33,7 @@ export const OTA_CODES = registerCodes('ota', [
   'download-http-status', // the server answered 4xx (not found, forbidden, ...)
   'download-too-large', // the bundle is larger than ota.download.maxBytes
   'download-checksum', // the size or sha256 the command gave does not match what arrived
+  'download-stalled', // less than ota.download.minBytesPerSecond arrived over ota.download.stallWindowMs (a trickling server)
   // the install
   'disk-full', // the inactive slot's filesystem ran out of space (the slot is given back)
   'install-interrupted', // the agent stopped during this install more often than it is resumed

@@ -14,6 +14,8 @@
  *  5. No committed slot has a securityVersion above highestSecurityVersion, and the latter
  *     never decreases.
  *  6. One transition changes the state and the active pointer together, in one write.
+ *  7. `failedStarts` and `failedSince` are set only on a `committed` slot: its recent failed
+ *     starts (the agent exited unasked before it had run the guard's backoff reset time).
  *
  * This file runs inside the boot guard, outside the slots (ROOT/guard/): it imports only node:
  * builtins and ../lib/{atomic,errors}.js, which import nothing else (GUARD_FILES,
@@ -49,6 +51,9 @@ export interface SlotInfo {
   committedAt?: string;
   /** Starts the guard has made of this trial slot (invariant 4). */
   trialStarts?: number;
+  /** Failed starts of this committed slot since `failedSince` (invariant 7). */
+  failedStarts?: number;
+  failedSince?: string;
   trialSince?: string;
   /** The `update` command that wrote the slot. */
   updateId?: string;
@@ -131,22 +136,72 @@ export function activate(s: SlotsFile, slot: SlotName, now = new Date()): SlotsF
 export interface GuardDecision {
   next: SlotsFile;
   action: 'run' | 'rolled-back';
-  reason?: 'trial-starts-exceeded' | 'active-not-runnable' | 'no-fallback';
+  reason?: 'trial-starts-exceeded' | 'committed-starts-exceeded' | 'active-not-runnable' | 'no-fallback';
+}
+
+/** The bound on failed starts of a committed slot: `max` within `windowMs` of the first. */
+export interface CommittedBound {
+  max: number;
+  windowMs: number;
+}
+
+/** Whether `slot` (committed) has used up its failed starts under `bound`. Pure. */
+export function committedExhausted(info: SlotInfo, bound: CommittedBound): boolean {
+  return info.state === 'committed' && (info.failedStarts ?? 0) >= bound.max;
+}
+
+/**
+ * The active committed slot's agent exited unasked soon after its start: one more failed start.
+ * The count restarts when the first one counted is older than the window, unless the bound is
+ * reached already: then it stays reached until a run that lasts clears it (clearFailedStarts).
+ * No history entry: a crash loop would push everything else out of it.
+ */
+export function recordFailedStart(s: SlotsFile, slot: SlotName, bound: CommittedBound, now = new Date()): SlotsFile {
+  const cur = s.slots[slot];
+  if (slot !== s.active || cur.state !== 'committed') return s;
+  const since = cur.failedSince === undefined ? NaN : Date.parse(cur.failedSince);
+  const fresh = Number.isFinite(since) && now.getTime() - since <= bound.windowMs;
+  const info: SlotInfo =
+    fresh || committedExhausted(cur, bound) ? { ...cur, failedStarts: (cur.failedStarts ?? 0) + 1 } : { ...cur, failedStarts: 1, failedSince: now.toISOString() };
+  return { ...s, slots: { ...s.slots, [slot]: info } };
+}
+
+/** The slot's agent ran long enough: its failed starts are forgotten. */
+export function clearFailedStarts(s: SlotsFile, slot: SlotName): SlotsFile {
+  const cur = s.slots[slot];
+  if (cur.failedStarts === undefined && cur.failedSince === undefined) return s;
+  return { ...s, slots: { ...s.slots, [slot]: without(cur, 'failedStarts', 'failedSince') } };
+}
+
+/** A committed slot the guard may fall back to: committed, and not below the security floor. */
+export function usableFallback(s: SlotsFile, slot: SlotName): boolean {
+  const i = s.slots[slot];
+  return i.state === 'committed' && (i.securityVersion ?? 0) >= s.highestSecurityVersion;
 }
 
 /**
  * The boot guard's decision before each start of the agent. A trial slot gets at most
  * `maxTrialStarts` starts; then it is marked bad and the committed slot boots. An active slot
  * that is not runnable (a hand-edited or otherwise inconsistent file) is abandoned for a
- * committed one. Throws slots-corrupt only when no slot is runnable at all.
+ * committed one. A committed slot that used up its failed starts (`committed`, see
+ * recordFailedStart) is marked bad and the other slot boots, if that one is committed and not
+ * below the security floor; else it runs on (`no-fallback`: the guard retries it slowly).
+ * Throws slots-corrupt only when no slot is runnable at all.
  */
-export function guardStart(s: SlotsFile, maxTrialStarts: number, now = new Date()): GuardDecision {
+export function guardStart(s: SlotsFile, maxTrialStarts: number, now = new Date(), committed?: CommittedBound): GuardDecision {
   const slot = s.active;
   const cur = s.slots[slot];
   const other = otherSlot(slot);
   const fallback = s.slots[other].state === 'committed';
   const at = now.toISOString();
-  if (cur.state === 'committed') return { next: s, action: 'run' };
+  if (cur.state === 'committed') {
+    if (!committed || !committedExhausted(cur, committed)) return { next: s, action: 'run' };
+    if (!usableFallback(s, other)) return { next: s, action: 'run', reason: 'no-fallback' };
+    const reason = 'committed-starts-exceeded';
+    const bad: SlotInfo = { ...without(cur, 'failedStarts', 'failedSince'), state: 'bad', reason };
+    const next = withSlot(s, slot, bad, { at, event: 'guard-rollback', version: cur.version, reason: `${reason} (${cur.failedStarts ?? 0} failed starts since ${cur.failedSince ?? '?'})` }, other);
+    return { next: clearFailedStarts(next, other), action: 'rolled-back', reason };
+  }
   if (cur.state === 'trial') {
     const starts = (cur.trialStarts ?? 0) + 1;
     if (starts <= maxTrialStarts || !fallback) {
@@ -212,6 +267,7 @@ export function checkInvariants(s: SlotsFile, prev?: SlotsFile): string[] {
   for (const n of SLOT_NAMES) {
     const i = s.slots[n];
     if ((i.trialStarts !== undefined) !== (i.state === 'trial')) bad.push(`4: slot ${n} is ${i.state} with trialStarts ${String(i.trialStarts)}`);
+    if ((i.failedStarts !== undefined || i.failedSince !== undefined) && i.state !== 'committed') bad.push(`7: slot ${n} is ${i.state} with failedStarts`);
     if (i.verified !== undefined && i.state !== 'installing') bad.push(`4: slot ${n} is ${i.state} with verified set`);
     if (i.state === 'committed' && (i.securityVersion ?? 0) > s.highestSecurityVersion) bad.push(`5: committed slot ${n} above highestSecurityVersion`);
   }
@@ -227,8 +283,8 @@ function slotInfoProblem(v: unknown): string | undefined {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return 'not an object';
   const o = v as Record<string, unknown>;
   if (!STATES.includes(o.state as SlotState)) return `state ${JSON.stringify(o.state)} is not one of ${STATES.join(', ')}`;
-  for (const k of ['version', 'installedAt', 'committedAt', 'trialSince', 'updateId', 'reason']) if (!isStr(o[k])) return `${k} is not a string`;
-  for (const k of ['securityVersion', 'trialStarts']) if (o[k] !== undefined && !(Number.isInteger(o[k]) && (o[k] as number) >= 0)) return `${k} is not a non-negative integer`;
+  for (const k of ['version', 'installedAt', 'committedAt', 'trialSince', 'updateId', 'reason', 'failedSince']) if (!isStr(o[k])) return `${k} is not a string`;
+  for (const k of ['securityVersion', 'trialStarts', 'failedStarts']) if (o[k] !== undefined && !(Number.isInteger(o[k]) && (o[k] as number) >= 0)) return `${k} is not a non-negative integer`;
   if (o.verified !== undefined && typeof o.verified !== 'boolean') return 'verified is not a boolean';
   return undefined;
 }

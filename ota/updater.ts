@@ -16,6 +16,9 @@
  *   removed, so the space is free again; the active slot is never touched.
  * - Activation is one atomic write of slots.json (state and pointer together); before it, a
  *   backup of the configuration and the state store is on disk.
+ * - A failure anywhere in the pipeline (download, reader, hashing, writes) stops all of it: the
+ *   install settles only after the download and the reader have both ended, and no progress
+ *   is reported once it has failed.
  */
 import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -68,7 +71,7 @@ export interface UpdaterOptions {
   /** PEM file of the trust anchors. */
   trustPath: string;
   maxBundleBytes: number;
-  download: { caPath?: string | undefined; idleTimeoutMs: number; retries: number };
+  download: { caPath?: string | undefined; idleTimeoutMs: number; retries: number; minBytesPerSecond?: number; stallWindowMs?: number };
   /** Writes a backup of the configuration and the state store (before activation). */
   backup(updateId: string): void;
   logger: Logger;
@@ -182,6 +185,12 @@ export class Updater {
     const dir = this.slotDir(toSlot);
     const trustPem = readFileSync(this.opts.trustPath, 'utf8');
     const ca = this.opts.download.caPath ? readFileSync(this.opts.download.caPath) : undefined;
+    // Ends the download and the reader together, whichever fails first (or a cancel).
+    const stop = new AbortController();
+    const onCancel = (): void => stop.abort(ctx.signal.reason);
+    if (ctx.signal.aborted) onCancel();
+    else ctx.signal.addEventListener('abort', onCancel, { once: true });
+    let live = true;
     const dl = download({
       url: params.url,
       ca,
@@ -192,8 +201,11 @@ export class Updater {
       ifRange: from?.validator,
       idleTimeoutMs: this.opts.download.idleTimeoutMs,
       retries: this.opts.download.retries,
-      signal: ctx.signal,
+      ...(this.opts.download.minBytesPerSecond !== undefined ? { minBytesPerSecond: this.opts.download.minBytesPerSecond } : {}),
+      ...(this.opts.download.stallWindowMs !== undefined ? { stallWindowMs: this.opts.download.stallWindowMs } : {}),
+      signal: stop.signal,
       onProgress: (received, total) => {
+        if (!live) return;
         const percent = total ? Math.floor((received / total) * 100) : undefined;
         ctx.progress(began() ? 'install' : 'download', percent);
         if (began() && total && received * 2 >= total) this.opts.fault?.('install:half');
@@ -211,7 +223,7 @@ export class Updater {
       trustPem,
       extractTo: dir,
       maxBundleBytes: this.opts.maxBundleBytes,
-      signal: ctx.signal,
+      signal: stop.signal,
       onCheckpoint,
       ...(checkManifest ? { checkManifest } : {}),
       ...(from ? { resume: from.checkpoint } : {}),
@@ -228,16 +240,22 @@ export class Updater {
       this.opts.logger.info({ slot: toSlot, version: res.manifest.version, files: res.files, bytes: res.bytesOut }, 'bundle installed and verified');
       return res.manifest;
     } catch (err) {
+      live = false;
+      stop.abort(err);
       dl.stream.destroy();
       // When the download fails first, the reader may still be creating files in the slot:
       // emptying it before the reader has stopped would leave them behind in an `empty` slot.
-      await reading.catch(() => undefined);
+      // And the download must be over (no request, no progress) before the failure is reported.
+      await Promise.allSettled([reading, dl.done]);
       if (began()) this.giveBack(toSlot);
       const sys = (err as NodeJS.ErrnoException).code;
       if (sys === 'ENOSPC' || sys === 'EDQUOT') {
         throw new OtaError('disk-full', `no space left for slot ${toSlot} under ${root}; the slot was emptied again`, { cause: err });
       }
       throw err;
+    } finally {
+      live = false;
+      ctx.signal.removeEventListener('abort', onCancel);
     }
   }
 

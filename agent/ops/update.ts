@@ -35,12 +35,26 @@ export const updateParams = z
   })
   .strict();
 
-function uctx(ctx: OperationContext<unknown>): UpdateContext {
+/**
+ * The updater's view of the command. `settle()` closes it: whatever part of the pipeline calls
+ * back late reports nothing after the operation's outcome (the router publishes that outcome).
+ */
+function uctx(ctx: OperationContext<unknown>): UpdateContext & { settle(): void } {
+  let open = true;
   return {
     signal: ctx.signal,
-    progress: (step, percent) => ctx.progress(step, percent),
-    setCancellable: (c) => ctx.setCancellable(c),
-    save: (d) => ctx.saveData(d),
+    progress: (step, percent) => {
+      if (open) ctx.progress(step, percent);
+    },
+    setCancellable: (c) => {
+      if (open) ctx.setCancellable(c);
+    },
+    save: (d) => {
+      if (open) ctx.saveData(d);
+    },
+    settle: () => {
+      open = false;
+    },
   };
 }
 
@@ -134,6 +148,8 @@ async function installAndActivate(
     const outcome = failed(err);
     if (!prev || outcome.status !== 'failed') return outcome;
     return { ...outcome, result: { fromVersion: prev.fromVersion, toVersion: prev.toVersion ?? null, slot: prev.fromSlot, rolledBack: false } };
+  } finally {
+    u.settle();
   }
 }
 

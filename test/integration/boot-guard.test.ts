@@ -8,7 +8,7 @@ import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { checkInvariants, loadSlots } from '../../ota/slots.js';
+import { checkInvariants, loadSlots, saveSlots } from '../../ota/slots.js';
 import { waitFor } from '../helpers/util.js';
 import { alive, cleanup, events, makeRoot, startGuard, starts, trialB, type Fixture, type GuardProcess } from './guard-fixture.js';
 
@@ -147,6 +147,66 @@ test('(g) kill -9 of the guard during a trial: the next guard continues the pers
   const s = loadSlots(fx.root);
   assert.deepEqual([s.active, s.slots.B.state], ['A', 'bad']);
   assert.deepEqual(checkInvariants(s), []);
+});
+
+/** Both slots committed with securityVersions `a` and `b`; slot B active (an update long since committed). */
+function committedBoth(fx: Fixture, a: number, b: number): void {
+  const s = loadSlots(fx.root);
+  const at = new Date().toISOString();
+  saveSlots(fx.root, {
+    ...s,
+    active: 'B',
+    slots: { A: { ...s.slots.A, securityVersion: a }, B: { state: 'committed', version: '1.1.0', securityVersion: b, installedAt: at, committedAt: at } },
+    highestSecurityVersion: Math.max(a, b),
+  });
+}
+
+const COMMITTED = ['--max-committed-failures', '3', '--committed-failure-window-ms', '120000'];
+
+test('(h) a committed slot that fails at each start: after the bound the guard falls back to the other committed slot and says why', async () => {
+  const fx = root('run', 'crash');
+  committedBoth(fx, 1, 1);
+  // The default bound (5 failed starts within 5 minutes): no --max-committed-failures.
+  const g = guard(fx, FAST);
+  await g.until(() => starts(fx, 'A').length === 1, 'the fallback to slot A');
+  assert.equal(starts(fx, 'B').length, 5, 'five failed starts of slot B, then slot A');
+  const s = loadSlots(fx.root);
+  assert.deepEqual([s.active, s.slots.A.state, s.slots.B.state, s.slots.B.reason], ['A', 'committed', 'bad', 'committed-starts-exceeded']);
+  assert.deepEqual(checkInvariants(s), []);
+  const last = s.history?.at(-1);
+  assert.deepEqual([last?.event, last?.slot, last?.version], ['guard-rollback', 'B', '1.1.0']);
+  assert.match(last?.reason ?? '', /^committed-starts-exceeded \(5 failed starts since /);
+  assert.deepEqual(g.logged('rolled-back').map((l) => [l.from, l.slot, l.reason]), [['B', 'A', 'committed-starts-exceeded']]);
+  assert.deepEqual(g.logged('child-exit').map((l) => [l.slot, l.failedStart]), Array(5).fill(['B', true]));
+  assert.ok(alive(starts(fx, 'A')[0]!.pid), 'slot A keeps running');
+});
+
+test('(i) a committed slot that fails at each start with no usable fallback (below the security floor) is retried for ever', async () => {
+  const fx = root('run', 'crash');
+  committedBoth(fx, 1, 2);
+  const g = guard(fx, [...COMMITTED, '--backoff-min-ms', '50', '--backoff-max-ms', '100', '--poll-ms', '50']);
+  await g.until(() => starts(fx, 'B').length >= 6, 'six starts of slot B');
+  assert.deepEqual(starts(fx, 'A'), [], 'slot A is below the security floor: never started');
+  assert.ok(g.logged('no-fallback').length >= 2, 'the guard says why it does not fall back');
+  const s = loadSlots(fx.root);
+  assert.deepEqual([s.active, s.slots.A.state, s.slots.B.state], ['B', 'committed', 'committed']);
+  assert.ok((s.slots.B.failedStarts ?? 0) >= 5, JSON.stringify(s.slots.B));
+  assert.deepEqual(checkInvariants(s), []);
+  assert.equal(g.exitCode(), undefined, 'the guard keeps going');
+});
+
+test('(j) kill -9 of the guard while a committed slot fails: the next guard continues the persisted count', async () => {
+  const fx = root('run', 'crash');
+  committedBoth(fx, 1, 1);
+  const first = guard(fx, [...COMMITTED, ...FAST]);
+  await first.until(() => (loadSlots(fx.root).slots.B.failedStarts ?? 0) >= 2, 'two failed starts persisted');
+  first.proc.kill('SIGKILL');
+  await first.exited;
+  const before = starts(fx, 'B').length;
+  const g = guard(fx, [...COMMITTED, ...FAST]);
+  await g.until(() => starts(fx, 'A').length === 1, 'the fallback to slot A');
+  assert.ok(starts(fx, 'B').length - before <= 1, `the second guard started slot B ${starts(fx, 'B').length - before} times: it did not continue the count`);
+  assert.equal(loadSlots(fx.root).slots.B.state, 'bad');
 });
 
 test('slots.json missing at the first start: exit 78, not installed', async () => {
