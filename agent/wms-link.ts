@@ -19,6 +19,7 @@
  *   backoff and the connect timeout allow is hung. restart() is stop() and start(): the outbox
  *   keeps every message, and the retained status is published again on the next connect.
  */
+import { performance } from 'node:perf_hooks';
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
 import { redactUrl, type Logger } from '../lib/log.js';
 import type { Clock } from '../lib/clock.js';
@@ -67,6 +68,9 @@ export interface LinkStats {
 }
 
 const LOOP = 'wms-link';
+/** Commands handled in one turn of the event loop at most, and for how long (deferPubacks). */
+const YIELD_EVERY = 128;
+const YIELD_AFTER_MS = 20;
 /** Passed to mqtt.js's handleMessage callback: it then sends no PUBACK (we send it, see deferPubacks). */
 const DEFERRED = new Error('PUBACK deferred until the command is committed');
 
@@ -303,6 +307,8 @@ export class WmsLink implements Component {
    */
   private deferPubacks(client: MqttClient): void {
     const order: { messageId: number; state: 'pending' | 'ack' | 'skip' }[] = [];
+    let handled = 0;
+    let sliceStart = performance.now();
     const release = (): void => {
       while (order.length > 0 && order[0]!.state !== 'pending') {
         const head = order.shift()!;
@@ -327,8 +333,16 @@ export class WmsLink implements Component {
         slot.state = committed ? 'ack' : 'skip';
         release();
       });
-      // No PUBACK from mqtt.js (see above); the next packet is handled at once.
-      callback(DEFERRED);
+      // No PUBACK from mqtt.js (see above). mqtt.js handles the packets it has parsed one after
+      // the other on process.nextTick, never yielding to the event loop: a broker that sends
+      // thousands at once (no inflight window) would hold the loop for seconds. So after a
+      // slice of messages the next one waits for the next turn (the intake commit runs first).
+      if (++handled < YIELD_EVERY && performance.now() - sliceStart < YIELD_AFTER_MS) return callback(DEFERRED);
+      handled = 0;
+      setImmediate(() => {
+        sliceStart = performance.now();
+        callback(DEFERRED);
+      });
     };
   }
 
