@@ -302,3 +302,40 @@ test('a store that cannot commit: no PUBACK, nothing published, counters match t
   assert.equal(outbox.stats().uncommitted, 0);
   gate.stop();
 });
+
+test('secret params: the handler gets them, the store never holds them; a queued one cut short by a restart fails interrupted', async () => {
+  const first = setup();
+  const seen: unknown[] = [];
+  const releases: ((o: OperationOutcome) => void)[] = [];
+  const secretOp = (onRun: (p: unknown) => Promise<OperationOutcome>): OperationHandler<{ key: string; n: number }> => ({
+    op: 'secret',
+    params: z.object({ key: z.string(), n: z.number() }),
+    redactParams: (p) => ({ ...p, key: '[redacted]' }),
+    execute: (ctx) => onRun(ctx.params),
+  });
+  first.router.register(secretOp((p) => (seen.push(p), new Promise((r) => releases.push(r)))));
+  await first.router.start();
+  for (let i = 0; i < 3; i++) send(first.router, 'secret', { id: `s${i}`, params: { key: `SECRET-${i}`, n: i } });
+  await settle();
+  assert.deepEqual(seen, [{ key: 'SECRET-0', n: 0 }, { key: 'SECRET-1', n: 1 }], 'the running handlers got the real params');
+  releases[0]!({ status: 'successful' });
+  await settle();
+  assert.deepEqual(seen.at(-1), { key: 'SECRET-2', n: 2 }, 'so did the queued one when it started');
+  const stored = first.db.prepare('SELECT id, params FROM commands ORDER BY id').all() as { id: string; params: string }[];
+  assert.deepEqual(stored.map((r) => JSON.parse(r.params) as unknown), [0, 1, 2].map((n) => ({ key: '[redacted]', n })));
+  send(first.router, 'secret', { id: 's3', params: { key: 'SECRET-3', n: 3 } });
+  await settle();
+  first.outbox.close();
+  first.db.close(); // dies with s1, s2 running and s3 waiting
+
+  const second = setup(first.path);
+  let ran = 0;
+  second.router.register(secretOp(async () => (ran++, { status: 'successful' })));
+  await second.router.start();
+  await settle();
+  second.outbox.flush();
+  for (const id of ['s1', 's2', 's3']) assert.equal(of(second.statuses, id).at(-1), 'failed:interrupted', id);
+  assert.equal(ran, 0, 'never run without its secrets');
+  const text = JSON.stringify(second.db.prepare('SELECT * FROM commands').all()) + JSON.stringify(second.db.prepare('SELECT payload FROM outbox').all().map((r) => String((r as { payload: Buffer }).payload)));
+  assert.ok(!text.includes('SECRET-'), 'no secret in the store');
+});
