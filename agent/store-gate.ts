@@ -34,6 +34,7 @@ export function storeFaultCode(err: unknown): StoreFaultCode {
 export class StoreGate {
   private fault: StoreFault | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
   private readonly retries = new Set<() => boolean>();
   private readonly faultListeners = new Set<(f: StoreFault) => void>();
   private readonly recoveredListeners = new Set<(f: StoreFault) => void>();
@@ -102,13 +103,15 @@ export class StoreGate {
     return true;
   }
 
+  /** No more retries (the store is being closed). */
   stop(): void {
+    this.stopped = true;
     this.opts.clock.clearTimeout(this.timer);
     this.timer = undefined;
   }
 
   private schedule(): void {
-    if (this.timer) return;
+    if (this.timer || this.stopped) return;
     this.timer = this.opts.clock.setTimeout(() => {
       this.timer = undefined;
       if (!this.retry() && this.fault) this.schedule();
