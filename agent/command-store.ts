@@ -2,8 +2,13 @@
  * Commands the WMS sent, with their latest status, kept for de-duplication by id across restarts
  * and for resuming an operation a previous process left unfinished.
  *
- * INVARIANT: a status is written here and queued in the outbox in one transaction, before the
- * action it announces; so after a power cut the WMS either got the status or will get it.
+ * INVARIANTS
+ * - A status is written here and queued in the outbox in one transaction, before the action it
+ *   announces; so after a power cut the WMS either got the status or will get it.
+ * - A terminal status is final: update() refuses any status for a command that has one.
+ * - Secret parameters are never written: the router stores what the operation's redactParams
+ *   leaves (`redacted` = 1) and holds the rest in memory for the run. A rejected command's
+ *   parameters are not stored at all.
  */
 import type { Db, MigrationSet } from '../lib/sqlite.js';
 import type { CommandStatus } from '../core/ports.js';
@@ -27,6 +32,11 @@ export const COMMAND_MIGRATIONS: MigrationSet = {
       CREATE INDEX commands_status ON commands(status);
       CREATE INDEX commands_updated ON commands(updated_at);`,
     },
+    {
+      // 1: secret parameters were not kept in this row; a restart cannot run the command again.
+      version: 2,
+      up: 'ALTER TABLE commands ADD COLUMN redacted INTEGER NOT NULL DEFAULT 0',
+    },
   ],
 };
 
@@ -39,6 +49,23 @@ export interface CommandRecord {
   lastMessage: string;
   receivedAt: number;
   updatedAt: number;
+  /** Its stored params lack secrets the operation needs (held in memory by the process that accepted it). */
+  redacted: boolean;
+}
+
+export const FINAL_STATUSES: readonly CommandStatus[] = ['successful', 'failed', 'cancelled', 'rejected'];
+
+/** A new command's row, its params already serialized (so writing it cannot throw on their shape). */
+export interface NewCommandRow {
+  id: string;
+  op: string;
+  status: CommandStatus;
+  /** JSON text, or null. */
+  paramsJson: string | null;
+  redacted: boolean;
+  lastMessage: string;
+  now: number;
+  expiresAt: number | undefined;
 }
 
 interface RawRow {
@@ -50,6 +77,7 @@ interface RawRow {
   last_message: string;
   received_at: number;
   updated_at: number;
+  redacted: number | null;
 }
 
 function fromRow(r: RawRow): CommandRecord {
@@ -62,19 +90,24 @@ function fromRow(r: RawRow): CommandRecord {
     lastMessage: r.last_message,
     receivedAt: r.received_at,
     updatedAt: r.updated_at,
+    redacted: r.redacted === 1,
   };
 }
 
 export class CommandStore {
   private readonly stmts;
 
-  constructor(db: Db) {
+  constructor(private readonly db: Db) {
     this.stmts = {
       get: db.prepare<[string], RawRow>('SELECT * FROM commands WHERE id = ?'),
       insert: db.prepare(
-        'INSERT INTO commands(id, op, status, params, last_message, received_at, updated_at, expires_at) VALUES (@id, @op, @status, @params, @last, @now, @now, @expires)',
+        'INSERT INTO commands(id, op, status, params, redacted, last_message, received_at, updated_at, expires_at) VALUES (@id, @op, @status, @params, @redacted, @last, @now, @now, @expires)',
       ),
-      update: db.prepare('UPDATE commands SET status = @status, last_message = @last, updated_at = @now WHERE id = @id'),
+      update: db.prepare(
+        "UPDATE commands SET status = @status, last_message = @last, updated_at = @now WHERE id = @id AND status NOT IN ('successful', 'failed', 'cancelled', 'rejected')",
+      ),
+      probe: db.prepare("INSERT INTO commands(id, op, status, last_message, received_at, updated_at) VALUES ('~store-probe', '~probe', 'rejected', '', 0, 0)"),
+      unprobe: db.prepare("DELETE FROM commands WHERE id = '~store-probe'"),
       saveData: db.prepare('UPDATE commands SET data = ? WHERE id = ?'),
       unfinished: db.prepare<[], RawRow>("SELECT * FROM commands WHERE status IN ('accepted', 'executing') ORDER BY received_at"),
       recent: db.prepare<[number], RawRow>('SELECT * FROM commands ORDER BY updated_at DESC LIMIT ?'),
@@ -88,19 +121,33 @@ export class CommandStore {
   }
 
   insert(rec: { id: string; op: string; status: CommandStatus; params: unknown; lastMessage: string; now: number; expiresAt: number | undefined }): void {
+    this.insertRow({ ...rec, paramsJson: rec.params === undefined ? null : JSON.stringify(rec.params), redacted: false });
+  }
+
+  insertRow(rec: NewCommandRow): void {
     this.stmts.insert.run({
       id: rec.id,
       op: rec.op,
       status: rec.status,
-      params: rec.params === undefined ? null : JSON.stringify(rec.params),
+      params: rec.paramsJson,
+      redacted: rec.redacted ? 1 : 0,
       last: rec.lastMessage,
       now: rec.now,
       expires: rec.expiresAt ?? null,
     });
   }
 
-  update(id: string, status: CommandStatus, lastMessage: string, now: number): void {
-    this.stmts.update.run({ id, status, last: lastMessage, now });
+  /** Sets a command's status unless it already has a terminal one; false when refused (or unknown). */
+  update(id: string, status: CommandStatus, lastMessage: string, now: number): boolean {
+    return this.stmts.update.run({ id, status, last: lastMessage, now }).changes === 1;
+  }
+
+  /** A real write that changes nothing, in one transaction: whether the store can commit now. Throws when it cannot. */
+  probeWrite(): void {
+    this.db.transaction(() => {
+      this.stmts.probe.run();
+      this.stmts.unprobe.run();
+    })();
   }
 
   saveData(id: string, data: unknown): void {

@@ -7,6 +7,7 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { z } from 'zod';
 import { createLogger, redactUrl, type Logger } from '../lib/log.js';
 import { systemClock } from '../lib/clock.js';
@@ -21,6 +22,8 @@ import { Outbox, OUTBOX_MIGRATIONS } from './outbox.js';
 import { CommandStore, COMMAND_MIGRATIONS } from './command-store.js';
 import { AGENT_INFO_MIGRATIONS, writeAgentInfo } from '../core/agent-info.js';
 import { Router } from './router.js';
+import { StoreGate } from './store-gate.js';
+import { WalSync } from '../lib/wal-sync.js';
 import { WmsLink } from './wms-link.js';
 import { AdminServer, adminSocketAlive } from '../core/admin.js';
 import { topicsFor } from './topics.js';
@@ -107,13 +110,29 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
   });
 
   const loops = new LoopMonitor({ clock, maxLagMs: config.systemd.maxEventLoopLagMs });
-  const outbox = new Outbox({ db, logger: logger.child({ component: 'outbox' }), clock, limits: config.outbox });
+  // The command path (commands, outbox) has a connection of its own at synchronous = NORMAL:
+  // its commits do not fsync on the event loop; what they announce (a PUBACK, a status sent, the
+  // start of the work) waits for WalSync's fsync on the thread pool instead. Everything else
+  // keeps `db` (synchronous = FULL).
+  let cmdDb: Db;
+  try {
+    cmdDb = openDatabase(storePath(config), { synchronous: 'NORMAL' });
+  } catch (err) {
+    logger.fatal({ err, path: storePath(config) }, 'cannot open the state store');
+    return 1;
+  }
+  const walSync = new WalSync({ dbPath: storePath(config), onError: (err) => logger.error({ err }, 'fsync of the state store failed') });
+  const store = new CommandStore(cmdDb);
+  // Whether the store can commit (disk full): what the outbox and the router hold in memory meanwhile is retried.
+  const storeGate = new StoreGate({ logger: logger.child({ component: 'store' }), clock, probe: () => store.probeWrite() });
+  const outbox = new Outbox({ db: cmdDb, logger: logger.child({ component: 'outbox' }), clock, limits: config.outbox, gate: storeGate, sync: walSync });
   outbox.open();
-  const store = new CommandStore(db);
   const router = new Router({
-    db,
+    db: cmdDb,
     store,
     outbox,
+    gate: storeGate,
+    sync: walSync,
     logger: logger.child({ component: 'router' }),
     clock,
     resultTopic: (id) => topics.result(id),
@@ -146,7 +165,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     clock,
     loops,
     loopDeadlineMs: config.systemd.loopDeadlineMs,
-    onCommand: (op, payload) => router.handle(op, payload),
+    onCommand: (op, payload, ack) => router.handle(op, payload, ack),
     stallFault: faultOnce(faultFromEnv(env), 'link-stall'),
   });
   /** `durable`: committed before returning, for callers that tell someone it is queued. */
@@ -155,6 +174,25 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     if (durable) outbox.enqueueNow(msg);
     else outbox.enqueue(msg);
   };
+  // The alert while the store cannot commit: in `status`, the log, and ~/events (sent once it commits again).
+  storeGate.onFault((f) => event({ type: 'alert', severity: 'critical', code: f.code, message: `the state store cannot commit (${f.message}): commands are not acknowledged until it can`, since: f.since }));
+  storeGate.onRecovered((f) => {
+    event({ type: 'alert', severity: 'info', code: `${f.code}-cleared`, message: `the state store commits again after ${f.failures} failed commits since ${f.since}` });
+    link.reconnectForRedelivery();
+  });
+  const storeAlerts = (): Record<string, unknown>[] => {
+    const f = storeGate.current();
+    return f ? [{ code: f.code, severity: 'critical', metric: 'store.failedCommits', value: f.failures, threshold: 0, since: f.since, message: f.message }] : [];
+  };
+  // The event loop's lag since start (or the last `event-loop` reset): status, and bench/ (flood).
+  const lag = monitorEventLoopDelay({ resolution: 10 });
+  lag.enable();
+  const lagStats = (): Record<string, number> => ({
+    samples: lag.count,
+    p50Ms: Math.round(lag.percentile(50) / 1e4) / 100,
+    p99Ms: Math.round(lag.percentile(99) / 1e4) / 100,
+    maxMs: Math.round(lag.max / 1e4) / 100,
+  });
   // Metrics, history, alerts and ~/health; undefined with health.enabled false.
   // Read once: the bridge's file may hold tens of thousands of tags.
   const bridgeSocket = bridgeSocketPath(config.plcBridge.config);
@@ -181,9 +219,11 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     broker: link.stats(),
     outbox: outbox.stats(),
     operations: router.current(),
-    commands: { ...router.counters, queued: router.queued() },
+    commands: { ...router.counters, queued: router.queued(), uncommitted: router.uncommitted() },
+    storeCommits: storeGate.current() ?? 'ok',
+    eventLoopLag: lagStats(),
     components: recovery.supervisor.status(),
-    alerts: health?.activeAlerts() ?? [],
+    alerts: [...storeAlerts(), ...(health?.activeAlerts() ?? [])],
     health: health?.lastSnapshot(),
   });
   // quick_check reads the whole store: a burst of diagnostics commands shares one result a minute.
@@ -221,6 +261,11 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
       ...recovery.adminMethods,
       status,
       diagnostics,
+      'event-loop': (params) => {
+        const stats = lagStats();
+        if (params.reset === true) lag.reset();
+        return stats;
+      },
       event: (params) => {
         const p = noteParams.safeParse(params);
         if (!p.success) throw new EdgeError('invalid-request', p.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
@@ -308,6 +353,8 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     }, config.shutdownTimeoutMs);
     force.unref();
     clearInterval(watchdog);
+    storeGate.stop();
+    lag.disable();
     // Give the broker a moment to acknowledge what is in flight, so the next process does not
     // send statuses again that the WMS already has (a retained status must not go backwards).
     if (link.isConnected()) await outbox.waitDrained(Math.min(2000, config.shutdownTimeoutMs / 4));
@@ -323,6 +370,8 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     writeAgentInfo(db, { stoppedAt: new Date().toISOString() });
     // A store file removed under the agent is written again from the open handle, stop included.
     restore.beforeClose();
+    cmdDb.close();
+    walSync.close();
     db.close();
     notify.close();
     clearTimeout(force);

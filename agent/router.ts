@@ -4,7 +4,22 @@
  *
  * INVARIANTS
  * - Every status is persisted (command row + outbox row, one transaction) before the work it
- *   announces starts; so every command reaches exactly one terminal status, across restarts.
+ *   announces starts, and published only once committed; so every command reaches exactly one
+ *   terminal status, across restarts.
+ * - A terminal status is final: no status is stored or published after it, whatever a handler
+ *   reports late (the store refuses the write, and a finished run's progress() does nothing).
+ * - Intake is group-committed: what each message leads to (an `accepted` or `rejected` row, a
+ *   re-send of a known status) is staged and committed with the others of the same turn of the
+ *   event loop (at most INTAKE_BATCH at once), so a flood costs one commit per batch, not one per
+ *   message. The message is acknowledged to the broker (`ack(true)`) only after that commit;
+ *   when it fails (disk full) it is not (`ack(false)`): the broker sends it again after the
+ *   next connect, and nothing about it was published.
+ * - Nothing on the path from the broker to the store throws on input: payloads are bounded in
+ *   size and nesting (lib/json-payload.ts) and params are serialized before the commit.
+ * - Secret parameters (an operation's redactParams) are stored redacted and held in memory for
+ *   the run only; a command whose secrets a restart lost fails `interrupted`, never runs without them.
+ * - A terminal status the store cannot commit is held in memory and committed (then published)
+ *   when the store gate's retry succeeds; queued commands do not start meanwhile.
  * - A command id seen before is never executed again; its latest status is published again.
  * - At most one `exclusive` operation is accepted and unfinished at a time; at most `maxConcurrent`
  *   run at once, the others wait in order (persisted as `accepted`); at most `maxPending` wait or run.
@@ -23,8 +38,10 @@ import type { Clock } from '../lib/clock.js';
 import type { Db } from '../lib/sqlite.js';
 import { EdgeError, errorCode, errorMessage } from '../lib/errors.js';
 import type { Outbox } from './outbox.js';
-import type { CommandStore, CommandRecord } from './command-store.js';
+import type { CommandStore, CommandRecord, NewCommandRow } from './command-store.js';
 import { parseCommand, type CommandCode } from './command-parse.js';
+import type { StoreGate } from './store-gate.js';
+import type { WalSync } from '../lib/wal-sync.js';
 import type { CommandStatus, OperationContext, OperationHandler, OperationOutcome, Reason } from '../core/ports.js';
 
 export interface RouterOptions {
@@ -44,7 +61,35 @@ export interface RouterOptions {
   stallGraceMs?: number;
   /** Told of every command that reached a terminal status (after it was persisted). */
   onFinished?(id: string, op: string, outcome: Exclude<OperationOutcome, { status: 'pending' }>): void;
+  /** Told when the store cannot commit; retries what the router holds in memory. */
+  gate?: StoreGate;
+  /**
+   * With a connection at synchronous = NORMAL: what a commit announces (the PUBACK, the start
+   * of the work) waits for this to say the commit is durable, off the event loop.
+   */
+  sync?: WalSync;
 }
+
+/**
+ * What became of a message, for the WMS link: true once what it led to is committed (send the
+ * PUBACK), false when the store could not commit it (no PUBACK: the broker sends it again).
+ */
+export type Ack = (committed: boolean) => void;
+
+/** One message's outcome, staged for the next intake commit. */
+interface Staged {
+  id: string;
+  op: string;
+  /** The command row to insert; undefined for a re-send of a known command's status. */
+  row: NewCommandRow | undefined;
+  message: string;
+  exclusive: boolean;
+  /** Runs once committed. */
+  after: () => void;
+  ack: Ack | undefined;
+}
+
+type Saved = 'ok' | 'refused' | 'unsaved';
 
 interface Running {
   id: string;
@@ -64,6 +109,8 @@ interface Running {
 }
 
 const PROGRESS_MIN_INTERVAL_MS = 500;
+/** Staged messages committed at once at most; a flood is cut into commits of this size. */
+const INTAKE_BATCH = 256;
 /** The abort reason of a stalled operation; an operation may quote it in its own message. */
 const STALL_ABORT_MESSAGE = 'the watchdog aborted it';
 
@@ -85,8 +132,19 @@ export class Router {
   private readonly settled = new Set<Promise<void>>();
   private pruneTimer: NodeJS.Timeout | undefined;
   private stopping = false;
-  /** Counters for status and diagnostics. */
-  readonly counters = { received: 0, rejected: 0, dropped: 0, duplicates: 0, executed: 0 };
+  private staged: Staged[] = [];
+  /** Accepted and committed, waiting for the fsync before they queue: counted against the limits. */
+  private syncing: Staged[] = [];
+  private readonly stagedById = new Map<string, Staged>();
+  private intakeScheduled: NodeJS.Immediate | undefined;
+  /** Full params of running or queued commands whose stored params are redacted. */
+  private readonly secretParams = new Map<string, unknown>();
+  /** Terminal statuses decided but not yet committed (the store could not). */
+  private readonly unsaved = new Map<string, { op: string; outcome: Exclude<OperationOutcome, { status: 'pending' }> }>();
+  /** The store could not commit an `executing` status: nothing starts until it can. */
+  private launchBlocked = false;
+  /** Counters for status and diagnostics. `unacknowledged`: messages not acknowledged because the store could not commit. */
+  readonly counters = { received: 0, rejected: 0, dropped: 0, duplicates: 0, executed: 0, unacknowledged: 0 };
 
   constructor(private readonly opts: RouterOptions) {}
 
@@ -102,9 +160,12 @@ export class Router {
   /** Resumes what a previous process left unfinished; starts pruning old commands. */
   async start(): Promise<void> {
     this.stopping = false;
+    this.opts.gate?.addRetry(() => this.retryUnsaved());
     for (const rec of this.opts.store.unfinished()) {
       const handler = this.handlers.get(rec.op);
-      if (handler && rec.status === 'accepted') {
+      if (rec.redacted) {
+        this.finish(rec.id, rec.op, { status: 'failed', reason: { code: 'interrupted', message: 'the agent stopped before the command finished, and its secret parameters were kept in memory only; send it again with a new id' } });
+      } else if (handler && rec.status === 'accepted') {
         this.waiting.push({ rec, handler });
       } else if (handler?.resume) {
         this.launch(rec, handler, true);
@@ -121,6 +182,7 @@ export class Router {
 
   /** Waits a bounded time for running operations; one cut short stays resumable at next start. */
   async stop(): Promise<void> {
+    this.flushIntake();
     this.stopping = true;
     this.opts.clock.clearInterval(this.pruneTimer);
     this.pruneTimer = undefined;
@@ -183,86 +245,180 @@ export class Router {
     return this.waiting.length;
   }
 
-  /** One message from `~/cmd/{op}`. Never throws. */
-  handle(op: string, payload: Buffer): void {
+  /**
+   * One message from `~/cmd/{op}`. Never throws. `ack` is called once: true when what the
+   * message led to is committed (or nothing needed storing), false when the store could not
+   * commit it.
+   */
+  handle(op: string, payload: Buffer, ack?: Ack): void {
     this.counters.received++;
+    let acked = false;
+    const once: Ack = (committed) => {
+      if (acked) return;
+      acked = true;
+      try {
+        ack?.(committed);
+      } catch (err) {
+        this.opts.logger.error({ err, op }, 'acknowledging a command failed');
+      }
+    };
     try {
-      this.handleUnsafe(op, payload);
+      this.intake(op, payload, once);
     } catch (err) {
       this.opts.logger.error({ err, op }, 'command handling failed');
+      once(true);
     }
   }
 
-  private handleUnsafe(op: string, payload: Buffer): void {
+  /** Commits what is staged now (also what the next turn of the event loop does). */
+  flushIntake(): void {
+    if (this.intakeScheduled) {
+      clearImmediate(this.intakeScheduled);
+      this.intakeScheduled = undefined;
+    }
+    const batch = this.staged;
+    if (batch.length === 0) return;
+    this.staged = [];
+    this.stagedById.clear();
+    try {
+      this.opts.outbox.commit(() => {
+        for (const s of batch) if (s.row) this.opts.store.insertRow(s.row);
+        return batch.map((s) => ({ topic: this.opts.resultTopic(s.id), payload: s.message, kind: 'status' as const, retain: true }));
+      });
+    } catch (err) {
+      this.storeFailed(err, 'command intake');
+      this.counters.unacknowledged += batch.length;
+      this.opts.logger.warn({ commands: batch.length, ids: batch.slice(0, 5).map((s) => s.id) }, 'commands not acknowledged: the store cannot commit; the broker sends them again after the next connect');
+      for (const s of batch) s.ack?.(false);
+      return;
+    }
+    const accepted = batch.filter((s) => s.row?.status === 'accepted');
+    this.syncing.push(...accepted);
+    this.durable((ok) => {
+      if (accepted.length > 0) this.syncing = this.syncing.filter((s) => !accepted.includes(s));
+      // Committed but not known to be on disk: no PUBACK (the broker sends it again, and the
+      // duplicate is answered from the store); the work goes on, as the store says it should.
+      if (!ok) this.storeFailed(new Error('fsync of the store failed'), 'command intake');
+      for (const s of batch) {
+        try {
+          s.after();
+        } catch (err) {
+          this.opts.logger.error({ err, id: s.id, op: s.op }, 'command intake step failed');
+        }
+        s.ack?.(ok);
+      }
+    });
+  }
+
+  /** Runs `cb` once what was committed so far is durable (at once without a WalSync: commits are). */
+  private durable(cb: (ok: boolean) => void): void {
+    if (this.opts.sync) this.opts.sync.after(cb);
+    else cb(true);
+  }
+
+  private stage(s: Staged): void {
+    this.staged.push(s);
+    if (s.row) this.stagedById.set(s.id, s);
+    if (this.staged.length >= INTAKE_BATCH) this.flushIntake();
+    else this.intakeScheduled ??= setImmediate(() => this.flushIntake());
+  }
+
+  private intake(op: string, payload: Buffer, ack: Ack): void {
     const { logger, store, clock } = this.opts;
     const verdict = parseCommand(op, payload, this.opts.limits.maxPayloadBytes, clock.now());
     if (verdict.kind === 'drop') {
       this.counters.dropped++;
       logger.warn({ op, reason: verdict.reason, bytes: payload.length }, verdict.message);
-      return;
+      return ack(true);
     }
     const id = verdict.kind === 'command' ? verdict.cmd.id : verdict.id;
-    const seen = store.get(id);
-    if (seen) {
-      this.counters.duplicates++;
-      logger.info({ id, op, status: seen.status }, 'duplicate command id: publishing its latest status again');
-      this.opts.outbox.enqueueNow({ topic: this.opts.resultTopic(id), payload: seen.lastMessage, kind: 'status', retain: true });
-      return;
+    const known = this.stagedById.get(id)?.message ?? store.get(id)?.lastMessage;
+    if (known !== undefined) {
+      return this.stage({
+        id, op, row: undefined, message: known, exclusive: false, ack,
+        after: () => {
+          this.counters.duplicates++;
+          logger.info({ id, op, status: (JSON.parse(known) as StatusMessage).status }, 'duplicate command id: publishing its latest status again');
+        },
+      });
     }
-    if (verdict.kind === 'reject') return this.reject(id, op, verdict.code, verdict.message, undefined);
+    if (verdict.kind === 'reject') return this.reject(id, op, verdict.code, verdict.message, ack);
     const cmd = verdict.cmd;
-    if (cmd.op === 'cancel') return this.cancel(cmd.id, cmd.params);
+    if (cmd.op === 'cancel') {
+      const target = (cmd.params as { target?: unknown }).target;
+      if (typeof target !== 'string') return this.reject(id, 'cancel', 'invalid-params', 'target: the id of the command to cancel is required', ack);
+      return this.accept(id, 'cancel', { target }, undefined, false, cmd.expiresAt, ack, () => this.cancel(id, target));
+    }
     const handler = this.handlers.get(cmd.op);
-    if (!handler) return this.reject(id, op, 'unknown-op', `unknown operation "${op}"; known: ${this.ops().join(', ')}`, cmd.params);
+    if (!handler) return this.reject(id, op, 'unknown-op', `unknown operation "${op}"; known: ${this.ops().join(', ')}`, ack);
     const parsed = handler.params.safeParse(cmd.params);
     if (!parsed.success) {
       const problems = parsed.error.issues.map((i) => `${i.path.join('.') || 'params'}: ${i.message}`).join('; ');
-      return this.reject(id, op, 'invalid-params', problems, cmd.params);
+      return this.reject(id, op, 'invalid-params', problems, ack);
     }
-    if (this.stopping) return this.reject(id, op, 'shutting-down', 'the agent is shutting down; send the command again later', cmd.params);
-    const pending = this.running.size + this.waiting.length;
-    if (pending >= this.opts.limits.maxPending) return this.reject(id, op, 'busy', `${pending} commands are waiting or running`, cmd.params);
+    if (this.stopping) return this.reject(id, op, 'shutting-down', 'the agent is shutting down; send the command again later', ack);
+    const staged = [...this.syncing, ...this.staged.filter((s) => s.row?.status === 'accepted')];
+    const pending = this.running.size + this.waiting.length + staged.length;
+    if (pending >= this.opts.limits.maxPending) return this.reject(id, op, 'busy', `${pending} commands are waiting or running`, ack);
     if (handler.exclusive) {
-      const other = [...this.running.values()].find((r) => r.exclusive) ?? this.waiting.find((w) => w.handler.exclusive)?.rec;
-      if (other) return this.reject(id, op, 'busy', `${other.op} ${other.id} is running`, cmd.params);
+      const other = [...this.running.values()].find((r) => r.exclusive) ?? this.waiting.find((w) => w.handler.exclusive)?.rec ?? staged.find((s) => s.exclusive);
+      if (other) return this.reject(id, op, 'busy', `${other.op} ${other.id} is running`, ack);
     }
+    const full = parsed.data;
+    this.accept(id, op, handler.redactParams ? handler.redactParams(full) : full, full, !!handler.exclusive, cmd.expiresAt, ack, (rec) => {
+      this.counters.executed++;
+      this.waiting.push({ rec, handler });
+      this.pumpQueue();
+    });
+  }
+
+  /**
+   * Stages an `accepted` row. `stored` is what is written of the params; `full`, when it differs
+   * (secrets redacted), is held in memory for the run.
+   */
+  private accept(id: string, op: string, stored: unknown, full: unknown, exclusive: boolean, expiresAt: number | undefined, ack: Ack, then: (rec: CommandRecord) => void): void {
+    const paramsJson = JSON.stringify(stored ?? {});
+    const redacted = full !== undefined && paramsJson !== JSON.stringify(full);
     const message = this.statusMessage(id, op, 'accepted', {});
-    this.opts.db.transaction(() => {
-      store.insert({ id, op, status: 'accepted', params: parsed.data, lastMessage: message, now: clock.now(), expiresAt: cmd.expiresAt });
-      this.publish(id, message, true);
-    })();
-    this.counters.executed++;
-    const rec = store.get(id);
-    if (rec) this.waiting.push({ rec, handler });
-    this.pumpQueue();
+    const now = this.opts.clock.now();
+    this.stage({
+      id, op, message, exclusive, ack,
+      row: { id, op, status: 'accepted', paramsJson, redacted, lastMessage: message, now, expiresAt },
+      after: () => {
+        if (redacted) this.secretParams.set(id, full);
+        then({ id, op, status: 'accepted', params: full ?? stored, data: undefined, lastMessage: message, receivedAt: now, updatedAt: now, redacted });
+      },
+    });
   }
 
   private pumpQueue(): void {
-    while (!this.stopping && this.running.size < this.opts.limits.maxConcurrent) {
+    while (!this.stopping && !this.launchBlocked && this.running.size < this.opts.limits.maxConcurrent) {
       const next = this.waiting.shift();
       if (!next) return;
-      this.launch(next.rec, next.handler, false);
+      if (this.launch(next.rec, next.handler, false) === 'unsaved') {
+        // Its `executing` status is not committed: it has not started. It starts when the store commits again.
+        this.waiting.unshift(next);
+        this.launchBlocked = true;
+        return;
+      }
     }
   }
 
-  private reject(id: string, op: string, code: CommandCode, message: string, params: unknown): void {
-    this.counters.rejected++;
-    this.opts.logger.info({ id, op, code }, `command rejected: ${message}`);
+  /** A rejection: its row (without params: a rejected command never needs them) and status, staged. */
+  private reject(id: string, op: string, code: CommandCode, message: string, ack: Ack): void {
     const msg = this.statusMessage(id, op, 'rejected', { reason: { code, message } });
-    this.opts.db.transaction(() => {
-      this.opts.store.insert({ id, op, status: 'rejected', params, lastMessage: msg, now: this.opts.clock.now(), expiresAt: undefined });
-      this.publish(id, msg, true);
-    })();
+    this.stage({
+      id, op, message: msg, exclusive: false, ack,
+      row: { id, op, status: 'rejected', paramsJson: null, redacted: false, lastMessage: msg, now: this.opts.clock.now(), expiresAt: undefined },
+      after: () => {
+        this.counters.rejected++;
+        this.opts.logger.info({ id, op, code }, `command rejected: ${message}`);
+      },
+    });
   }
 
-  private cancel(id: string, params: unknown): void {
-    const target = (params as { target?: unknown }).target;
-    if (typeof target !== 'string') return this.reject(id, 'cancel', 'invalid-params', 'target: the id of the command to cancel is required', params);
-    const accepted = this.statusMessage(id, 'cancel', 'accepted', {});
-    this.opts.db.transaction(() => {
-      this.opts.store.insert({ id, op: 'cancel', status: 'accepted', params, lastMessage: accepted, now: this.opts.clock.now(), expiresAt: undefined });
-      this.publish(id, accepted, true);
-    })();
+  /** A `cancel` whose `accepted` is committed. */
+  private cancel(id: string, target: string): void {
     const queued = this.waiting.findIndex((w) => w.rec.id === target);
     if (queued >= 0) {
       const [w] = this.waiting.splice(queued, 1);
@@ -271,7 +427,7 @@ export class Router {
     }
     const run = this.running.get(target);
     if (!run) {
-      const known = this.opts.store.get(target);
+      const known = this.unsaved.has(target) ? { status: this.unsaved.get(target)!.outcome.status } : this.opts.store.get(target);
       const message = known ? `command ${target} is already ${known.status}` : `no command ${target} is known`;
       return this.finish(id, 'cancel', { status: 'failed', reason: { code: 'unknown-target', message } });
     }
@@ -282,7 +438,15 @@ export class Router {
     this.finish(id, 'cancel', { status: 'successful', result: { target } });
   }
 
-  private launch(rec: CommandRecord, handler: OperationHandler<unknown>, resume: boolean): void {
+  /** Starts a command: 'unsaved' when its `executing` status could not be committed (then it has not started). */
+  private launch(rec: CommandRecord, handler: OperationHandler<unknown>, resume: boolean): Saved {
+    if (!resume) {
+      const saved = this.setStatus(rec.id, rec.op, 'executing', {}, true);
+      if (saved !== 'ok') {
+        if (saved === 'refused') this.secretParams.delete(rec.id);
+        return saved;
+      }
+    }
     const run: Running = {
       id: rec.id,
       op: rec.op,
@@ -298,10 +462,13 @@ export class Router {
     };
     this.running.set(rec.id, run);
     const ctx = this.context(rec, run);
-    const p = (async (): Promise<OperationOutcome> => {
-      if (!resume) this.setStatus(rec.id, rec.op, 'executing', {}, true);
-      return resume && handler.resume ? handler.resume(ctx) : handler.execute(ctx);
-    })()
+    // The work starts once its `executing` status is durable.
+    const started = new Promise<void>((resolve) => (resume ? resolve() : this.durable(() => resolve())));
+    const p = started
+      .then((): Promise<OperationOutcome> | OperationOutcome => {
+        if (run.abort.signal.aborted) return { status: 'cancelled', reason: { code: 'cancelled', message: errorMessage(run.abort.signal.reason) } };
+        return resume && handler.resume ? handler.resume(ctx) : handler.execute(ctx);
+      })
       .catch((err: unknown): OperationOutcome => {
         if (run.abort.signal.aborted) return { status: 'cancelled', reason: { code: 'cancelled', message: errorMessage(err) } };
         ctx.logger.error({ err }, 'operation failed unexpectedly');
@@ -325,6 +492,7 @@ export class Router {
       this.settled.delete(settled);
     });
     this.settled.add(settled);
+    return 'ok';
   }
 
   private context(rec: CommandRecord, run: Running): OperationContext<unknown> {
@@ -332,10 +500,12 @@ export class Router {
     return {
       id: rec.id,
       op: rec.op,
-      params: rec.params,
+      params: this.secretParams.get(rec.id) ?? rec.params,
       logger,
       signal: run.abort.signal,
       progress: (step, percent) => {
+        // A run that has ended (or was abandoned) reports nothing more: its terminal status is final.
+        if (run.done || this.running.get(rec.id) !== run) return;
         const now = this.opts.clock.now();
         run.aliveAt = now;
         if (step === run.lastStep && now - run.lastProgressAt < PROGRESS_MIN_INTERVAL_MS) return;
@@ -355,7 +525,15 @@ export class Router {
     const extra: Partial<StatusMessage> = {};
     if ('reason' in outcome && outcome.reason) extra.reason = outcome.reason;
     if (outcome.result !== undefined) extra.result = outcome.result;
-    this.setStatus(id, op, outcome.status, extra, true);
+    const saved = this.setStatus(id, op, outcome.status, extra, true);
+    if (saved === 'unsaved') {
+      // Published once committed (retryUnsaved); after a restart the command is resumed or interrupted instead.
+      this.unsaved.set(id, { op, outcome });
+      return;
+    }
+    this.unsaved.delete(id);
+    this.secretParams.delete(id);
+    if (saved === 'refused') return;
     this.opts.logger.info({ id, op, status: outcome.status, code: extra.reason?.code }, 'command finished');
     try {
       this.opts.onFinished?.(id, op, outcome);
@@ -364,18 +542,57 @@ export class Router {
     }
   }
 
-  private setStatus(id: string, op: string, status: CommandStatus, extra: Partial<StatusMessage>, durable: boolean): void {
-    const message = this.statusMessage(id, op, status, extra);
-    this.opts.db.transaction(() => {
-      this.opts.store.update(id, status, message, this.opts.clock.now());
-      this.publish(id, message, durable);
-    })();
+  /** The store gate's retry: commits the terminal statuses held in memory, then lets the queue go on. */
+  private retryUnsaved(): boolean {
+    for (const [id, u] of [...this.unsaved]) this.finish(id, u.op, u.outcome);
+    if (this.unsaved.size > 0) return false;
+    this.launchBlocked = false;
+    this.pumpQueue();
+    return !this.launchBlocked;
   }
 
-  private publish(id: string, message: string, durable: boolean): void {
+  /** Terminal statuses decided but not committed yet. */
+  uncommitted(): number {
+    return this.unsaved.size;
+  }
+
+  /**
+   * Writes a status: the command row (refused once it has a terminal status) and its outbox row,
+   * one transaction; `durable` commits now, otherwise the outbox row is group-committed.
+   */
+  private setStatus(id: string, op: string, status: CommandStatus, extra: Partial<StatusMessage>, durable: boolean): Saved {
+    const message = this.statusMessage(id, op, status, extra);
     const msg = { topic: this.opts.resultTopic(id), payload: message, kind: 'status' as const, retain: true };
-    if (durable) this.opts.outbox.enqueueNow(msg);
-    else this.opts.outbox.enqueue(msg);
+    const now = this.opts.clock.now();
+    let refused = false;
+    try {
+      if (durable) {
+        this.opts.outbox.commit(() => {
+          refused = !this.opts.store.update(id, status, message, now);
+          return refused ? [] : [msg];
+        });
+      } else {
+        // Group-committed with the outbox row: progress may be lost in a power cut (a later status supersedes it).
+        this.opts.outbox.enqueue(msg, () => {
+          if (this.opts.store.update(id, status, message, now)) return true;
+          this.opts.logger.warn({ id, op, status }, 'status refused: the command already has its terminal status');
+          return false;
+        });
+      }
+    } catch (err) {
+      this.storeFailed(err, `${status} status of ${id}`);
+      return 'unsaved';
+    }
+    if (refused) {
+      this.opts.logger.warn({ id, op, status }, 'status refused: the command already has its terminal status');
+      return 'refused';
+    }
+    return 'ok';
+  }
+
+  private storeFailed(err: unknown, what: string): void {
+    if (this.opts.gate) this.opts.gate.failed(err, what);
+    else this.opts.logger.error({ err, what }, 'the state store cannot commit');
   }
 
   private statusMessage(id: string, op: string, status: CommandStatus, extra: Partial<StatusMessage>): string {
@@ -385,7 +602,11 @@ export class Router {
 
   private prune(): void {
     const before = this.opts.clock.now() - this.opts.limits.retentionDays * 86_400_000;
-    const n = this.opts.store.prune(before);
-    if (n > 0) this.opts.logger.info({ pruned: n }, 'forgot old finished commands');
+    try {
+      const n = this.opts.store.prune(before);
+      if (n > 0) this.opts.logger.info({ pruned: n }, 'forgot old finished commands');
+    } catch (err) {
+      this.opts.logger.warn({ err }, 'pruning old commands failed; tried again in an hour');
+    }
   }
 }

@@ -5,7 +5,11 @@
  *   our capped exponential backoff with jitter instead; the durable outbox, not mqtt.js's
  *   in-memory store, decides what is sent again, so nothing is replayed out of order.
  * - Persistent session (clean=false; MQTT 5 session expiry) so QoS 1 commands wait at the broker
- *   while the agent is away; they are persisted by the router before mqtt.js sends the PUBACK.
+ *   while the agent is away. A command's PUBACK is sent only once the router has committed what
+ *   it led to (the router group-commits a turn's messages, so the PUBACKs of a batch go out
+ *   together, in the order the PUBLISHes came, MQTT 5 section 4.6). One the store could not
+ *   commit gets no PUBACK: the broker sends it again after the next connect, and the link
+ *   reconnects once the store commits again (reconnectForRedelivery).
  * - Retained `~/status` on every connect; the Last Will is the same message with state offline.
  *   A graceful stop publishes offline itself, since a clean DISCONNECT suppresses the will.
  * - TLS material is read at each attempt, so renewed certificates are picked up without restart.
@@ -15,7 +19,8 @@
  *   backoff and the connect timeout allow is hung. restart() is stop() and start(): the outbox
  *   keeps every message, and the retained status is published again on the next connect.
  */
-import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { performance } from 'node:perf_hooks';
+import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
 import { redactUrl, type Logger } from '../lib/log.js';
 import type { Clock } from '../lib/clock.js';
 import { Backoff } from '../lib/backoff.js';
@@ -40,7 +45,8 @@ export interface WmsLinkOptions {
   loops?: LoopMonitor;
   /** A connection supervisor that has not ticked for this long counts as hung. */
   loopDeadlineMs?: number;
-  onCommand(op: string, payload: Buffer): void;
+  /** `ack(true)`: what the command led to is committed, send its PUBACK; `ack(false)`: do not. */
+  onCommand(op: string, payload: Buffer, ack: (committed: boolean) => void): void;
   connect?: Connect;
   /** Fault injection (lib/fault.ts faultOnce, `link-stall`): true makes a lost connection's retry never happen. */
   stallFault?: () => boolean;
@@ -62,6 +68,11 @@ export interface LinkStats {
 }
 
 const LOOP = 'wms-link';
+/** Commands handled in one turn of the event loop at most, and for how long (deferPubacks). */
+const YIELD_EVERY = 128;
+const YIELD_AFTER_MS = 20;
+/** Passed to mqtt.js's handleMessage callback: it then sends no PUBACK (we send it, see deferPubacks). */
+const DEFERRED = new Error('PUBACK deferred until the command is committed');
 
 export class WmsLink implements Component {
   readonly name = 'wms-link';
@@ -262,10 +273,7 @@ export class WmsLink implements Component {
       this.rttMs = this.opts.clock.now() - pingAt;
       pingAt = undefined;
     });
-    client.on('message', (topic, payload) => {
-      if (!topic.startsWith(this.opts.topics.cmdPrefix)) return;
-      this.opts.onCommand(topic.slice(this.opts.topics.cmdPrefix.length), payload);
-    });
+    this.deferPubacks(client);
     client.on('error', (err) => {
       this.lastError = err.message;
       // CONNACK "unacceptable protocol version": 1 in MQTT 3.1.1, 0x84 in MQTT 5 (section 3.2.2.2).
@@ -288,6 +296,65 @@ export class WmsLink implements Component {
       if (wasConnected) this.log.warn('disconnected from the WMS broker');
       this.scheduleRetry(wasConnected);
     });
+  }
+
+  /**
+   * Commands reach the router from mqtt.js's handleMessage hook, which runs before the PUBACK
+   * (mqtt.js 5, handlers/publish.js): calling its callback with an error sends no PUBACK and
+   * goes on with the next packet, so the PUBACK is ours to send once the router says the
+   * command is committed. PUBACKs go out in the order the PUBLISHes came: one waits for those
+   * before it. A message not committed gets none (the broker sends it again after a reconnect).
+   */
+  private deferPubacks(client: MqttClient): void {
+    const order: { messageId: number; state: 'pending' | 'ack' | 'skip' }[] = [];
+    let handled = 0;
+    let sliceStart = performance.now();
+    const release = (): void => {
+      while (order.length > 0 && order[0]!.state !== 'pending') {
+        const head = order.shift()!;
+        if (head.state === 'ack' && this.client === client && this.connected) {
+          // The same call mqtt.js makes for its own PUBACK.
+          (client as unknown as { _sendPacket(p: { cmd: 'puback'; messageId: number; reasonCode: number }): void })._sendPacket({ cmd: 'puback', messageId: head.messageId, reasonCode: 0 });
+        }
+      }
+    };
+    client.handleMessage = (packet: IPublishPacket, callback: (err?: Error) => void): void => {
+      const topic = packet.topic.toString();
+      if (!topic.startsWith(this.opts.topics.cmdPrefix)) return callback();
+      const op = topic.slice(this.opts.topics.cmdPrefix.length);
+      const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+      if (packet.qos !== 1 || packet.messageId === undefined) {
+        this.opts.onCommand(op, payload, () => undefined);
+        return callback();
+      }
+      const slot = { messageId: packet.messageId, state: 'pending' as 'pending' | 'ack' | 'skip' };
+      order.push(slot);
+      this.opts.onCommand(op, payload, (committed) => {
+        slot.state = committed ? 'ack' : 'skip';
+        release();
+      });
+      // No PUBACK from mqtt.js (see above). mqtt.js handles the packets it has parsed one after
+      // the other on process.nextTick, never yielding to the event loop: a broker that sends
+      // thousands at once (no inflight window) would hold the loop for seconds. So after a
+      // slice of messages the next one waits for the next turn (the intake commit runs first).
+      if (++handled < YIELD_EVERY && performance.now() - sliceStart < YIELD_AFTER_MS) return callback(DEFERRED);
+      handled = 0;
+      setImmediate(() => {
+        sliceStart = performance.now();
+        callback(DEFERRED);
+      });
+    };
+  }
+
+  /**
+   * The store commits again after commands went unacknowledged: a new connection makes the
+   * broker send them again (MQTT delivers unacknowledged QoS 1 messages again only on a new
+   * connection of the session, MQTT 5 section 4.4).
+   */
+  reconnectForRedelivery(): void {
+    if (this.stopped || !this.client) return;
+    this.log.info('reconnecting so that the broker sends the unacknowledged commands again');
+    void this.restart().catch((err: unknown) => this.log.error({ err }, 'reconnect for redelivery failed'));
   }
 
   private scheduleRetry(lostConnection: boolean): void {

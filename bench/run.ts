@@ -18,6 +18,8 @@
  *      and kill -9 of the PLC bridge -> its first good poll, 50 kills vs kill -9 + spawn of a bare bridge (bridge-recovery-bench.ts)
  *  13. PLC bridge: values/s, CPU, RSS, poll->subscriber latency,     vs modbus-serial + mqtt.js raw publish, plain broker round trips
  *      write latency, handover gap (plc-bench.ts; `--only plc`)          (`--plc-minutes N`: the bridge's windows N minutes long)
+ *  14. event-loop lag p99 and max under a command flood (20,000     vs the same agent idle, same run (flood-bench.ts; `--only flood`)
+ *      diagnostics at QoS 1; `--flood-commands N`)
  *
  * `--only startup,outbox,ota,health` picks groups (default: startup, outbox, ota; `ota` is 5-8;
  * `health` is 9, minutes long, so only when asked for, e.g. `--only health`; health-bench.ts). 1-4 use a real mosquitto
@@ -41,6 +43,7 @@ import { recoveryMeasurements, recoveryPhase } from './recovery-bench.js';
 import { bridgeRecoveryMeasurements, bridgeRecoveryPhase } from './bridge-recovery-bench.js';
 import { activationMeasurements, activationPhase } from './ota-activation.js';
 import { diagMeasurements, diagPhase } from './diag-bench.js';
+import { floodMeasurements, floodPhase } from './flood-bench.js';
 import { healthMeasurements, healthPhase } from './health-bench.js';
 import { restoreMeasurements, restorePhase } from './restore-bench.js';
 import { plcPhase } from './plc-bench.js';
@@ -63,7 +66,7 @@ interface Config {
   otaLargeMiB: number;
 }
 
-const GROUPS = ['startup', 'outbox', 'ota', 'health', 'restore', 'diag', 'recovery', 'plc'] as const;
+const GROUPS = ['startup', 'outbox', 'ota', 'health', 'restore', 'diag', 'recovery', 'plc', 'flood'] as const;
 type Group = (typeof GROUPS)[number];
 /**
  * What a run without `--only` measures (bench-smoke.test.ts expects exactly these). The other groups
@@ -219,6 +222,7 @@ async function main(): Promise<number> {
       'ota-mib': { type: 'string' },
       'ota-large-mib': { type: 'string' },
       'plc-minutes': { type: 'string' },
+      'flood-commands': { type: 'string' },
     },
   });
   const cfg = config(values);
@@ -263,6 +267,12 @@ async function main(): Promise<number> {
     const p = await plcPhase({ quick: cfg.quick, minutes, prefer }, log);
     ms.push(...plcMeasurements(p));
     if (broker.kind === 'none') broker = p.broker;
+  }
+  if (run.has('flood')) {
+    const commands = Number(values['flood-commands'] ?? (cfg.quick ? 3000 : 20_000));
+    const f = await floodPhase({ runs: values.runs === undefined ? (cfg.quick ? 1 : 3) : cfg.runs, commands, prefer }, log);
+    ms.push(...floodMeasurements(f));
+    if (broker.kind === 'none') broker = { ...f.broker, note: 'real broker (flood)' };
   }
   if (run.has('health')) {
     const runs = values.runs === undefined ? (cfg.quick ? 1 : 3) : cfg.runs;

@@ -81,6 +81,12 @@ export interface OperationHandler<P = unknown> {
   readonly params: z.ZodType<P>;
   /** At most one exclusive operation runs at a time; another is rejected with `busy`. */
   readonly exclusive?: boolean;
+  /**
+   * What of the params may be stored: secrets (credentials, a pre-signed URL's query) replaced.
+   * The router stores this, holds the full params in memory for the run only, and fails the
+   * command `interrupted` when a restart lost them. Without it the params are stored as they are.
+   */
+  redactParams?(params: P): unknown;
   execute(ctx: OperationContext<P>): Promise<OperationOutcome>;
   /**
    * Called at start for a command of this op that a previous process left non-terminal.

@@ -25,12 +25,37 @@ export const diagnosticsParams = z
   })
   .passthrough();
 
+export const REDACTED = '[redacted]';
+
+/** A URL without its credentials: user info and the query (a pre-signed URL's signature) replaced. Pure. */
+export function redactSecretUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.username || u.password) {
+      u.username = REDACTED;
+      u.password = '';
+    }
+    if (u.search) u.search = `?${REDACTED}`;
+    return u.toString();
+  } catch {
+    return REDACTED;
+  }
+}
+
+/** The params as they may be stored: every upload header value and the URL's credentials redacted. Pure. */
+export function redactDiagnosticsParams(p: z.infer<typeof diagnosticsParams>): z.infer<typeof diagnosticsParams> {
+  if (!p.upload) return p;
+  const headers = p.upload.headers ? Object.fromEntries(Object.keys(p.upload.headers).map((k) => [k, REDACTED])) : undefined;
+  return { ...p, upload: { url: redactSecretUrl(p.upload.url), ...(headers ? { headers } : {}) } };
+}
+
 export function diagnosticsOperation(opts: Omit<DaemonDiagOptions, 'storeReader'>): OperationHandler<z.infer<typeof diagnosticsParams>> {
   let diag: Promise<DaemonDiagnostics> | undefined;
   const load = (): Promise<DaemonDiagnostics> => (diag ??= import('../../health/diag/daemon.js').then((m) => new m.DaemonDiagnostics({ ...opts, storeReader: agentStoreReader })));
   return {
     op: 'diagnostics',
     params: diagnosticsParams,
+    redactParams: redactDiagnosticsParams,
     async execute(ctx) {
       const result = await (await load()).run({ upload: ctx.params.upload }, (step) => ctx.progress(step));
       return { status: 'successful', result };

@@ -1,9 +1,10 @@
 /**
  * Group `storage`: free space and inodes where the agent writes (the data directory and the
- * install root), the state store's integrity (SQLite quick_check), and the outbox: how many
+ * install root), who can read the data directory (data-dir.ts), the state store's integrity (SQLite quick_check), and the outbox: how many
  * messages wait for the broker and for how long.
  */
 import { statfs } from 'node:fs/promises';
+import { dataDirCheck } from './data-dir.js';
 import { errText, failure, humanAge, humanBytes, ok, skipped, warning, type CheckResult, type GroupCheck } from './types.js';
 
 /**
@@ -73,6 +74,7 @@ export const storageChecks: GroupCheck = async (ctx) => {
       }
     }
   }
+  results.push(await dataDirCheck(config.dataDir));
   if (ctx.storeError) {
     results.push(failure('store', `cannot open the state store: ${ctx.storeError}`, 'check {dataDir}/agent.db: permissions, disk errors (dmesg); restore it from {dataDir}/backups if it is damaged'));
     return results;

@@ -37,7 +37,8 @@ export interface AgentOptions {
 }
 
 export function writeAgentConfig(dataDir: string, gatewayId: string, config: Record<string, unknown>): string {
-  mkdirSync(dataDir, { recursive: true });
+  // 0750, as the agent makes it (and StateDirectoryMode): `diag` warns about one others can read.
+  mkdirSync(dataDir, { recursive: true, mode: 0o750 });
   const path = join(dataDir, 'config.yaml');
   writeFileSync(path, stringify({ gatewayId, dataDir, ...config }));
   return path;

@@ -28,6 +28,11 @@ export interface BrokerOptions {
   gatewayId?: string;
   /** Topic prefix the ACL grants to TLS identities. Default 'edge'. */
   prefix?: string;
+  /**
+   * mosquitto's max_inflight_messages (QoS 1 messages sent to a client before its PUBACKs);
+   * default mosquitto's 20. 0: no window, the broker sends everything queued at once.
+   */
+  maxInflight?: number;
   /** Force an implementation; default mosquitto when installed, else aedes. */
   kind?: 'mosquitto' | 'aedes';
 }
@@ -78,6 +83,7 @@ export interface MosquittoConf {
   aclFile?: string;
   persistenceDir: string;
   runningAsRoot: boolean;
+  maxInflight?: number;
 }
 
 /** The generated mosquitto.conf (mosquitto.conf(5), 2.0). */
@@ -89,6 +95,7 @@ export function mosquittoConf(c: MosquittoConf): string {
     `persistence_location ${c.persistenceDir}`,
     'autosave_interval 1',
     'max_queued_messages 100000',
+    ...(c.maxInflight !== undefined ? [`max_inflight_messages ${c.maxInflight}`] : []),
     'log_dest stderr',
     'log_type all',
     'connection_messages true',
@@ -148,7 +155,7 @@ async function startMosquitto(binary: string, dir: string, opts: BrokerOptions):
   }
   const confPath = join(dir, 'mosquitto.conf');
   const runningAsRoot = process.getuid?.() === 0;
-  writeFileSync(confPath, mosquittoConf({ port, tlsPort, pki, aclFile: aclPath, persistenceDir, runningAsRoot }));
+  writeFileSync(confPath, mosquittoConf({ port, tlsPort, pki, aclFile: aclPath, persistenceDir, runningAsRoot, ...(opts.maxInflight !== undefined ? { maxInflight: opts.maxInflight } : {}) }));
 
   const log: string[] = [];
   let child: ChildProcess | undefined;

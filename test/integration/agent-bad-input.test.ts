@@ -185,4 +185,21 @@ describe('bad input on ~/cmd/{op}', () => {
     assert.equal(st.broker.connected, true);
     assert.equal(agentExited, false, 'the agent process is still alive');
   });
+
+  test('params nested 100,000 levels deep: rejected too-large with a status, for any op, and the id is remembered', async () => {
+    const deep = (id: string): string => `{"id":"${id}","params":{"x":${'['.repeat(100_000)}${']'.repeat(100_000)}}}`;
+    const cases = [
+      ['frobnicate', 'deep-1'],
+      ['diagnostics', 'deep-2'],
+      ['cancel', 'deep-3'],
+      ['restart', 'deep-4'],
+    ] as const;
+    for (const [op, id] of cases) await expectRejected(op, deep(id), id, 'too-large');
+    // Remembered: the same id again gets its status again, and nothing runs.
+    await send('diagnostics', deep('deep-2'));
+    await waitFor(() => statuses('deep-2').length === 2, { timeoutMs: 15_000, what: `deep-2 answered again\n${agent.logText().slice(-3000)}` });
+    assert.deepEqual(statuses('deep-2').map((s) => s.status), ['rejected', 'rejected']);
+    assert.equal(jsonLogs().filter((l) => /RangeError|Maximum call stack/.test(JSON.stringify(l))).length, 0, 'nothing threw on the way to the store');
+    assert.equal(agentExited, false, 'the agent is still running');
+  });
 });

@@ -7,6 +7,10 @@ import { z } from 'zod';
 import { Router } from '../../agent/router.js';
 import type { OperationHandler, OperationOutcome } from '../../core/ports.js';
 import { routerHarness, type RouterHarness, type Status } from '../helpers/router.js';
+import { StoreGate } from '../../agent/store-gate.js';
+import { CommandStore } from '../../agent/command-store.js';
+import { silentLogger } from '../../lib/log.js';
+import { systemClock } from '../../lib/clock.js';
 
 
 const routers: Router[] = [];
@@ -59,6 +63,7 @@ test('lifecycle accepted -> executing -> successful, and a duplicate id is answe
   outbox.flush();
   assert.deepEqual(of(statuses, 'c1'), ['accepted', 'executing', 'executing', 'successful']);
   send(router, 'work', { id: 'c1' });
+  router.flushIntake(); // intake is group-committed on the next turn; now instead
   outbox.flush();
   assert.equal(g.runs, 1);
   assert.deepEqual(of(statuses, 'c1').at(-1), 'successful');
@@ -114,6 +119,7 @@ test('a queued command can be cancelled before it starts; queued commands surviv
   for (let i = 0; i < 3; i++) send(first.router, 'slow', { id: `q${i}` });
   await settle();
   send(first.router, 'cancel', { id: 'kq', params: { target: 'q2' } });
+  first.router.flushIntake();
   first.outbox.flush();
   assert.equal(of(first.statuses, 'q2').at(-1), 'cancelled:cancelled');
   assert.deepEqual(of(first.statuses, 'kq'), ['accepted', 'successful']);
@@ -195,6 +201,141 @@ test('after a restart, unfinished commands are resumed by their handler or faile
   assert.equal(of(second.statuses, 'a1').at(-1), 'failed:interrupted');
   assert.equal(of(second.statuses, 'a2').at(-1), 'successful');
   send(second.router, 'long', { id: 'a1' });
+  second.router.flushIntake();
   second.outbox.flush();
   assert.equal(of(second.statuses, 'a1').at(-1), 'failed:interrupted', 'the id is still known after the restart');
+});
+
+test('a status after a terminal one is refused, for every operation: late progress of a finished handler is neither stored nor published', async () => {
+  const { router, statuses, outbox, db } = setup();
+  const late: (() => void)[] = [];
+  // Each handler keeps its context and reports progress after it has returned (or thrown).
+  router.register({ op: 'done-ok', params: z.object({}), execute: async (ctx) => (late.push(() => ctx.progress('late', 50)), { status: 'successful' }) });
+  router.register({ op: 'done-failed', params: z.object({}), execute: async (ctx) => (late.push(() => ctx.progress('late')), { status: 'failed', reason: { code: 'x', message: 'x' } }) });
+  router.register({
+    op: 'done-throws',
+    params: z.object({}),
+    execute: async (ctx) => {
+      late.push(() => ctx.progress('late'));
+      throw new Error('kaboom');
+    },
+  });
+  router.register({
+    op: 'done-cancelled',
+    params: z.object({}),
+    execute: (ctx) =>
+      new Promise((resolve) => {
+        late.push(() => ctx.progress('late'));
+        ctx.signal.addEventListener('abort', () => resolve({ status: 'cancelled' }));
+      }),
+  });
+  await router.start();
+  send(router, 'done-ok', { id: 'o1' });
+  send(router, 'done-failed', { id: 'f1' });
+  await settle();
+  send(router, 'done-throws', { id: 't1' });
+  send(router, 'done-cancelled', { id: 'c1' });
+  await settle();
+  send(router, 'cancel', { id: 'k1', params: { target: 'c1' } });
+  await settle();
+  const terminal = { o1: 'successful', f1: 'failed:x', t1: 'failed:internal', c1: 'cancelled' } as const;
+  for (const [id, want] of Object.entries(terminal)) assert.equal(of(statuses, id).at(-1), want, `${id} finished`);
+  // Now every handler reports progress late, twice (the second is past the rate limit's interval too).
+  for (const f of late) f();
+  await new Promise((r) => setTimeout(r, 600));
+  for (const f of late) f();
+  await settle();
+  outbox.flush();
+  await settle();
+  const row = db.prepare<[string], { status: string; last_message: string }>('SELECT status, last_message FROM commands WHERE id = ?');
+  for (const [id, want] of Object.entries(terminal)) {
+    assert.equal(of(statuses, id).at(-1), want, `${id}: nothing published after its terminal status`);
+    assert.equal(of(statuses, id).filter((s) => s.startsWith('executing')).length, of(statuses, id).indexOf(want) - 1, `${id}: no executing after the terminal one`);
+    const r = row.get(id)!;
+    assert.equal(r.status, want.split(':')[0], `${id}: the stored status is still the terminal one`);
+    assert.equal((JSON.parse(r.last_message) as Status).status, want.split(':')[0], `${id}: the stored message (retained, re-sent on a duplicate) is the terminal one`);
+  }
+  // A duplicate is answered with the terminal status.
+  send(router, 'done-failed', { id: 'f1' });
+  await settle();
+  outbox.flush();
+  assert.equal(of(statuses, 'f1').at(-1), 'failed:x');
+});
+
+test('a store that cannot commit: no PUBACK, nothing published, counters match the table; all of it goes through once it can', async () => {
+  const { router, statuses, outbox, db } = setup();
+  const gate = new StoreGate({ logger: silentLogger(), clock: systemClock, probe: () => new CommandStore(db).probeWrite(), retryMs: 60_000 });
+  // The harness's router has no gate: one with a gate on the same store and outbox.
+  await router.stop();
+  const r = new Router({ db, store: new CommandStore(db), outbox, gate, logger: silentLogger(), clock: systemClock, resultTopic: (id) => `r/${id}`, limits: { maxPayloadBytes: 4096, maxPending: 10, maxConcurrent: 2, retentionDays: 30 } });
+  routers.push(r);
+  let runs = 0;
+  r.register({ op: 'work', params: z.object({}), execute: async () => (runs++, { status: 'successful' }) });
+  await r.start();
+  const pages = (db.pragma('page_count', { simple: true }) as number) + 0;
+  db.pragma(`max_page_count = ${pages}`); // SQLITE_FULL as soon as the file must grow
+  const acks: Record<string, boolean> = {};
+  const fill = 'x'.repeat(3000);
+  for (let i = 0; i < 8; i++) r.handle('work', Buffer.from(JSON.stringify({ id: `w${i}`, params: {}, pad: fill })), (ok) => (acks[`w${i}`] = ok));
+  outbox.enqueue({ topic: 'e', payload: JSON.stringify({ id: 'event', status: 'event', pad: fill.repeat(4) }), kind: 'event' });
+  await settle();
+  assert.equal(gate.ok(), false, 'the gate knows');
+  assert.equal(gate.current()?.code, 'storage-full');
+  assert.deepEqual(Object.values(acks), Array(8).fill(false), 'not one acknowledged');
+  assert.deepEqual(statuses.filter((s) => s.id.startsWith('w')), [], 'nothing published');
+  assert.equal(runs, 0, 'nothing ran');
+  const rows = (db.prepare('SELECT count(*) AS n FROM outbox').get() as { n: number }).n;
+  assert.equal(outbox.stats().depth, rows, 'the outbox counts what its table holds');
+  assert.equal(outbox.stats().uncommitted, 1, 'the event waits in memory');
+  assert.equal(r.counters.unacknowledged, 8);
+
+  db.pragma('max_page_count = 1073741823');
+  assert.equal(gate.retry(), true, 'it commits again');
+  // The broker delivers the unacknowledged messages again.
+  for (let i = 0; i < 8; i++) r.handle('work', Buffer.from(JSON.stringify({ id: `w${i}`, params: {} })), (ok) => (acks[`w${i}`] = ok));
+  await settle();
+  await settle();
+  outbox.flush();
+  assert.deepEqual(Object.values(acks), Array(8).fill(true));
+  assert.equal(runs, 8);
+  for (let i = 0; i < 8; i++) assert.deepEqual(of(statuses, `w${i}`), ['accepted', 'executing', 'successful']);
+  assert.equal(outbox.stats().uncommitted, 0);
+  gate.stop();
+});
+
+test('secret params: the handler gets them, the store never holds them; a queued one cut short by a restart fails interrupted', async () => {
+  const first = setup();
+  const seen: unknown[] = [];
+  const releases: ((o: OperationOutcome) => void)[] = [];
+  const secretOp = (onRun: (p: unknown) => Promise<OperationOutcome>): OperationHandler<{ key: string; n: number }> => ({
+    op: 'secret',
+    params: z.object({ key: z.string(), n: z.number() }),
+    redactParams: (p) => ({ ...p, key: '[redacted]' }),
+    execute: (ctx) => onRun(ctx.params),
+  });
+  first.router.register(secretOp((p) => (seen.push(p), new Promise((r) => releases.push(r)))));
+  await first.router.start();
+  for (let i = 0; i < 3; i++) send(first.router, 'secret', { id: `s${i}`, params: { key: `SECRET-${i}`, n: i } });
+  await settle();
+  assert.deepEqual(seen, [{ key: 'SECRET-0', n: 0 }, { key: 'SECRET-1', n: 1 }], 'the running handlers got the real params');
+  releases[0]!({ status: 'successful' });
+  await settle();
+  assert.deepEqual(seen.at(-1), { key: 'SECRET-2', n: 2 }, 'so did the queued one when it started');
+  const stored = first.db.prepare('SELECT id, params FROM commands ORDER BY id').all() as { id: string; params: string }[];
+  assert.deepEqual(stored.map((r) => JSON.parse(r.params) as unknown), [0, 1, 2].map((n) => ({ key: '[redacted]', n })));
+  send(first.router, 'secret', { id: 's3', params: { key: 'SECRET-3', n: 3 } });
+  await settle();
+  first.outbox.close();
+  first.db.close(); // dies with s1, s2 running and s3 waiting
+
+  const second = setup(first.path);
+  let ran = 0;
+  second.router.register(secretOp(async () => (ran++, { status: 'successful' })));
+  await second.router.start();
+  await settle();
+  second.outbox.flush();
+  for (const id of ['s1', 's2', 's3']) assert.equal(of(second.statuses, id).at(-1), 'failed:interrupted', id);
+  assert.equal(ran, 0, 'never run without its secrets');
+  const text = JSON.stringify(second.db.prepare('SELECT * FROM commands').all()) + JSON.stringify(second.db.prepare('SELECT payload FROM outbox').all().map((r) => String((r as { payload: Buffer }).payload)));
+  assert.ok(!text.includes('SECRET-'), 'no secret in the store');
 });
