@@ -128,6 +128,51 @@ describe('download over HTTP', () => {
   });
 });
 
+describe('the download ends for good', () => {
+  const b: Behaviour = { cutAfter: [], ranges: true, etag: '"e"', requests: [] };
+  let trickles = 0;
+  const server = createHttp((req, res) => {
+    if (req.url !== '/trickle') return handler(b)(req, res);
+    trickles++;
+    res.writeHead(200, { 'content-length': BODY.length, etag: '"e"' });
+    const t = setInterval(() => res.write(BODY.subarray(0, 1)), 20);
+    res.on('close', () => clearInterval(t));
+  });
+  let base = '';
+  before(async () => {
+    base = `http://127.0.0.1:${await listen(server)}`;
+  });
+  after(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+
+  test('when its consumer destroys the stream: no further request, no progress after done settles', async () => {
+    b.requests = [];
+    let progressAfter = 0;
+    let settled = false;
+    const d = download({ url: `${base}/b.tar`, maxBytes: 10 << 20, backoff: fast, onProgress: () => void (settled && progressAfter++) });
+    // The bundle reader refusing a member: it reads a little, then destroys its source.
+    await new Promise((r) => d.stream.once('data', r));
+    d.stream.destroy();
+    await assert.rejects(d.done, (e: unknown) => e instanceof OtaError && e.code === 'download-failed');
+    settled = true;
+    await new Promise((r) => setTimeout(r, 300)); // several backoffs of `fast`
+    assert.deepEqual(b.requests.map((r) => r.range), [undefined], 'resumed after the consumer was gone');
+    assert.equal(progressAfter, 0);
+  });
+
+  test('a trickle below minBytesPerSecond over the window fails download-stalled and is not resumed', async () => {
+    const d = download({ url: `${base}/trickle`, maxBytes: 10 << 20, backoff: fast, minBytesPerSecond: 1000, stallWindowMs: 300 });
+    d.stream.on('error', () => undefined).resume();
+    await assert.rejects(d.done, (e: unknown) => e instanceof OtaError && e.code === 'download-stalled');
+    const n = trickles;
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(trickles, n);
+    assert.equal(n, 1);
+  });
+});
+
 describe('download over HTTPS', () => {
   const ca = createCa({ commonName: 'dl test CA' });
   const cert = issueCert(ca, { commonName: 'localhost', kind: 'server' });

@@ -12,6 +12,7 @@ import {
   activate,
   beginInstall,
   checkInvariants,
+  clearFailedStarts,
   commit,
   failTrial,
   guardStart,
@@ -20,6 +21,7 @@ import {
   loadSlots,
   markVerified,
   parseSlots,
+  recordFailedStart,
   rollback,
   saveSlots,
   SLOTS_CODES,
@@ -133,6 +135,39 @@ test('rollback: two committed slots switch; the security version blocks an older
   throwsCode(() => rollback(both, NOW), 'security-version');
   throwsCode(() => rollback(fresh(), NOW), 'no-rollback-target');
   throwsCode(() => rollback(inTrial(), NOW), 'no-rollback-target');
+});
+
+test('failed starts of a committed slot: counted within the window, then the other committed slot, if not below the floor', () => {
+  const bound = { max: 3, windowMs: 60_000 };
+  const at = (ms: number): Date => new Date(NOW.getTime() + ms);
+  // B committed and active, A committed: both at securityVersion 2 (A raised to the floor).
+  const c = commit(inTrial(), NOW);
+  const both: SlotsFile = { ...c, slots: { ...c.slots, A: { ...c.slots.A, securityVersion: 2 } } };
+  let s = recordFailedStart(both, 'B', bound, at(0));
+  s = recordFailedStart(s, 'B', bound, at(1000));
+  assert.deepEqual([s.slots.B.failedStarts, s.slots.B.failedSince], [2, at(0).toISOString()]);
+  assert.deepEqual(guardStart(s, 3, at(1500), bound), { next: s, action: 'run' }, 'under the bound: runs');
+  // A failed start after the window starts a new count.
+  const late = recordFailedStart(s, 'B', bound, at(70_000));
+  assert.deepEqual([late.slots.B.failedStarts, late.slots.B.failedSince], [1, at(70_000).toISOString()]);
+  s = recordFailedStart(s, 'B', bound, at(2000));
+  assert.deepEqual(checkInvariants(s), []);
+  const d = guardStart(s, 3, at(2500), bound);
+  assert.deepEqual([d.action, d.reason, d.next.active, d.next.slots.B.state, d.next.slots.B.reason], ['rolled-back', 'committed-starts-exceeded', 'A', 'bad', 'committed-starts-exceeded']);
+  assert.equal(d.next.slots.B.failedStarts, undefined);
+  assert.deepEqual([d.next.history?.at(-1)?.event, d.next.history?.at(-1)?.slot], ['guard-rollback', 'B']);
+  assert.deepEqual(checkInvariants(d.next, s), []);
+  // Without a bound (an old caller) nothing changes.
+  assert.equal(guardStart(s, 3, at(2500)).action, 'run');
+  // Once reached, the bound stays reached past the window, until a good run clears it.
+  const floor = { ...s, slots: { ...s.slots, A: { ...s.slots.A, securityVersion: 1 } } };
+  const stuck = recordFailedStart(floor, 'B', bound, at(600_000));
+  assert.equal(stuck.slots.B.failedStarts, 4);
+  assert.deepEqual(guardStart(stuck, 3, at(600_000), bound), { next: stuck, action: 'run', reason: 'no-fallback' }, 'A is below the security floor');
+  assert.equal(clearFailedStarts(stuck, 'B').slots.B.failedStarts, undefined);
+  // Only the active committed slot counts.
+  assert.equal(recordFailedStart(both, 'A', bound, at(0)), both);
+  assert.equal(recordFailedStart(inTrial(), 'B', bound, at(0)).slots.B.failedStarts, undefined);
 });
 
 test('abortInstall empties an installing slot', () => {
