@@ -157,13 +157,22 @@ describe('the store removed under a running agent', () => {
     writeConfig(3_600_000);
     const a = await startOnline();
     rmStore();
-    done['rm-5'] = await complete('rm-5');
+    // Sent while the store is detached: its commit cannot be made durable (the store's files are
+    // gone), so it is held unacknowledged (the command path's store gate), never run on a store
+    // that the next start will not have; the broker delivers it again after the restart.
+    await wms.publishAsync(`edge/${gw}/cmd/diagnostics`, JSON.stringify({ id: 'rm-5' }), { qos: 1 });
     assert.equal((await a.stop()).code, 0);
     assert.equal(existsSync(store), false, 'nothing noticed the removal: the store is gone');
     const from = got.length;
     const b = await startOnline();
     // The backup holds rm-1..3 (taken after them, before rm-4).
     for (const id of ['rm-1', 'rm-2', 'rm-3']) await notExecutedAgain(id, done[id]!);
+    await waitFor(() => statuses('rm-5').some((s) => s.status === 'successful'), { timeoutMs: 30_000, what: `rm-5 delivered again and run\n${b.logText()}` });
+    assert.deepEqual(
+      statuses('rm-5').map((s) => s.status).filter((s) => s !== 'executing'),
+      ['accepted', 'successful'],
+      'rm-5 ran exactly once, after the restore',
+    );
     await waitFor(() => got.slice(from).some((m) => m.topic.endsWith('/events') && P(m).type === 'incident' && P(m).code === 'store-restored' && P(m).cause === 'store-missing'), {
       timeoutMs: 20_000,
       what: `the store-restored incident on ~/events\n${b.logText()}`,
