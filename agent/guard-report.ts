@@ -5,10 +5,13 @@
  * then starts reads that history here and reports each such fallback once: an incident
  * (`edge-agent incidents`) and a critical alarm on `~/events`.
  *
- * INVARIANT: each fallback is reported exactly once. The incident, both events (outbox rows) and
- * the marker (agent_info `guardFallbacksReported`, the `at` of the newest one reported) are
- * committed in one transaction. A store without the marker (a new or rebuilt one) reports every
- * fallback slots.json still remembers (its last HISTORY_MAX transitions).
+ * INVARIANT: each fallback's incident is recorded exactly once and its events are never lost. The
+ * events are queued durably first (the outbox lives on the command path's own connection, so they
+ * cannot share a transaction with the incident: a write transaction open on one connection would
+ * lock the other out), then the incident and the marker (agent_info `guardFallbacksReported`, the
+ * `at` of the newest one reported) are committed in one transaction. A power cut between the two
+ * sends the events again at the next start, never none. A store without the marker (a new or
+ * rebuilt one) reports every fallback slots.json still remembers (its last HISTORY_MAX transitions).
  */
 import type { Logger } from '../lib/log.js';
 import type { Db } from '../lib/sqlite.js';
@@ -29,7 +32,7 @@ export interface GuardReportOptions {
   slots: SlotsFile;
   db: Db;
   incidents?: Pick<IncidentStore, 'record' | 'resolve'> | undefined;
-  /** Queues an event on ~/events; durable: committed in the caller's transaction. */
+  /** Queues an event on ~/events; durable: committed before it returns. */
   event(ev: AgentEvent, durable: boolean): void;
   logger: Logger;
   now: number;
@@ -42,14 +45,13 @@ export function reportGuardFallbacks(o: GuardReportOptions): number {
   for (const h of todo) {
     const to = o.slots.slots[h.slot === 'A' ? 'B' : 'A'];
     const detail = `release ${h.version ?? '?'} in slot ${h.slot} kept failing at start (${h.reason ?? FALLBACK_REASON}); the boot guard marked it bad and started the committed release ${to.version ?? '?'} instead`;
+    const base = { severity: 'critical' as const, code: FALLBACK_CODE, component: 'release', slot: h.slot, version: h.version, at: h.at };
+    o.event({ type: 'incident', ...base, message: `release ${FALLBACK_REASON}: guard-rollback; ${detail}`, incident: h.at, cause: FALLBACK_REASON, action: 'guard-rollback' }, true);
+    o.event({ type: 'alarm', ...base, message: `release: ${detail}; send an update with a fixed release` }, true);
     o.db.transaction(() => {
-      const at = Date.parse(h.at);
-      const id = o.incidents?.record({ at, component: 'release', cause: FALLBACK_REASON, action: 'guard-rollback', level: 3, detail });
+      o.incidents?.record({ at: Date.parse(h.at), component: 'release', cause: FALLBACK_REASON, action: 'guard-rollback', level: 3, detail });
       // Over by the time anyone reads it: the other release runs.
       o.incidents?.resolve('release', o.now);
-      const base = { severity: 'critical' as const, code: FALLBACK_CODE, component: 'release', slot: h.slot, version: h.version, at: h.at };
-      o.event({ type: 'incident', ...base, message: `release ${FALLBACK_REASON}: guard-rollback; ${detail}`, incident: id ?? h.at, cause: FALLBACK_REASON, action: 'guard-rollback' }, true);
-      o.event({ type: 'alarm', ...base, message: `release: ${detail}; send an update with a fixed release` }, true);
       writeAgentInfo(o.db, { guardFallbacksReported: h.at });
     })();
     o.logger.error({ slot: h.slot, version: h.version, reason: h.reason, at: h.at }, 'the boot guard fell back from a committed release that kept failing at start');
