@@ -7,8 +7,10 @@
  * - Clean sessions: each instance has its own client id (two run side by side during a
  *   handover), so a persistent session would only leave orphans at the broker. A `set` sent
  *   while the bridge is away is therefore not delivered; the WMS sees no answer and resends.
- * - Last Will = the retained status with state `offline`, built from status() at each connect.
- *   A clean DISCONNECT suppresses the will, so a graceful stop publishes `offline` itself.
+ * - Last Will = the retained status with state `offline` and no device states (willPayload: it is
+ *   fixed at CONNECT, so what it said of the devices would be out of date when it is published).
+ *   A clean DISCONNECT suppresses the will, so a graceful stop publishes `offline` itself, with
+ *   the device states it knows then.
  * - `announce` (the active instance): birth, Last Will, status and the replay of the store. A
  *   standby in a handover connects without them, so neither its birth nor its death changes
  *   `~/plc/status`, and it leaves the shared store to the active instance. A will is fixed at
@@ -302,6 +304,18 @@ export class BridgeLink {
     return JSON.stringify({ ...body, ts });
   }
 
+  /**
+   * The Last Will: fixed at CONNECT (MQTT 3.1.3.2), published whenever the broker loses the
+   * bridge, maybe hours later. So it says nothing that goes out of date: `devices` is empty (the
+   * `online` messages before it say what the bridge knew of each device) and `dropped` is left
+   * out; `ts` is when the connection was opened.
+   */
+  private willPayload(): string {
+    const body: Record<string, unknown> = { ...this.opts.status(), devices: {}, state: 'offline', ts: new Date(this.clock.now()).toISOString() };
+    delete body.dropped;
+    return JSON.stringify(body);
+  }
+
   private clientOptions(): IClientOptions {
     const m = this.opts.mqtt;
     const o: IClientOptions = {
@@ -318,7 +332,7 @@ export class BridgeLink {
       // TLS material is read at each attempt, so renewed certificates are picked up without a restart.
       ...tlsConnectOptions(m.tls),
     };
-    if (this.announce) o.will = { topic: this.opts.topics.status, payload: Buffer.from(this.statusPayload('offline')), qos: 1, retain: true };
+    if (this.announce) o.will = { topic: this.opts.topics.status, payload: Buffer.from(this.willPayload()), qos: 1, retain: true };
     if (m.username !== undefined) o.username = m.username;
     if (m.password !== undefined) o.password = m.password;
     return o;
