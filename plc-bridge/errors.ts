@@ -22,6 +22,8 @@ export const PLC_CODES = registerCodes('plc', [
   'write-failed',
   'write-timeout',
   'readback-mismatch',
+  // A `set` that a previous bridge process claimed and never finished (it stopped).
+  'interrupted',
   // Reads and the link; also a value's `reason` when it is stale or bad.
   'timeout',
   'modbus-exception',

@@ -107,6 +107,8 @@ export async function runBridge(opts: BridgeRunOptions): Promise<number> {
     for (const t of timers) clock.clearInterval(t);
     await budget.stop();
     bridge.stop();
+    // Sets already taken off the socket get their answer too.
+    link.drainSets();
     await Promise.race([writer.drain(), new Promise<void>((r) => clock.setTimeout(() => r(), 5000))]);
     await link.stop({ graceful });
     await Promise.all([...connections.values()].map((c) => c.stop()));
@@ -211,6 +213,10 @@ export async function runBridge(opts: BridgeRunOptions): Promise<number> {
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
   loops.start();
+  // A new session (no other instance shares the store): writes a stopped process left open get
+  // their one terminal status now, before any new set is taken (they wait in the store for the
+  // broker like every answer).
+  if (!standby) writer.closeInterrupted();
   for (const c of connections.values()) {
     c.onLink(() => link.publishStatus());
     c.start();

@@ -7,8 +7,10 @@
  * - Clean sessions: each instance has its own client id (two run side by side during a
  *   handover), so a persistent session would only leave orphans at the broker. A `set` sent
  *   while the bridge is away is therefore not delivered; the WMS sees no answer and resends.
- * - Last Will = the retained status with state `offline`, built from status() at each connect.
- *   A clean DISCONNECT suppresses the will, so a graceful stop publishes `offline` itself.
+ * - Last Will = the retained status with state `offline` and no device states (willPayload: it is
+ *   fixed at CONNECT, so what it said of the devices would be out of date when it is published).
+ *   A clean DISCONNECT suppresses the will, so a graceful stop publishes `offline` itself, with
+ *   the device states it knows then.
  * - `announce` (the active instance): birth, Last Will, status and the replay of the store. A
  *   standby in a handover connects without them, so neither its birth nor its death changes
  *   `~/plc/status`, and it leaves the shared store to the active instance. A will is fixed at
@@ -26,8 +28,18 @@
  *   connection that is not being stopped or swapped.
  * - Both in-flight sets are bounded (LIVE_INFLIGHT_MAX/_BYTES divert live data to the store; replay
  *   has its own bound).
+ * - A write id's retained ~/res/{id} ends on its terminal answer: a progress answer (`accepted`,
+ *   `executing`) that finds the live window full is dropped, not stored, since a stored one would
+ *   be replayed after the terminal answer sent live. While disconnected every answer is stored,
+ *   and replay keeps their order.
  * - Callbacks of an earlier connection (generation) change nothing.
+ * - Sets are taken off the socket into an inbox and handed to onSet in slices of at most
+ *   SET_SLICE_MS per turn of the event loop and SETS_PER_SEC per second, so a flood of sets
+ *   never holds the pollers' timers back nor takes more than a share of the CPU; past SET_INBOX_HIGH waiting sets mqtt.js is told to wait (handleMessage's callback,
+ *   which also withholds the PUBACK), which stops reading the socket: the flood waits in the
+ *   broker and the kernel, not in the bridge's memory. stop() hands what the inbox holds to onSet.
  */
+import { performance } from 'node:perf_hooks';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { redactUrl, type Logger } from '../lib/log.js';
 import { systemClock, type Clock } from '../lib/clock.js';
@@ -77,6 +89,8 @@ export interface BridgeLinkStats {
   dropped: number;
   /** Messages the broker refused with a PUBACK reason code (MQTT 5, e.g. not authorized): dropped. */
   refused: number;
+  /** `accepted`/`executing` answers not sent because the live window was full (their terminal answer was). */
+  progressDropped: number;
 }
 
 interface Outgoing {
@@ -85,12 +99,26 @@ interface Outgoing {
   qos: 0 | 1;
   retain: boolean;
   kind: Stored['kind'];
+  /** An `accepted` or `executing` answer: superseded by the terminal one that follows. */
+  progress?: boolean;
 }
 
 const LIVE_INFLIGHT_MAX = 5000;
 /** And by bytes: 1,000-value messages are ~40 KB each, and memory is what the bound is for. */
 const LIVE_INFLIGHT_BYTES = 8 * 1024 * 1024;
 const STOP_WAIT_MS = 2000;
+/** Sets waiting in the inbox beyond which the socket is no longer read; below the low mark it is again. */
+const SET_INBOX_HIGH = 200;
+const SET_INBOX_LOW = 50;
+/** At most this long handing sets to onSet in one turn of the event loop. */
+const SET_SLICE_MS = 5;
+/**
+ * Sets taken per second at most (a token bucket holding a tenth of a second's worth): a flood
+ * takes a bounded share of the CPU the pollers share with it (bench/plc-bench.ts, write flood);
+ * the rest waits at the broker. A WMS sends a few sets a second per device.
+ */
+const SETS_PER_SEC = 500;
+const SET_BURST = SETS_PER_SEC / 10;
 const END_GRACE_MS = 1000;
 
 export class BridgeLink {
@@ -112,7 +140,14 @@ export class BridgeLink {
   private swapping = false;
   /** The broker granted the set subscription on the current connection. */
   private setsGranted = false;
-  private counts = { published: 0, stored: 0, replayed: 0, refused: 0 };
+  private counts = { published: 0, stored: 0, replayed: 0, refused: 0, progressDropped: 0 };
+  private inbox: { device: string; payload: Buffer }[] = [];
+  private inboxHead = 0;
+  private inboxTimer: NodeJS.Timeout | undefined;
+  private setTokens = SET_BURST;
+  private setTokensAt = 0;
+  /** mqtt.js's callback for the message that filled the inbox: called once it has room again. */
+  private heldAck: (() => void) | undefined;
   private readonly clock: Clock;
   private readonly log: Logger;
 
@@ -148,7 +183,10 @@ export class BridgeLink {
 
   async stop(opts: { graceful: boolean } = { graceful: true }): Promise<void> {
     if (this.stopped) return;
+    this.drainSets();
     this.stopped = true;
+    this.clock.clearTimeout(this.inboxTimer);
+    this.inboxTimer = undefined;
     this.clock.clearTimeout(this.retry);
     this.replay.stop();
     const client = this.client;
@@ -179,7 +217,8 @@ export class BridgeLink {
   }
 
   publishResult(id: string, body: Record<string, unknown>): void {
-    this.send({ topic: this.opts.topics.result(id), payload: JSON.stringify(body), qos: 1, retain: true, kind: 'result' });
+    const progress = body.status === 'accepted' || body.status === 'executing';
+    this.send({ topic: this.opts.topics.result(id), payload: JSON.stringify(body), qos: 1, retain: true, kind: 'result', ...(progress ? { progress } : {}) });
   }
 
   publishStatus(): void {
@@ -223,7 +262,15 @@ export class BridgeLink {
       this.counts.published++;
       return;
     }
-    if (this.live.size >= LIVE_INFLIGHT_MAX || this.liveBytes >= LIVE_INFLIGHT_BYTES) return this.toStore(m);
+    if (this.live.size >= LIVE_INFLIGHT_MAX || this.liveBytes >= LIVE_INFLIGHT_BYTES) {
+      // Stored, it would be replayed after the terminal answer that follows it live, and the
+      // retained ~/res/{id} would end on `executing`. The terminal answer supersedes it anyway.
+      if (m.progress) {
+        this.counts.progressDropped++;
+        return;
+      }
+      return this.toStore(m);
+    }
     const key = ++this.liveKey;
     const gen = this.generation;
     this.live.set(key, m);
@@ -257,6 +304,18 @@ export class BridgeLink {
     return JSON.stringify({ ...body, ts });
   }
 
+  /**
+   * The Last Will: fixed at CONNECT (MQTT 3.1.3.2), published whenever the broker loses the
+   * bridge, maybe hours later. So it says nothing that goes out of date: `devices` is empty (the
+   * `online` messages before it say what the bridge knew of each device) and `dropped` is left
+   * out; `ts` is when the connection was opened.
+   */
+  private willPayload(): string {
+    const body: Record<string, unknown> = { ...this.opts.status(), devices: {}, state: 'offline', ts: new Date(this.clock.now()).toISOString() };
+    delete body.dropped;
+    return JSON.stringify(body);
+  }
+
   private clientOptions(): IClientOptions {
     const m = this.opts.mqtt;
     const o: IClientOptions = {
@@ -273,7 +332,7 @@ export class BridgeLink {
       // TLS material is read at each attempt, so renewed certificates are picked up without a restart.
       ...tlsConnectOptions(m.tls),
     };
-    if (this.announce) o.will = { topic: this.opts.topics.status, payload: Buffer.from(this.statusPayload('offline')), qos: 1, retain: true };
+    if (this.announce) o.will = { topic: this.opts.topics.status, payload: Buffer.from(this.willPayload()), qos: 1, retain: true };
     if (m.username !== undefined) o.username = m.username;
     if (m.password !== undefined) o.password = m.password;
     return o;
@@ -306,12 +365,14 @@ export class BridgeLink {
     client.on('message', (topic, payload) => {
       const device = this.opts.topics.deviceOfSet(topic);
       if (device === undefined || !this.setsEnabled || this.stopped) return;
-      try {
-        this.opts.onSet(device, payload);
-      } catch (err) {
-        this.log.error({ err, device }, 'set handler failed');
-      }
+      this.inbox.push({ device, payload });
+      this.scheduleSets();
     });
+    // mqtt.js reads the next packet (and acknowledges this one) only once this callback runs.
+    client.handleMessage = (_packet, callback) => {
+      if (this.inbox.length - this.inboxHead < SET_INBOX_HIGH) return callback();
+      this.heldAck = () => callback();
+    };
     client.on('error', (err) => {
       // CONNACK "unacceptable protocol version": 1 in MQTT 3.1.1, 0x84 in MQTT 5 (section 3.2.2.2).
       const rc = (err as { code?: unknown }).code;
@@ -331,8 +392,67 @@ export class BridgeLink {
     });
   }
 
+  /** Hands waiting sets to onSet for at most SET_SLICE_MS, then yields to the event loop. */
+  private takeSets(): void {
+    this.inboxTimer = undefined;
+    const now = this.clock.now();
+    this.setTokens = Math.min(SET_BURST, this.setTokens + ((now - this.setTokensAt) * SETS_PER_SEC) / 1000);
+    this.setTokensAt = now;
+    const until = performance.now() + SET_SLICE_MS;
+    while (this.inboxHead < this.inbox.length && this.setTokens >= 1 && performance.now() < until) {
+      this.setTokens--;
+      this.takeOne();
+    }
+    this.compactInbox();
+  }
+
+  /** The next slice: at once while tokens last, else when the next ones are due. */
+  private scheduleSets(): void {
+    if (this.inboxTimer || this.stopped) return;
+    const wait = this.setTokens >= 1 ? 0 : Math.ceil(((1 - this.setTokens) * 1000) / SETS_PER_SEC);
+    this.inboxTimer = this.clock.setTimeout(() => this.takeSets(), wait);
+  }
+
+  /** Every waiting set now (stop). */
+  drainSets(): void {
+    while (this.inboxHead < this.inbox.length) this.takeOne();
+    this.compactInbox();
+  }
+
+  private takeOne(): void {
+    const m = this.inbox[this.inboxHead++];
+    if (!m) return;
+    try {
+      this.opts.onSet(m.device, m.payload);
+    } catch (err) {
+      this.log.error({ err, device: m.device }, 'set handler failed');
+    }
+  }
+
+  private compactInbox(): void {
+    if (this.inboxHead >= this.inbox.length) {
+      this.inbox = [];
+      this.inboxHead = 0;
+    } else if (this.inboxHead > SET_INBOX_LOW) {
+      this.inbox = this.inbox.slice(this.inboxHead);
+      this.inboxHead = 0;
+    }
+    if (this.inbox.length > 0) this.scheduleSets();
+    else if (this.inboxTimer) {
+      this.clock.clearTimeout(this.inboxTimer);
+      this.inboxTimer = undefined;
+    }
+    if (this.heldAck && this.inbox.length - this.inboxHead <= SET_INBOX_LOW) {
+      const ack = this.heldAck;
+      this.heldAck = undefined;
+      ack();
+    }
+  }
+
   /** The connection is gone: unacknowledged live messages go to the store, replay pauses. */
   private detach(): void {
+    // The held message's connection is gone with it (a clean session: the broker will not resend).
+    this.heldAck = undefined;
     this.setsGranted = false;
     this.client = undefined;
     this.isConnected = false;

@@ -4,9 +4,13 @@
  * Rules (docs/plc-bridge.md "Data"):
  * - a tag read good this cycle is `good` with its own read time;
  * - a tag whose read failed is `stale` (the last good value and its own ts) while the last good
- *   read is at most staleAfterMs old, then `bad` with v null; a tag never read good is `bad` at
- *   once; so is a tag whose read answered with a value that cannot be carried ('decode-error':
- *   the PLC answered, so the old value is not "late", it is wrong);
+ *   read is at most staleAfterMs old, then `bad` with v null; a tag whose read answered with a
+ *   value that cannot be carried is `bad` at once ('decode-error': the PLC answered, so the old
+ *   value is not "late", it is wrong);
+ * - a tag never read good and never reported is not reported while its reads fail without an
+ *   answer from the PLC (not connected yet, timeout, refused, reset, skipped: NOT_READ): a
+ *   session's first report comes from a real read, so a restart shows no false `bad`. Once the
+ *   PLC answered (a Modbus exception, a decode error, a malformed answer) it is `bad` at once;
  * - a tag is reported when it is first seen, when its quality or reason changes, when a good
  *   value moved by more than its deadband from the last reported value (any change for deadband
  *   0, strings and bools), or when fullEveryMs has passed since it was last reported.
@@ -53,6 +57,11 @@ export interface CycleInput {
 export const MISSING_REASON = 'invalid-response';
 /** Reasons that make a value bad at once, without a stale period. */
 const BAD_AT_ONCE = new Set(['decode-error']);
+/**
+ * Reasons a read fails with before the PLC ever answered it: a tag never read good and never
+ * reported stays unreported with these (the value was never read, it is not known to be bad).
+ */
+const NOT_READ = new Set(['not-connected', 'timeout', 'connection-refused', 'connection-reset', 'device-skipped']);
 
 /** Quality as a byte; NONE: not evaluated (current) or never reported (reported). */
 const NONE = 0;
@@ -103,6 +112,7 @@ export class GroupReporter {
     let any = false;
     for (const i of this.readable) {
       this.evaluate(i, input);
+      if (this.curQ[i] === NONE) continue;
       if (this.shouldReport(i, input.now)) {
         this.repQ[i] = this.curQ[i] ?? NONE;
         this.repV[i] = this.currentV(i);
@@ -115,7 +125,7 @@ export class GroupReporter {
     return any ? out : undefined;
   }
 
-  /** Current view of every tag evaluated so far (all of them after the first update). */
+  /** Current view of every tag evaluated so far (a tag never read and never reported is not in it). */
   snapshot(): Record<string, TagValue> {
     const out: Record<string, TagValue> = {};
     for (const i of this.readable) if (this.curQ[i] !== NONE) out[this.name(i)] = this.current(i);
@@ -133,6 +143,7 @@ export class GroupReporter {
     }
     const reason = input.failed[i] ?? MISSING_REASON;
     const lastTs = this.goodTs[i] ?? Number.NaN;
+    if (Number.isNaN(lastTs) && this.repQ[i] === NONE && NOT_READ.has(reason)) return this.setCurrent(i, NONE, undefined, input.now);
     // NaN (never read good) fails the comparison, so such a tag is bad at once.
     if (!BAD_AT_ONCE.has(reason) && input.now - lastTs <= this.opts.staleAfterMs) this.setCurrent(i, STALE, reason, lastTs);
     else this.setCurrent(i, BAD, reason, input.now);

@@ -19,6 +19,10 @@
  * - push() is group-committed: one transaction per turn of the event loop or per FLUSH_AT
  *   messages; what is buffered is not yet durable. flush() commits now; peek() and close() flush.
  * - claimWrite() is one INSERT: SQLite's write lock makes it atomic across processes.
+ *   claimWrites() claims a batch (a flood of sets) in one transaction, each id with its first
+ *   status, so a burst costs one commit, not one per set.
+ * - A write id is `terminal = 0` from its claim until its terminal status is recorded; one still
+ *   open when a new session starts was left by a process that stopped: closeUnfinishedWrites().
  */
 import type { Logger } from '../lib/log.js';
 import { systemClock, type Clock } from '../lib/clock.js';
@@ -138,6 +142,10 @@ function statements(db: Db) {
     claim: db.prepare<[string, string, number, number]>(
       'INSERT INTO plc_writes(id, device, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO NOTHING',
     ),
+    claimWith: db.prepare<[string, string, string, number, number, number]>(
+      'INSERT INTO plc_writes(id, device, last_message, terminal, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING',
+    ),
+    unfinished: db.prepare<[], { id: string; device: string; last_message: string | null }>('SELECT id, device, last_message FROM plc_writes WHERE terminal = 0 ORDER BY created_at, id'),
     lastMessage: db.prepare<[string], { last_message: string | null }>('SELECT last_message FROM plc_writes WHERE id = ?'),
     record: db.prepare<[string, number, number, string]>('UPDATE plc_writes SET last_message = ?, terminal = ?, updated_at = ? WHERE id = ?'),
     prune: db.prepare<[number]>('DELETE FROM plc_writes WHERE updated_at < ?'),
@@ -259,6 +267,46 @@ export class ForwardStore {
     if (stmts.claim.run(id, device, now, now).changes === 1) return { claimed: true };
     const last = stmts.lastMessage.get(id)?.last_message;
     return last == null ? { claimed: false } : { claimed: false, lastMessage: last };
+  }
+
+  /**
+   * Claims a batch of ids in one transaction, each with its first status (`accepted`, or a
+   * rejection as terminal). Per item, in order: claimed, or the stored last status of an id seen
+   * before (also earlier in the same batch).
+   */
+  claimWrites(items: readonly { id: string; device: string; lastMessage: string; terminal: boolean }[]): ({ claimed: true } | { claimed: false; lastMessage?: string })[] {
+    const { db, stmts } = this.handles();
+    const now = this.clock.now();
+    return db.transaction(() =>
+      items.map((it) => {
+        if (stmts.claimWith.run(it.id, it.device, it.lastMessage, it.terminal ? 1 : 0, now, now).changes === 1) return { claimed: true as const };
+        const last = stmts.lastMessage.get(it.id)?.last_message;
+        return last == null ? { claimed: false as const } : { claimed: false as const, lastMessage: last };
+      }),
+    )();
+  }
+
+  /** The stored last status of a write id, without claiming it; undefined when unknown. */
+  lastWrite(id: string): { known: boolean; lastMessage?: string } {
+    const row = this.handles().stmts.lastMessage.get(id);
+    if (!row) return { known: false };
+    return row.last_message == null ? { known: true } : { known: true, lastMessage: row.last_message };
+  }
+
+  /**
+   * Closes every write id still open (claimed, no terminal status): `close` gives each its
+   * terminal message. One transaction; returns what was closed, to be published.
+   */
+  closeUnfinishedWrites(close: (w: { id: string; device: string; lastMessage: string | undefined }) => string): { id: string; message: string }[] {
+    const { db, stmts } = this.handles();
+    const now = this.clock.now();
+    return db.transaction(() =>
+      stmts.unfinished.all().map((r) => {
+        const message = close({ id: r.id, device: r.device, lastMessage: r.last_message ?? undefined });
+        stmts.record.run(message, 1, now, r.id);
+        return { id: r.id, message };
+      }),
+    )();
   }
 
   recordWrite(id: string, lastMessage: string, terminal: boolean): void {

@@ -4,9 +4,16 @@
  * Invariants:
  * - a set is validated whole against the tag map before anything is sent; a rejected set never
  *   touches the PLC (write-plan.ts);
- * - its id is claimed in the store (one INSERT, atomic across the two processes of a handover)
- *   before the PLC is touched, so an id is executed at most once; a repeated id only gets its
- *   latest status again;
+ * - a device's queue (waiting and running) holds at most `maxQueued` sets; one beyond it is
+ *   refused `busy` before its id is claimed (the id stays free), so a flood costs a lookup and
+ *   an answer per set and nothing grows with it;
+ * - its id is claimed in the store (an INSERT, atomic across the two processes of a handover)
+ *   with its first status before the PLC is touched, so an id is executed at most once; a
+ *   repeated id only gets its latest status again. The sets of one turn of the event loop are
+ *   claimed in one transaction: one commit per burst, so a flood cannot hold the event loop (and
+ *   the pollers) in fsyncs;
+ * - every claimed id reaches exactly one terminal status; one left open by a process that
+ *   stopped is closed `interrupted` when the next session starts (closeInterrupted);
  * - a write whose answer is lost is never retried: it fails with `write-timeout` (outcome
  *   unknown) and the WMS decides;
  * - bits inside a register go out as FC22 mask writes, never read-modify-write (write-plan.ts);
@@ -27,8 +34,37 @@ export interface DeviceIo {
 
 /** What the writer needs of the store (plc-bridge/store.ts). */
 export interface WriteLedger {
-  claimWrite(id: string, device: string): { claimed: true } | { claimed: false; lastMessage?: string };
+  claimWrites(items: readonly { id: string; device: string; lastMessage: string; terminal: boolean }[]): ({ claimed: true } | { claimed: false; lastMessage?: string })[];
+  lastWrite(id: string): { known: boolean; lastMessage?: string };
   recordWrite(id: string, lastMessage: string, terminal: boolean): void;
+  closeUnfinishedWrites(close: (w: { id: string; device: string; lastMessage: string | undefined }) => string): { id: string; message: string }[];
+}
+
+/** A set that passed parsing, waiting for this turn's claim (Writer.flush). */
+interface Incoming {
+  deviceName: string;
+  req: SetRequest;
+  /** Its first status: `accepted`, or a terminal rejection. */
+  body: Record<string, unknown>;
+  terminal: boolean;
+  device?: DeviceConfig;
+  ops?: WriteOp[];
+  readBack?: ResolvedTag[];
+}
+
+/** Sets claimed in one transaction at most. */
+const CLAIM_BATCH = 500;
+/** Default bound of a device's write queue (waiting and running). */
+export const MAX_QUEUED = 100;
+
+function statusOf(message: string | undefined): string | undefined {
+  if (message === undefined) return undefined;
+  try {
+    const s = (JSON.parse(message) as { status?: unknown }).status;
+    return typeof s === 'string' ? s : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export interface WriterOptions {
@@ -50,18 +86,25 @@ export class Writer {
   private readonly queues = new Map<string, Promise<void>>();
   private readonly depth = new Map<string, number>();
   private readonly byName: Map<string, DeviceConfig>;
-  counters = { received: 0, rejected: 0, successful: 0, failed: 0, duplicates: 0 };
+  private readonly maxQueued: number;
+  private batch: Incoming[] = [];
+  /** Per device: accepted sets in `batch`, not yet claimed (they count against the bound). */
+  private readonly batched = new Map<string, number>();
+  private flushScheduled: NodeJS.Immediate | undefined;
+  counters = { received: 0, rejected: 0, busy: 0, successful: 0, failed: 0, duplicates: 0 };
 
   constructor(private readonly opts: WriterOptions) {
     this.byName = new Map(opts.devices.map((d) => [d.name, d]));
+    this.maxQueued = opts.maxQueued ?? MAX_QUEUED;
   }
 
-  /** Every set in flight has finished (for a handover or a stop). */
+  /** Every set received has been claimed and every one in flight has finished (for a handover or a stop). */
   async drain(): Promise<void> {
+    this.flush();
     await Promise.all([...this.queues.values()]);
   }
 
-  /** A message on `~/plc/{device}/set`. Never throws. */
+  /** A message on `~/plc/{device}/set`. Never throws, and never touches the store's write lock itself: see flush(). */
   handle(deviceName: string, payload: Buffer): void {
     this.counters.received++;
     const parsed = parseSet(payload, this.opts.maxSetBytes);
@@ -70,32 +113,109 @@ export class Writer {
         this.opts.logger.warn({ device: deviceName, code: parsed.code }, 'set without a usable id dropped');
         return;
       }
-      this.reject(parsed.id, parsed.code, parsed.message, false);
+      this.reject(parsed.id, parsed.code, parsed.message);
       return;
     }
     const req = parsed.req;
-    let claim: ReturnType<WriteLedger['claimWrite']>;
-    try {
-      claim = this.opts.ledger.claimWrite(req.id, deviceName);
-    } catch (err) {
-      this.opts.logger.error({ err, id: req.id }, 'cannot claim the set id in the store; not executing it');
-      return;
-    }
-    if (!claim.claimed) {
-      this.counters.duplicates++;
-      if (claim.lastMessage) this.opts.publish(req.id, JSON.parse(claim.lastMessage) as Record<string, unknown>);
-      return;
-    }
     const device = this.byName.get(deviceName);
-    if (!device) return this.reject(req.id, 'unknown-device', `no device named ${deviceName}`);
-    const plan = planWrite(device, req, this.opts.clock.now());
-    if (!plan.ok) return this.reject(req.id, plan.code, plan.message, true, plan.tag);
-    const queued = this.depth.get(deviceName) ?? 0;
-    if (queued >= (this.opts.maxQueued ?? 100)) return this.reject(req.id, 'busy', `${queued} sets are waiting for ${deviceName}`);
-    this.depth.set(deviceName, queued + 1);
-    this.status(req.id, 'accepted', {});
+    let item: Incoming;
+    if (!device) {
+      item = { deviceName, req, body: this.rejectedBody(req.id, 'unknown-device', `no device named ${deviceName}`), terminal: true };
+    } else {
+      // The queue bound is checked first, before the set is planned and before its id is
+      // claimed: a flood beyond it costs a lookup and an answer per set, no commit, and the WMS
+      // may send the id again later.
+      const waiting = (this.depth.get(deviceName) ?? 0) + (this.batched.get(deviceName) ?? 0);
+      if (waiting >= this.maxQueued) return this.refuseBusy(req.id, deviceName, waiting);
+      const plan = planWrite(device, req, this.opts.clock.now());
+      if (!plan.ok) item = { deviceName, req, body: this.rejectedBody(req.id, plan.code, plan.message, plan.tag), terminal: true };
+      else item = { deviceName, req, body: this.body(req.id, 'accepted', {}), terminal: false, device, ops: plan.ops, readBack: plan.readBack };
+      this.batched.set(deviceName, (this.batched.get(deviceName) ?? 0) + 1);
+    }
+    this.batch.push(item);
+    if (this.batch.length >= CLAIM_BATCH) this.flush();
+    else this.flushScheduled ??= setImmediate(() => this.flush());
+  }
+
+  /**
+   * Claims the sets that arrived in this turn of the event loop, each with its first status, in
+   * one transaction (one commit for a burst), then answers them and queues the accepted ones.
+   */
+  flush(): void {
+    if (this.flushScheduled) {
+      clearImmediate(this.flushScheduled);
+      this.flushScheduled = undefined;
+    }
+    const batch = this.batch;
+    if (batch.length === 0) return;
+    this.batch = [];
+    this.batched.clear();
+    let claims: ReturnType<WriteLedger['claimWrites']>;
+    try {
+      claims = this.opts.ledger.claimWrites(batch.map((b) => ({ id: b.req.id, device: b.deviceName, lastMessage: JSON.stringify(b.body), terminal: b.terminal })));
+    } catch (err) {
+      this.opts.logger.error({ err, sets: batch.length }, 'cannot claim the set ids in the store; not executing them');
+      return;
+    }
+    batch.forEach((b, i) => {
+      const claim = claims[i];
+      if (!claim?.claimed) {
+        this.counters.duplicates++;
+        if (claim?.lastMessage) this.opts.publish(b.req.id, JSON.parse(claim.lastMessage) as Record<string, unknown>);
+        return;
+      }
+      if (b.terminal) this.counters.rejected++;
+      this.opts.publish(b.req.id, b.body);
+      if (b.terminal || !b.device || !b.ops || !b.readBack) return;
+      this.enqueue(b.device, b.req, b.ops, b.readBack);
+    });
+  }
+
+  /**
+   * At the start of a new session (no other instance alive): every write a previous process
+   * claimed but did not finish gets its terminal status, `failed` `interrupted`. Its outcome is
+   * unknown (it may have reached the PLC), so it is not retried. Returns how many.
+   */
+  closeInterrupted(): number {
+    const closed = this.opts.ledger.closeUnfinishedWrites((w) => {
+      const was = statusOf(w.lastMessage);
+      const message =
+        was === 'executing'
+          ? 'the bridge stopped while this set was being written: its outcome is unknown; not retried'
+          : 'the bridge stopped before this set was written; not retried';
+      return JSON.stringify(this.body(w.id, 'failed', { reason: { code: 'interrupted', message }, result: { was: was ?? 'claimed' } }));
+    });
+    for (const c of closed) {
+      this.counters.failed++;
+      this.opts.publish(c.id, JSON.parse(c.message) as Record<string, unknown>);
+    }
+    if (closed.length > 0) this.opts.logger.warn({ writes: closed.length, ids: closed.slice(0, 20).map((c) => c.id) }, 'writes left unfinished by a previous process closed as interrupted');
+    return closed.length;
+  }
+
+  private refuseBusy(id: string, deviceName: string, waiting: number): void {
+    let known: ReturnType<WriteLedger['lastWrite']>;
+    try {
+      known = this.opts.ledger.lastWrite(id);
+    } catch (err) {
+      this.opts.logger.error({ err, id }, 'cannot look the set id up in the store');
+      return;
+    }
+    if (known.known) {
+      // An id seen before only gets its latest status again, busy or not.
+      this.counters.duplicates++;
+      if (known.lastMessage) this.opts.publish(id, JSON.parse(known.lastMessage) as Record<string, unknown>);
+      return;
+    }
+    this.counters.busy++;
+    this.reject(id, 'busy', `${waiting} sets are waiting for ${deviceName}`);
+  }
+
+  private enqueue(device: DeviceConfig, req: SetRequest, ops: WriteOp[], readBack: ResolvedTag[]): void {
+    const deviceName = device.name;
+    this.depth.set(deviceName, (this.depth.get(deviceName) ?? 0) + 1);
     const prev = this.queues.get(deviceName) ?? Promise.resolve();
-    const next = prev.then(() => this.execute(device, req, plan.ops, plan.readBack)).finally(() => {
+    const next = prev.then(() => this.execute(device, req, ops, readBack)).finally(() => {
       this.depth.set(deviceName, (this.depth.get(deviceName) ?? 1) - 1);
       if (this.queues.get(deviceName) === next) this.queues.delete(deviceName);
     });
@@ -139,11 +259,14 @@ export class Writer {
     return this.finish(req.id, 'successful', { result: { readBack: values } });
   }
 
-  private reject(id: string, code: string, message: string, claimed = true, tag?: string): void {
+  /** A rejection that is not recorded: the id stays unclaimed (unparsable sets, `busy`). */
+  private reject(id: string, code: string, message: string): void {
     this.counters.rejected++;
-    const body = this.body(id, 'rejected', { reason: { code, message, ...(tag ? { tag } : {}) } });
-    if (claimed) this.record(id, body, true);
-    this.opts.publish(id, body);
+    this.opts.publish(id, this.rejectedBody(id, code, message));
+  }
+
+  private rejectedBody(id: string, code: string, message: string, tag?: string): Record<string, unknown> {
+    return this.body(id, 'rejected', { reason: { code, message, ...(tag ? { tag } : {}) } });
   }
 
   private finish(id: string, status: 'successful' | 'failed', extra: Record<string, unknown>): void {

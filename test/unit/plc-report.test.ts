@@ -104,11 +104,12 @@ test('every value is sent again once fullEveryMs has passed since it was last re
   cycle(r, 6000, { a: 1, b: 2 });
   assert.deepEqual(cycle(r, 10_000, { a: 1, b: 2 }), { a: { v: 1, q: 'good', ts: iso(T0 + 10_000) } }, 'a is due, b was reported at 6000');
   assert.deepEqual(cycle(r, 16_000, { a: 1, b: 2 }), { b: { v: 2, q: 'good', ts: iso(T0 + 16_000) } });
-  // Bad values are repeated too.
+  // Bad values are repeated too (a PLC that answers with an exception: a tag never read that
+  // fails without an answer is not reported at all, see below).
   const bad = new GroupReporter([tag('x')], { staleAfterMs: 3000, fullEveryMs: 10_000 });
-  cycle(bad, 0, {}, { x: 'timeout' });
-  assert.equal(cycle(bad, 9999, {}, { x: 'timeout' }), undefined);
-  assert.deepEqual(cycle(bad, 10_000, {}, { x: 'timeout' }), { x: { v: null, q: 'bad', ts: iso(T0 + 10_000), reason: 'timeout' } });
+  cycle(bad, 0, {}, { x: 'modbus-exception' });
+  assert.equal(cycle(bad, 9999, {}, { x: 'modbus-exception' }), undefined);
+  assert.deepEqual(cycle(bad, 10_000, {}, { x: 'modbus-exception' }), { x: { v: null, q: 'bad', ts: iso(T0 + 10_000), reason: 'modbus-exception' } });
 });
 
 test('the value ts is the read time, not the cycle time', () => {
@@ -136,14 +137,14 @@ test('inputs are indexed by position in the configured tags (write-only ones inc
   const out = r.update({
     now: T0 + 90,
     values: [undefined, 1, 'x', undefined],
-    failed: [undefined, undefined, undefined, 'timeout'],
+    failed: [undefined, undefined, undefined, 'modbus-exception'],
     blockOf: Uint32Array.from([0, 1, 0, 0]),
     readAt: [T0 + 20, T0 + 60],
   });
   assert.deepEqual(out, {
     a: { v: 1, q: 'good', ts: iso(T0 + 60) },
     b: { v: 'x', q: 'good', ts: iso(T0 + 20) },
-    c: { v: null, q: 'bad', ts: iso(T0 + 90), reason: 'timeout' },
+    c: { v: null, q: 'bad', ts: iso(T0 + 90), reason: 'modbus-exception' },
   });
 });
 
@@ -166,4 +167,22 @@ test('update returns fresh objects: changing a published value does not change t
   first!.a!.q = 'bad';
   assert.deepEqual(r.snapshot(), { a: { v: 1, q: 'good', ts: iso(T0) } });
   assert.equal(cycle(r, 100, { a: 1 }), undefined, 'the reported value is still 1, good');
+});
+
+test('a tag never read is not reported while the PLC has not answered: the first report is a real read (issue #12)', () => {
+  const r = new GroupReporter([tag('a'), tag('b')], OPTS);
+  // The first cycles of a session, before the Modbus connection is up: nothing to report.
+  assert.equal(cycle(r, 0, {}, { a: 'not-connected', b: 'not-connected' }), undefined);
+  assert.equal(cycle(r, 100, {}, { a: 'timeout', b: 'connection-refused' }), undefined);
+  assert.deepEqual(r.snapshot(), {}, 'no view of a value never read');
+  // The first real read reports every tag it has: good, or bad where the PLC answered with an error.
+  assert.deepEqual(cycle(r, 200, { a: 1 }, { b: 'modbus-exception' }), {
+    a: { v: 1, q: 'good', ts: iso(T0 + 200) },
+    b: { v: null, q: 'bad', ts: iso(T0 + 200), reason: 'modbus-exception' },
+  });
+  // Once reported, a tag's failures are reported as before.
+  assert.deepEqual(cycle(r, 300, {}, { a: 'not-connected', b: 'not-connected' }), {
+    a: { v: 1, q: 'stale', ts: iso(T0 + 200), reason: 'not-connected' },
+    b: { v: null, q: 'bad', ts: iso(T0 + 300), reason: 'not-connected' },
+  });
 });
