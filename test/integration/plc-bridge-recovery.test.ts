@@ -9,64 +9,35 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import type { MqttClient } from 'mqtt';
-import { startSimProcess, type SimProcess } from '../helpers/plc-sim-process.js';
 import { startBroker, type Broker } from '../helpers/broker.js';
-import { collect, mqttClient, tempDir, waitFor, type Received } from '../helpers/util.js';
-import { agentConnected, runCli, startAgent, type AgentProcess } from '../helpers/agent.js';
-import { bridgePing, writeBridgeConfig } from '../helpers/bridge.js';
+import { collect, mqttClient, waitFor, type Received } from '../helpers/util.js';
+import { runCli, type AgentProcess } from '../helpers/agent.js';
+import { bridgePing } from '../helpers/bridge.js';
+import { killQuietly, startSupervisedBridge, type SupervisedBridge } from '../helpers/supervised-bridge.js';
 
 const ROOT = 'edge/gw-test';
 
 let broker: Broker;
-let sim: SimProcess;
 let wms: MqttClient;
-let agent: AgentProcess | undefined;
+let bridge: SupervisedBridge;
+let agent: AgentProcess;
 let socket = '';
 let got: Received[] = [];
-let dataDir = '';
-
-function killQuietly(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(pid, sig);
-  } catch {
-    // gone already
-  }
-}
 
 before(async () => {
   broker = await startBroker();
-  // Register 0 changes on every read (every cycle reports); the PLC runs in its own process.
-  sim = await startSimProcess(['--churn', '1']);
   wms = await mqttClient(broker.url);
   got = await collect(wms, `${ROOT}/plc/#`);
-  const dir = tempDir('plc-recovery');
-  const bridgeConfig = writeBridgeConfig(join(dir, 'bridge'), {
-    mqtt: { url: broker.url },
-    devices: [{ name: 'plc0', host: '127.0.0.1', port: sim.ports[0], unitId: 1, timeoutMs: 500, groups: [{ name: 'fast', intervalMs: 100, tags: [{ name: 'counter', area: 'holding', address: 0, type: 'uint16' }] }] }],
-  });
-  socket = join(dir, 'bridge', 'data', 'plc-bridge.sock');
-  dataDir = join(dir, 'agent');
-  agent = startAgent({
-    dataDir,
-    config: {
-      mqtt: { url: broker.url },
-      plcBridge: { config: bridgeConfig, launch: 'auto' },
-      // 20 kills in a row are the test, not a crash loop to escalate.
-      recovery: { backoff: { initialMs: 100, maxMs: 400 }, escalation: { restoreConfigAfter: 1000, rollbackAfter: 1000, slowRetryAfter: 1000 }, plcBridge: { intervalMs: 500, deadlineMs: 2000 } },
-    },
-  });
-  await agentConnected(agent, 20_000);
-  await waitFor(async () => (await bridgePing(socket))?.role === 'active', { timeoutMs: 20_000, what: 'the agent to start the bridge' });
+  // Register 0 changes on every read (every cycle reports); the PLC runs in its own process.
+  // 20 kills in a row are the test, not a crash loop to escalate.
+  bridge = await startSupervisedBridge({ broker, name: 'plc-recovery', simArgs: ['--churn', '1'], intervalMs: 100, escalation: { restoreConfigAfter: 1000, rollbackAfter: 1000, slowRetryAfter: 1000 } });
+  ({ agent, socket } = bridge);
 });
 
 after(async () => {
-  await agent?.stop();
-  const p = socket ? await bridgePing(socket) : undefined;
-  if (p) killQuietly(p.pid, 'SIGKILL');
+  await bridge?.stop();
   await wms?.endAsync();
-  await sim?.stop();
   await broker?.stop();
 });
 
@@ -81,15 +52,15 @@ test('kill -9 of the bridge 20 times: each time running again with data flowing'
     await waitFor(async () => {
       const p = await bridgePing(socket, 500);
       return p !== undefined && p.pid !== before.pid && p.role === 'active' && got.slice(mark).some((m) => m.topic === `${ROOT}/plc/plc0/fast` && Date.parse((m.payload as { ts: string }).ts) > killedAt);
-    }, { timeoutMs: 15_000, intervalMs: 10, what: `round ${i}: a new bridge with data after the kill; agent log:\n${agent!.logText().slice(-3000)}` });
+    }, { timeoutMs: 15_000, intervalMs: 10, what: `round ${i}: a new bridge with data after the kill; agent log:\n${agent.logText().slice(-3000)}` });
     times.push(Date.now() - killedAt);
   }
   const sorted = [...times].sort((a, b) => a - b);
   t.diagnostic(`kill -9 -> data again: median ${sorted[10]} ms, max ${sorted.at(-1)} ms`);
-  const status = (await agent!.admin('status')) as { components: { name: string; state: string; restarts: number }[] };
+  const status = (await agent.admin('status')) as { components: { name: string; state: string; restarts: number }[] };
   const bridge = status.components.find((c) => c.name === 'plc-bridge');
   assert.ok(bridge && bridge.restarts >= 20, `restarts counted: ${JSON.stringify(bridge)}`);
-  const listed = await runCli(['incidents', '--json', '--config', agent!.configPath, '--component', 'plc-bridge']);
+  const listed = await runCli(['incidents', '--json', '--config', agent.configPath, '--component', 'plc-bridge']);
   assert.equal(listed.code, 0, listed.stderr);
   const incidents = JSON.parse(listed.stdout) as { cause: string; signal?: string }[] | { incidents: { cause: string; signal?: string }[] };
   const list = Array.isArray(incidents) ? incidents : incidents.incidents;
@@ -105,7 +76,7 @@ test('a hung bridge (SIGSTOP) is detected by its heartbeat, killed and restarted
     await waitFor(async () => {
       const p = await bridgePing(socket, 500);
       return p !== undefined && p.pid !== before.pid && p.role === 'active';
-    }, { timeoutMs: 20_000, what: `a new bridge after the hang; agent log:\n${agent!.logText().slice(-3000)}` });
+    }, { timeoutMs: 20_000, what: `a new bridge after the hang; agent log:\n${agent.logText().slice(-3000)}` });
   } finally {
     killQuietly(before.pid, 'SIGKILL');
   }
@@ -113,6 +84,6 @@ test('a hung bridge (SIGSTOP) is detected by its heartbeat, killed and restarted
   // The deadline runs from the last answered ping, up to one probe interval (500 ms) before the stop.
   assert.ok(took >= 1500, `not restarted before the 2 s heartbeat deadline (${took} ms)`);
   assert.ok(took <= 2000 + 500 + 1000 + 5000, `restarted within deadline + probe interval + TERM grace + 5 s (${took} ms)`);
-  const listed = await runCli(['incidents', '--json', '--config', agent!.configPath, '--component', 'plc-bridge']);
+  const listed = await runCli(['incidents', '--json', '--config', agent.configPath, '--component', 'plc-bridge']);
   assert.match(listed.stdout, /"cause":\s*"hung"/);
 });

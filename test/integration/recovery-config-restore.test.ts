@@ -9,60 +9,33 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { startSimProcess, type SimProcess } from '../helpers/plc-sim-process.js';
 import { startBroker, type Broker } from '../helpers/broker.js';
-import { tempDir, waitFor } from '../helpers/util.js';
-import { agentConnected, runCli, startAgent, type AgentProcess } from '../helpers/agent.js';
-import { bridgePing, writeBridgeConfig } from '../helpers/bridge.js';
+import { waitFor } from '../helpers/util.js';
+import { runCli, type AgentProcess } from '../helpers/agent.js';
+import { bridgePing } from '../helpers/bridge.js';
+import { killQuietly, startSupervisedBridge, type SupervisedBridge } from '../helpers/supervised-bridge.js';
 import { listKnownGood } from '../../recovery/known-good.js';
 
 let broker: Broker;
-let sim: SimProcess;
-let agent: AgentProcess | undefined;
+let bridge: SupervisedBridge;
+let agent: AgentProcess;
 let socket = '';
 let dataDir = '';
 let bridgeConfig = '';
 
-function killQuietly(pid: number, sig: NodeJS.Signals): void {
-  try {
-    process.kill(pid, sig);
-  } catch {
-    // gone already
-  }
-}
-
 before(async () => {
   broker = await startBroker();
-  sim = await startSimProcess([]);
-  const dir = tempDir('kg-escalation');
-  bridgeConfig = writeBridgeConfig(join(dir, 'bridge'), {
-    mqtt: { url: broker.url },
-    devices: [{ name: 'plc0', host: '127.0.0.1', port: sim.ports[0], unitId: 1, timeoutMs: 500, groups: [{ name: 'fast', intervalMs: 200, tags: [{ name: 'counter', area: 'holding', address: 0, type: 'uint16' }] }] }],
-  });
-  socket = join(dir, 'bridge', 'data', 'plc-bridge.sock');
-  dataDir = join(dir, 'agent');
-  agent = startAgent({
-    dataDir,
-    config: {
-      mqtt: { url: broker.url },
-      plcBridge: { config: bridgeConfig, launch: 'auto' },
-      recovery: { backoff: { initialMs: 100, maxMs: 400 }, escalation: { restoreConfigAfter: 3, rollbackAfter: 5, slowRetryAfter: 8 }, plcBridge: { intervalMs: 500, deadlineMs: 2000 } },
-    },
-  });
-  await agentConnected(agent, 20_000);
-  await waitFor(async () => (await bridgePing(socket))?.role === 'active', { timeoutMs: 20_000, what: 'the agent to start the bridge' });
+  bridge = await startSupervisedBridge({ broker, name: 'kg-escalation', intervalMs: 200, escalation: { restoreConfigAfter: 3, rollbackAfter: 5, slowRetryAfter: 8 } });
+  ({ agent, socket, dataDir, bridgeConfig } = bridge);
 });
 
 after(async () => {
-  await agent?.stop();
-  const p = socket ? await bridgePing(socket) : undefined;
-  if (p) killQuietly(p.pid, 'SIGKILL');
-  await sim?.stop();
+  await bridge?.stop();
   await broker?.stop();
 });
 
 test('third kill -9 of the bridge: restore-config names the known-good copy, and an identical file is left alone', { timeout: 120_000 }, async () => {
-  await waitFor(() => listKnownGood(dataDir, bridgeConfig).length === 1, { timeoutMs: 20_000, what: `a known-good copy of the bridge's configuration\n${agent!.logText().slice(-3000)}` });
+  await waitFor(() => listKnownGood(dataDir, bridgeConfig).length === 1, { timeoutMs: 20_000, what: `a known-good copy of the bridge's configuration\n${agent.logText().slice(-3000)}` });
   const copy = listKnownGood(dataDir, bridgeConfig)[0]!.path;
   const before = statSync(bridgeConfig);
   for (let i = 1; i <= 3; i++) {
@@ -72,12 +45,12 @@ test('third kill -9 of the bridge: restore-config names the known-good copy, and
     await waitFor(async () => {
       const q = await bridgePing(socket, 500);
       return q !== undefined && q.pid !== p.pid && q.role === 'active';
-    }, { timeoutMs: 20_000, what: `round ${i}: a new bridge; agent log:\n${agent!.logText().slice(-3000)}` });
+    }, { timeoutMs: 20_000, what: `round ${i}: a new bridge; agent log:\n${agent.logText().slice(-3000)}` });
   }
   type Inc = { action: string; detail: string | null };
   let restore: Inc | undefined;
   await waitFor(async () => {
-    const r = await runCli(['incidents', '--component', 'plc-bridge', '--json', '--config', agent!.configPath]);
+    const r = await runCli(['incidents', '--component', 'plc-bridge', '--json', '--config', agent.configPath]);
     assert.equal(r.code, 0, r.stderr);
     restore = (JSON.parse(r.stdout) as { incidents: Inc[] }).incidents.find((x) => x.action === 'restore-config');
     return restore !== undefined;
