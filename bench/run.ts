@@ -18,6 +18,7 @@
  *      and kill -9 of the PLC bridge -> its first good poll, 50 kills vs kill -9 + spawn of a bare bridge (bridge-recovery-bench.ts)
  *  13. PLC bridge: values/s, CPU, RSS, poll->subscriber latency,     vs modbus-serial + mqtt.js raw publish, plain broker round trips
  *      write latency, handover gap (plc-bench.ts; `--only plc`)          (`--plc-minutes N`: the bridge's windows N minutes long)
+ *  14. the bridge's largest poll interval under a flood of 5,000 sets  vs the same bridge without one (plc-flood-bench.ts; `--only plc-flood`)
  *
  * `--only startup,outbox,ota,health` picks groups (default: startup, outbox, ota; `ota` is 5-8;
  * `health` is 9, minutes long, so only when asked for, e.g. `--only health`; health-bench.ts). 1-4 use a real mosquitto
@@ -44,6 +45,7 @@ import { diagMeasurements, diagPhase } from './diag-bench.js';
 import { healthMeasurements, healthPhase } from './health-bench.js';
 import { restoreMeasurements, restorePhase } from './restore-bench.js';
 import { plcPhase } from './plc-bench.js';
+import { floodMeasurements, floodPhase } from './plc-flood-bench.js';
 import { plcMeasurements } from './plc-measure.js';
 import { formatSamples, formatTable, measurement, writeResults, type BenchResults, type Measurement } from './report.js';
 
@@ -63,7 +65,7 @@ interface Config {
   otaLargeMiB: number;
 }
 
-const GROUPS = ['startup', 'outbox', 'ota', 'health', 'restore', 'diag', 'recovery', 'plc'] as const;
+const GROUPS = ['startup', 'outbox', 'ota', 'health', 'restore', 'diag', 'recovery', 'plc', 'plc-flood'] as const;
 type Group = (typeof GROUPS)[number];
 /**
  * What a run without `--only` measures (bench-smoke.test.ts expects exactly these). The other groups
@@ -263,6 +265,11 @@ async function main(): Promise<number> {
     const p = await plcPhase({ quick: cfg.quick, minutes, prefer }, log);
     ms.push(...plcMeasurements(p));
     if (broker.kind === 'none') broker = p.broker;
+  }
+  if (run.has('plc-flood')) {
+    const f = await floodPhase({ runs: values.runs === undefined ? (cfg.quick ? 1 : 3) : cfg.runs, sets: 5000, prefer }, log);
+    ms.push(...floodMeasurements(f));
+    if (broker.kind === 'none') broker = f.broker;
   }
   if (run.has('health')) {
     const runs = values.runs === undefined ? (cfg.quick ? 1 : 3) : cfg.runs;
