@@ -17,7 +17,7 @@
  * data message go publisher -> broker -> subscriber every 100 ms: the latency reference under
  * the same load. After the window, sequential writes (`set` -> terminal `~/res/{id}` with
  * `result.readBack`; the reference: FC6 + FC3 read-back + publish). At 100 ms, still under load,
- * then N handovers (`--handover` successors, as test/integration/plc-handover.test.ts) and the
+ * then N handovers (`upgrade` on the running bridge, as test/integration/plc-handover.test.ts) and the
  * largest distance between consecutive cycles of a group topic, in intervals, across them.
  * The agent-update gap is not measured here (the bridge keeps running through an agent update;
  * the lead measures it on the agent side).
@@ -278,22 +278,54 @@ async function active(socket: string, child: NodeChild, timeoutMs: number): Prom
   );
 }
 
-async function handovers(ctx: Ctx, config: string, socket: string, first: NodeChild, intervalMs: number): Promise<{ current: NodeChild; result: HandoverResult }> {
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** `upgrade` on the running bridge (the only way to a handover): the pid of the successor it started. */
+async function upgradeTo(socket: string, cli: string): Promise<number> {
+  const before = ((await rpcRequest(socket, 'ping', {}, 2000).catch(() => undefined)) as { pid?: number } | undefined)?.pid;
+  try {
+    return ((await rpcRequest(socket, 'upgrade', { cli }, 90_000)) as { pid: number }).pid;
+  } catch {
+    // The old bridge may exit before its answer is out: who answers `ping` now is what counts.
+    let pid: number | undefined;
+    await waitFor(
+      async () => {
+        const p = (await rpcRequest(socket, 'ping', {}, 2000).catch(() => undefined)) as { pid?: number; role?: string } | undefined;
+        if (p?.role === 'active' && p.pid !== undefined && p.pid !== before) pid = p.pid;
+        return pid !== undefined;
+      },
+      'the successor active',
+      30_000,
+    );
+    return pid!;
+  }
+}
+
+async function handovers(ctx: Ctx, socket: string, first: NodeChild, intervalMs: number): Promise<{ stopCurrent: () => Promise<void>; result: HandoverResult }> {
   ctx.rec.clear();
   const from = Date.now();
   const takeoverMs: number[] = [];
   const activeAt: string[] = [];
   const oldExitCodes: (number | string)[] = [];
-  let current = first;
+  let current = first.pid;
   for (let i = 0; i < ctx.sizes.handovers; i++) {
     await sleep(2000);
     const t = Date.now();
-    const next = spawnNode(CLI, ['plc-bridge', '--config', config, '--handover'], NODE_FLAGS);
-    ctx.children.push(next);
-    await active(socket, next, 60_000);
+    // The running bridge starts its successor itself (issue #12: nothing else may take over).
+    const next = await upgradeTo(socket, CLI);
     takeoverMs.push(Date.now() - t);
     activeAt.push(new Date().toISOString());
-    oldExitCodes.push(await Promise.race([current.exited, sleep(30_000).then(() => 'still running after 30 s')]));
+    const old = current;
+    oldExitCodes.push(
+      i === 0 ? await Promise.race([first.exited, sleep(30_000).then(() => 'still running after 30 s')]) : await waitFor(() => !pidAlive(old), `bridge ${old} to exit`, 30_000).then(() => 'exited', () => 'still running after 30 s'),
+    );
     current = next;
     ctx.log(`plc: handover ${i + 1}/${ctx.sizes.handovers}: ${takeoverMs.at(-1)} ms to active, old instance exited ${String(oldExitCodes.at(-1))}`);
   }
@@ -302,7 +334,13 @@ async function handovers(ctx: Ctx, config: string, socket: string, first: NodeCh
   const recs = ctx.rec.of(TOPICS.bridgeData).filter((r) => r.tick >= from && r.tick < to);
   const gap = gapStats(recs, intervalMs);
   if (gap.gaps.length > 0) ctx.log(`plc: handover gaps [topic, before, after]: ${JSON.stringify(gap.gaps)}; successors active at ${activeAt.join(', ')}`);
-  return { current, result: { gap, activeAt, takeoverMs, oldExitCodes } };
+  const last = current;
+  const stopCurrent = async (): Promise<void> => {
+    if (last === first.pid || !pidAlive(last)) return;
+    process.kill(last, 'SIGTERM');
+    await waitFor(() => !pidAlive(last), `bridge ${last} to stop`, 15_000).catch(() => process.kill(last, 'SIGKILL'));
+  };
+  return { stopCurrent, result: { gap, activeAt, takeoverMs, oldExitCodes } };
 }
 
 async function bridgeRun(ctx: Ctx, intervalMs: number, withHandovers: boolean): Promise<{ side: Side; probeMs: number[]; overruns: number; handover: HandoverResult | undefined }> {
@@ -311,7 +349,8 @@ async function bridgeRun(ctx: Ctx, intervalMs: number, withHandovers: boolean): 
   const config = bridgeConfig(ctx, dir, intervalMs);
   const socket = join(dir, 'data', 'plc-bridge.sock');
   const since = Date.now();
-  let bridge = spawnNode(CLI, ['plc-bridge', '--config', config], NODE_FLAGS);
+  const bridge = spawnNode(CLI, ['plc-bridge', '--config', config], NODE_FLAGS);
+  let stopSuccessor = async (): Promise<void> => undefined;
   ctx.children.push(bridge);
   try {
     await active(socket, bridge, 60_000);
@@ -326,13 +365,14 @@ async function bridgeRun(ctx: Ctx, intervalMs: number, withHandovers: boolean): 
     });
     let handover: HandoverResult | undefined;
     if (withHandovers && ctx.sizes.handovers > 0) {
-      const h = await handovers(ctx, config, socket, bridge, intervalMs);
-      bridge = h.current;
+      const h = await handovers(ctx, socket, bridge, intervalMs);
+      stopSuccessor = h.stopCurrent;
       handover = h.result;
     }
     return { side: { ...w, ...ws }, probeMs, overruns, handover };
   } finally {
     await bridge.stop();
+    await stopSuccessor();
   }
 }
 

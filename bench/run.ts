@@ -20,6 +20,7 @@
  *      write latency, handover gap (plc-bench.ts; `--only plc`)          (`--plc-minutes N`: the bridge's windows N minutes long)
  *  14. event-loop lag p99 and max under a command flood (20,000     vs the same agent idle, same run (flood-bench.ts; `--only flood`)
  *      diagnostics at QoS 1; `--flood-commands N`)
+ *  15. the bridge's largest poll interval under a flood of 5,000 sets  vs the same bridge without one (plc-flood-bench.ts; `--only plc-flood`)
  *
  * `--only startup,outbox,ota,health` picks groups (default: startup, outbox, ota; `ota` is 5-8;
  * `health` is 9, minutes long, so only when asked for, e.g. `--only health`; health-bench.ts). 1-4 use a real mosquitto
@@ -47,6 +48,7 @@ import { floodMeasurements, floodPhase } from './flood-bench.js';
 import { healthMeasurements, healthPhase } from './health-bench.js';
 import { restoreMeasurements, restorePhase } from './restore-bench.js';
 import { plcPhase } from './plc-bench.js';
+import { floodMeasurements as plcFloodMeasurements, floodPhase as plcFloodPhase } from './plc-flood-bench.js';
 import { plcMeasurements } from './plc-measure.js';
 import { formatSamples, formatTable, measurement, writeResults, type BenchResults, type Measurement } from './report.js';
 
@@ -66,7 +68,7 @@ interface Config {
   otaLargeMiB: number;
 }
 
-const GROUPS = ['startup', 'outbox', 'ota', 'health', 'restore', 'diag', 'recovery', 'plc', 'flood'] as const;
+const GROUPS = ['startup', 'outbox', 'ota', 'health', 'restore', 'diag', 'recovery', 'plc', 'flood', 'plc-flood'] as const;
 type Group = (typeof GROUPS)[number];
 /**
  * What a run without `--only` measures (bench-smoke.test.ts expects exactly these). The other groups
@@ -273,6 +275,11 @@ async function main(): Promise<number> {
     const f = await floodPhase({ runs: values.runs === undefined ? (cfg.quick ? 1 : 3) : cfg.runs, commands, prefer }, log);
     ms.push(...floodMeasurements(f));
     if (broker.kind === 'none') broker = { ...f.broker, note: 'real broker (flood)' };
+  }
+  if (run.has('plc-flood')) {
+    const f = await plcFloodPhase({ runs: values.runs === undefined ? (cfg.quick ? 1 : 3) : cfg.runs, sets: 5000, prefer }, log);
+    ms.push(...plcFloodMeasurements(f));
+    if (broker.kind === 'none') broker = f.broker;
   }
   if (run.has('health')) {
     const runs = values.runs === undefined ? (cfg.quick ? 1 : 3) : cfg.runs;

@@ -35,6 +35,9 @@ export const PLC_CODES = registerCodes('plc', [
   'decode-error',
   // The process.
   'handover-failed',
+  'handover-refused',
+  'handover-stalled',
+  'upgrade-refused',
   'not-active',
   'config-not-found',
   'config-unreadable',

@@ -1,9 +1,11 @@
 /**
  * The single-writer role between two bridge instances (docs/plc-bridge.md, Handover).
  *
- * Old instance (answers on the main control socket):
+ * Old instance (answers on the main control socket), only to the successor it spawned itself
+ * (startSuccessor: its pid and a token in its environment; anyone else: `handover-refused`):
  *   `handover`      -> stops publishing (Bridge.retire) and answers with its counters; if the
- *                      successor does not confirm within the deadline it becomes active again;
+ *                      successor does not confirm within the deadline, or exits first, it
+ *                      becomes active again and reports the stall (onStall);
  *   `handover-done` -> gives up the socket path and exits after its writes in flight finished.
  * New instance (`plc-bridge --handover`, listening on a private socket meanwhile):
  *   polls in standby until every group has read, calls `handover`, takes over the counters,
@@ -13,8 +15,9 @@
  * ticks after the old one's last; a new instance that never becomes ready changes nothing.
  */
 import { spawn } from 'node:child_process';
-import { realpathSync, renameSync } from 'node:fs';
-import { dirname, isAbsolute, join, sep } from 'node:path';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { renameSync } from 'node:fs';
+import { checkUpgrade } from './active-slot.js';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/log.js';
 import { rpcRequest, socketAlive } from '../lib/rpc.js';
@@ -26,29 +29,83 @@ export interface PredecessorSide {
   clock: Clock;
   logger: Logger;
   timeoutMs: number;
+  /** The successor this process spawned and waits for (startSuccessor), if any. */
+  successor(): SuccessorId | undefined;
+  /** Whether a process is alive (the successor that asked for the role may die before confirming). */
+  alive?: (pid: number) => boolean;
+  /** Data was silenced (handover asked, never confirmed) and this instance took the role back. */
+  onStall(stall: { successor: number; silencedMs: number; reason: string }): void;
   /** Called once the successor confirmed: give up the socket path, finish, exit. */
   retire(): Promise<void>;
 }
 
-/** The old instance's two methods for its control socket. */
+/** Who may take the role: the pid of the successor this process spawned, and the token it was given. */
+export interface SuccessorId {
+  pid: number;
+  token: string;
+}
+
+/** The environment variable that carries a successor's token (its environment is its own user's only). */
+export const HANDOVER_TOKEN_ENV = 'EDGE_PLC_HANDOVER_TOKEN';
+const WATCH_SUCCESSOR_MS = 100;
+
+function sameSuccessor(want: SuccessorId | undefined, params: Record<string, unknown>): boolean {
+  if (!want || params.pid !== want.pid || typeof params.token !== 'string') return false;
+  const a = Buffer.from(params.token);
+  const b = Buffer.from(want.token);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * The old instance's two methods for its control socket. Only the successor this process spawned
+ * (its pid and token) may call them: anyone else in the socket's group is refused
+ * `handover-refused`, and the data keeps flowing.
+ */
 export function predecessorMethods(p: PredecessorSide): Record<string, (params: Record<string, unknown>) => unknown> {
-  let pending: { timer: NodeJS.Timeout; successor: unknown } | undefined;
+  let pending: { timer: NodeJS.Timeout; watch: NodeJS.Timeout; successor: SuccessorId; since: number } | undefined;
+  const alive = p.alive ?? processAlive;
+  const takeBack = (reason: string): void => {
+    if (!pending) return;
+    p.clock.clearTimeout(pending.timer);
+    p.clock.clearInterval(pending.watch);
+    const { successor, since } = pending;
+    pending = undefined;
+    p.bridge.resume();
+    p.onStall({ successor: successor.pid, silencedMs: p.clock.now() - since, reason });
+  };
   return {
     handover: (params) => {
       if (p.bridge.role !== 'active') throw new PlcError('not-active', `this instance is ${p.bridge.role}; it has nothing to hand over`);
+      const successor = p.successor();
+      if (!sameSuccessor(successor, params) || !successor) {
+        p.logger.warn({ caller: params.pid }, 'handover asked by a process this bridge did not start: refused');
+        throw new PlcError('handover-refused', 'only the successor this bridge started may take over (upgrade)');
+      }
       const state = p.bridge.retire();
-      const timer = p.clock.setTimeout(() => {
-        pending = undefined;
-        p.bridge.resume();
-        p.logger.warn({ successor: params.pid }, 'the successor did not confirm the handover; staying active');
-      }, p.timeoutMs);
-      pending = { timer, successor: params.pid };
-      p.logger.info({ successor: params.pid }, 'handing over');
+      const timer = p.clock.setTimeout(() => takeBack(`the successor did not confirm within ${p.timeoutMs} ms`), p.timeoutMs);
+      // A successor that dies between `handover` and `handover-done` must not silence the data
+      // until the deadline: take the role back as soon as it is gone.
+      const watch = p.clock.setInterval(() => {
+        if (!alive(successor.pid)) takeBack('the successor exited before confirming');
+      }, WATCH_SUCCESSOR_MS);
+      pending = { timer, watch, successor, since: p.clock.now() };
+      p.logger.info({ successor: successor.pid }, 'handing over');
       return { ...state, pid: process.pid };
     },
-    'handover-done': async () => {
+    'handover-done': async (params) => {
       if (!pending) throw new PlcError('not-active', 'no handover is in progress');
+      if (!sameSuccessor(pending.successor, params)) throw new PlcError('handover-refused', 'only the successor that asked for the handover may confirm it');
       p.clock.clearTimeout(pending.timer);
+      p.clock.clearInterval(pending.watch);
       pending = undefined;
       await p.retire();
       return { pid: process.pid };
@@ -67,6 +124,8 @@ export interface SuccessorSide {
   linkUp(device: string): boolean;
   /** Called between `handover` and `handover-done`: start taking sets and replaying. */
   activate(): Promise<void>;
+  /** The token the running bridge gave this process when it spawned it (HANDOVER_TOKEN_ENV). */
+  token: string | undefined;
 }
 
 /**
@@ -82,13 +141,14 @@ export async function takeOver(s: SuccessorSide): Promise<void> {
   let state: HandoverState = { seq: {}, lastTick: {} };
   const predecessor = await socketAlive(s.mainSocket);
   if (predecessor) {
-    state = (await rpcRequest(s.mainSocket, 'handover', { pid: process.pid }, Math.max(1000, deadline - s.clock.now()))) as HandoverState;
+    if (s.token === undefined) throw new PlcError('handover-failed', 'a bridge runs, and only it can start its successor: ask it with `upgrade` (this process has no handover token)');
+    state = (await rpcRequest(s.mainSocket, 'handover', { pid: process.pid, token: s.token }, Math.max(1000, deadline - s.clock.now()))) as HandoverState;
   } else {
     s.logger.warn({ socket: s.mainSocket }, 'no bridge answers on the main socket; starting a new session');
   }
   s.bridge.takeOver(state);
   await s.activate();
-  if (predecessor) await rpcRequest(s.mainSocket, 'handover-done', { pid: process.pid }, 10_000);
+  if (predecessor) await rpcRequest(s.mainSocket, 'handover-done', { pid: process.pid, token: s.token }, 10_000);
   renameSync(s.ownSocket, s.mainSocket);
   s.logger.info({ seq: state.seq }, 'took over the bridge role');
 }
@@ -105,28 +165,8 @@ export interface UpgradeOptions {
   logger: Logger;
   clock: Clock;
   env?: NodeJS.ProcessEnv;
-}
-
-const CLI_SUFFIX = join('dist', 'agent', 'cli', 'index.js');
-
-/**
- * Only the entry point of this release or of a sibling release directory (the other A/B slot)
- * may be started: the control socket is local and 0660, but it still never runs a path it is
- * handed from anywhere else.
- */
-export function allowedSuccessor(cli: string, ownCli: string): boolean {
-  let real: string;
-  let own: string;
-  try {
-    real = realpathSync(cli);
-    own = realpathSync(ownCli);
-  } catch {
-    return false;
-  }
-  if (!isAbsolute(cli) || !real.endsWith(sep + CLI_SUFFIX) || !own.endsWith(sep + CLI_SUFFIX)) return false;
-  const release = real.slice(0, -(CLI_SUFFIX.length + 1));
-  const ownRelease = own.slice(0, -(CLI_SUFFIX.length + 1));
-  return release === ownRelease || dirname(release) === dirname(ownRelease);
+  /** Called once the successor is spawned, before it can ask for the role: who may take it. */
+  expect(successor: SuccessorId | undefined): void;
 }
 
 /**
@@ -136,12 +176,17 @@ export function allowedSuccessor(cli: string, ownCli: string): boolean {
  * this instance then keeps (or takes back) the role.
  */
 export async function startSuccessor(o: UpgradeOptions): Promise<{ pid: number }> {
-  if (!allowedSuccessor(o.cli, o.ownCli)) throw new PlcError('invalid-params', `not an edge-agent release entry point next to this one: ${o.cli}`);
+  const allowed = checkUpgrade(o.cli, o.ownCli);
+  if (!allowed.ok) throw new PlcError('upgrade-refused', allowed.reason);
   const args = [...process.execArgv, o.cli, ...o.args.filter((a) => a !== '--handover'), '--handover'];
-  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', 'inherit', 'inherit'], env: o.env ?? process.env });
+  // The token goes through the environment: /proc/PID/environ is readable by the process's own
+  // user only, while its arguments are anyone's to read.
+  const token = randomBytes(24).toString('hex');
+  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', 'inherit', 'inherit'], env: { ...(o.env ?? process.env), [HANDOVER_TOKEN_ENV]: token } });
   child.unref();
   const pid = child.pid;
   if (pid === undefined) throw new PlcError('handover-failed', 'the successor could not be started');
+  o.expect({ pid, token });
   let exited: number | null | undefined;
   child.once('exit', (code, signal) => (exited = code ?? (signal ? -1 : null)));
   o.logger.info({ successor: pid, cli: o.cli }, 'successor started');

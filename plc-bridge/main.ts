@@ -23,7 +23,7 @@ import { DeviceConnection } from './connection.js';
 import { BridgeLink, bridgeTopics } from './mqtt-link.js';
 import { Bridge } from './bridge.js';
 import { Writer } from './writer.js';
-import { predecessorMethods, startSuccessor, takeOver } from './handover.js';
+import { HANDOVER_TOKEN_ENV, predecessorMethods, startSuccessor, takeOver, type SuccessorId } from './handover.js';
 import { MemoryBudget } from '../lib/memory-budget.js';
 import { memoryAction } from './memory-guard.js';
 import { leakFaultMethods } from './fault-leak.js';
@@ -65,6 +65,11 @@ export async function runBridge(opts: BridgeRunOptions): Promise<number> {
     return 1;
   }
   const standby = opts.handover && predecessor;
+  // Given by the bridge that spawned this process; not passed on (a successor of ours gets its own).
+  const handoverToken = env[HANDOVER_TOKEN_ENV];
+  delete env[HANDOVER_TOKEN_ENV];
+  /** Data silenced by a handover that was never completed: an incident, on ~/plc/status and in `status`. */
+  const stalls: { count: number; last?: { at: string; code: 'handover-stalled'; successor: number; silencedMs: number; reason: string } } = { count: 0 };
 
   const store = new ForwardStore({ path: join(config.dataDir, 'plc-bridge.db'), maxBytes: config.store.maxBytes, maxAgeSec: config.store.maxAgeSec, clock, logger: logger.child({ component: 'plc-store' }) });
   store.open();
@@ -78,7 +83,7 @@ export async function runBridge(opts: BridgeRunOptions): Promise<number> {
     const devices: Record<string, unknown> = {};
     for (const [name, d] of Object.entries(bridge.devices())) devices[name] = { link: connections.get(name)?.link ?? 'down', lastReadAt: d.lastReadAt ?? null };
     // Data the store had to drop (its bounds), so the WMS knows how much history is missing.
-    return { state: 'online', session, version, devices, dropped: store.stats().dropped };
+    return { state: 'online', session, version, devices, dropped: store.stats().dropped, ...(stalls.count > 0 ? { stalls } : {}) };
   };
   const link = new BridgeLink({
     mqtt: config.mqtt,
@@ -166,6 +171,13 @@ export async function runBridge(opts: BridgeRunOptions): Promise<number> {
         clock,
         logger,
         timeoutMs: config.handover.timeoutMs,
+        successor: () => successor,
+        onStall: (s) => {
+          stalls.count++;
+          stalls.last = { at: new Date(clock.now()).toISOString(), code: 'handover-stalled', ...s };
+          logger.error({ code: 'handover-stalled', ...s }, 'a handover silenced the data and was never completed: took the role back');
+          link.publishStatus();
+        },
         retire: async () => {
           handedOver = true;
           await control.unlisten();
@@ -177,10 +189,22 @@ export async function runBridge(opts: BridgeRunOptions): Promise<number> {
   });
 
   let upgrading: Promise<{ pid: number }> | undefined;
+  let successor: SuccessorId | undefined;
   const upgrade = (cli: string): Promise<{ pid: number }> => {
     if (bridge.role !== 'active') return Promise.reject(new PlcError('not-active', `this instance is ${bridge.role}`));
-    upgrading ??= startSuccessor({ cli, ownCli: process.argv[1] ?? '', args: process.argv.slice(2), mainSocket, timeoutMs: config.handover.timeoutMs, logger, clock, env }).finally(() => {
+    upgrading ??= startSuccessor({
+      cli,
+      ownCli: process.argv[1] ?? '',
+      args: process.argv.slice(2),
+      mainSocket,
+      timeoutMs: config.handover.timeoutMs,
+      logger,
+      clock,
+      env,
+      expect: (s) => (successor = s),
+    }).finally(() => {
       upgrading = undefined;
+      successor = undefined;
     });
     return upgrading;
   };
@@ -234,6 +258,7 @@ export async function runBridge(opts: BridgeRunOptions): Promise<number> {
         mainSocket,
         ownSocket,
         timeoutMs: config.handover.timeoutMs,
+        token: handoverToken,
         linkUp: (d) => connections.get(d)?.link === 'up',
         activate: async () => {
           link.setSetsEnabled(true);

@@ -7,7 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { rpcRequest } from '../../lib/rpc.js';
-import { spawnCli } from './agent.js';
+import { CLI, spawnCli } from './agent.js';
 import { collectLines, exitOf, linesText, waitFor, type ChildExit, type OutputLine } from './util.js';
 
 export interface BridgeProcess {
@@ -84,4 +84,47 @@ export async function bridgeActive(socket: string, b: BridgeProcess, timeoutMs =
   } catch (err) {
     throw new Error(`${(err as Error).message}; its log:\n${b.logText().slice(-4000)}`);
   }
+}
+
+/**
+ * Asks the running bridge to hand over to a successor it starts itself from `cli` (this build's
+ * by default): the only way a handover happens (`upgrade`, docs/plc-bridge.md). Resolves with the
+ * successor's pid once it holds the role. The successor writes to the old bridge's stdout, so its
+ * log lines arrive in the first bridge's `logs`.
+ */
+export async function upgradeBridge(socket: string, cli = CLI, timeoutMs = 60_000): Promise<number> {
+  const before = await bridgePing(socket);
+  try {
+    const r = (await rpcRequest(socket, 'upgrade', { cli }, timeoutMs)) as { pid: number };
+    return r.pid;
+  } catch (err) {
+    // The old bridge answers once its successor has the role, and exits right after: its answer
+    // may not make it out (agent/bridge-upgrade.ts). What counts is who answers `ping` now.
+    let pid: number | undefined;
+    await waitFor(
+      async () => {
+        const p = await bridgePing(socket);
+        if (p?.role === 'active' && p.pid !== before?.pid) pid = p.pid;
+        return pid !== undefined;
+      },
+      { timeoutMs: 10_000, what: `a successor after upgrade failed with: ${(err as Error).message}` },
+    );
+    return pid!;
+  }
+}
+
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The exit code a bridge logged for itself ("bridge stopped"), once its process is gone. */
+export async function bridgeExitLogged(logs: readonly OutputLine[], pid: number, timeoutMs = 30_000): Promise<number | undefined> {
+  await waitFor(() => !pidAlive(pid), { timeoutMs, what: `bridge ${pid} to exit` });
+  const line = logs.find((l) => typeof l === 'object' && l.pid === pid && l.msg === 'bridge stopped') as { code?: number } | undefined;
+  return line?.code;
 }

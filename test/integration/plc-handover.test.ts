@@ -10,7 +10,7 @@ import type { MqttClient } from 'mqtt';
 import { startSimProcess, type SimProcess } from '../helpers/plc-sim-process.js';
 import { startBroker, type Broker } from '../helpers/broker.js';
 import { collect, mqttClient, tempDir, waitFor, type Received } from '../helpers/util.js';
-import { bridgeActive, bridgeSocketOf, startBridge, writeBridgeConfig, type BridgeProcess } from '../helpers/bridge.js';
+import { bridgeActive, bridgeExitLogged, bridgePing, bridgeSocketOf, pidAlive, startBridge, upgradeBridge, writeBridgeConfig, type BridgeProcess } from '../helpers/bridge.js';
 import { dataMessages, gapReport } from '../helpers/plc-data.js';
 
 const ROOT = 'edge/gw-test';
@@ -20,6 +20,8 @@ let broker: Broker;
 let sim: SimProcess;
 let wms: MqttClient;
 const bridges: BridgeProcess[] = [];
+/** Successors the bridges started (upgrade): not children of this process. */
+const successors: number[] = [];
 
 before(async () => {
   broker = await startBroker();
@@ -29,6 +31,7 @@ before(async () => {
 });
 
 after(async () => {
+  for (const pid of successors) if (pidAlive(pid)) process.kill(pid, 'SIGTERM');
   for (const b of bridges) await b.stop();
   await wms?.endAsync();
   await sim?.stop();
@@ -72,14 +75,17 @@ test('3 handovers under load with writes in flight: no gap, no write twice', { t
   })();
   const writesBefore = (await sim.stats()).writes;
 
-  let current = first;
+  // Each round the running bridge starts its successor itself (`upgrade`, what an update does).
+  let current = first.pid;
   for (let round = 1; round <= 3; round++) {
     await new Promise((r) => setTimeout(r, 1500));
-    const next = startBridge(config, ['--handover']);
-    bridges.push(next);
-    await bridgeActive(socket, next, 30_000);
-    const exited = await current.exited;
-    assert.equal(exited.code, 0, `round ${round}: the old instance exits 0 after the handover; log:\n${current.logText().slice(-2000)}`);
+    const next = await upgradeBridge(socket);
+    successors.push(next);
+    const ping = await bridgePing(socket);
+    assert.equal(ping?.pid, next, `round ${round}: the successor answers on the main socket`);
+    assert.equal(ping.role, 'active');
+    const code = await bridgeExitLogged(first.logs, current);
+    assert.equal(code, 0, `round ${round}: the old instance exits 0 after the handover; log:\n${first.logText().slice(-2000)}`);
     current = next;
   }
   await new Promise((r) => setTimeout(r, 1500));
@@ -105,6 +111,6 @@ test('3 handovers under load with writes in flight: no gap, no write twice', { t
   assert.deepEqual(report.seqGaps, [], 'seq continues across handovers');
   assert.deepEqual(report.tickGaps, [], 'no missed poll interval');
   assert.equal(report.duplicates, 0, 'no seq published twice');
-  const pids = new Set(bridges.map((b) => b.pid));
+  const pids = new Set([first.pid, ...successors]);
   assert.equal(pids.size, 4);
 });

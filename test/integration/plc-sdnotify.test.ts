@@ -11,12 +11,13 @@ import { startBroker, type Broker } from '../helpers/broker.js';
 import { startSimProcess, type SimProcess } from '../helpers/plc-sim-process.js';
 import { tempDir, waitFor } from '../helpers/util.js';
 import { notifySocket, type NotifySocket } from '../helpers/notify-socket.js';
-import { bridgeActive, bridgeSocketOf, startBridge, writeBridgeConfig, type BridgeProcess } from '../helpers/bridge.js';
+import { bridgeActive, bridgeSocketOf, pidAlive, startBridge, upgradeBridge, writeBridgeConfig, type BridgeProcess } from '../helpers/bridge.js';
 
 let broker: Broker;
 let sim: SimProcess;
 let notify: NotifySocket;
 const bridges: BridgeProcess[] = [];
+const successors: number[] = [];
 
 before(async () => {
   broker = await startBroker();
@@ -25,6 +26,7 @@ before(async () => {
 });
 
 after(async () => {
+  for (const pid of successors) if (pidAlive(pid)) process.kill(pid, 'SIGTERM');
   for (const b of bridges) await b.stop();
   notify?.close();
   await sim?.stop();
@@ -51,13 +53,13 @@ test('READY=1 with a watchdog ping, pings at half the period, MAINPID= from the 
   assert.ok(pings >= 2, `pings at half of WATCHDOG_USEC (1 s): ${pings} in 1.6 s`);
 
   const before = notify.messages.length;
-  const second = startBridge(config, ['--handover'], env);
-  bridges.push(second);
-  await bridgeActive(bridgeSocketOf(dir), second, 30_000);
+  // The bridge starts its successor itself (upgrade), which inherits its environment.
+  const second = await upgradeBridge(bridgeSocketOf(dir));
+  successors.push(second);
   await first.exited;
   const after = notify.messages.slice(before);
-  const mainpid = after.findIndex((m) => m === `MAINPID=${second.pid}`);
-  const readyAgain = after.findIndex((m) => m.includes(`MAINPID=${second.pid}`) && m.includes('READY=1') && m.includes('WATCHDOG=1'));
+  const mainpid = after.findIndex((m) => m === `MAINPID=${second}`);
+  const readyAgain = after.findIndex((m) => m.includes(`MAINPID=${second}`) && m.includes('READY=1') && m.includes('WATCHDOG=1'));
   assert.ok(mainpid >= 0, `the successor announced MAINPID before taking over: ${JSON.stringify(after)}`);
   assert.ok(readyAgain > mainpid, 'then READY=1 with a watchdog ping');
   assert.ok(!after.some((m) => m.includes('STOPPING=1')), 'the predecessor did not say STOPPING=1: systemd would stop the whole unit');

@@ -77,6 +77,9 @@ test('a flood of sets at QoS 1 and 0: polling on its grid, busy beyond the queue
   await bridgeActive(socket, bridge);
   const fastTopic = `${ROOT}/plc/plc0/fast`;
   await waitFor(() => dataMessages(got, fastTopic).length >= 10, { timeoutMs: 15_000, what: 'data before the flood' });
+  // A real PLC takes milliseconds to answer: 5 ms here, so writes are executed far slower than
+  // they arrive and the queue bound is reached on any machine.
+  await sim.send({ device: 0, fault: { delayMs: 5 } });
   const floodFrom = Date.now();
   // This process sends the flood and takes in every answer: on a 2-core machine, at full
   // priority, it would starve the simulated PLC and the broker, and the data gaps measured would

@@ -40,7 +40,7 @@ const CONTRACT: Record<string, { action: 'send' | 'receive'; qos: 0 | 1; retain:
 };
 
 /** `plc` codes that never reach the WMS: the bridge's own process and configuration. */
-const PLC_PROCESS_CODES = ['handover-failed', 'not-active', 'config-not-found', 'config-unreadable', 'config-syntax', 'config-invalid'];
+const PLC_PROCESS_CODES = ['handover-failed', 'handover-refused', 'handover-stalled', 'upgrade-refused', 'not-active', 'config-not-found', 'config-unreadable', 'config-syntax', 'config-invalid'];
 
 function channelFor(suffix: string): [string, Obj] | undefined {
   const channels = obj(doc.channels, 'channels');
