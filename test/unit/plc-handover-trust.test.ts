@@ -14,6 +14,7 @@ import { createLogger } from '../../lib/log.js';
 import type { Bridge } from '../../plc-bridge/bridge.js';
 import { predecessorMethods, type SuccessorId } from '../../plc-bridge/handover.js';
 import { checkUpgrade } from '../../plc-bridge/active-slot.js';
+import { fakeClock } from '../helpers/fake-clock.js';
 import { tempDir, waitFor } from '../helpers/util.js';
 
 const logger = createLogger({ level: 'silent' });
@@ -71,11 +72,18 @@ test('handover: a successor that never confirms gives the role back at the deadl
   const successor: SuccessorId = { pid: process.pid, token: 't'.repeat(48) };
   const bridge = fakeBridge();
   const stalls: { silencedMs: number; reason: string }[] = [];
-  const m = predecessorMethods({ bridge, clock: systemClock, logger, timeoutMs: 300, successor: () => successor, onStall: (s) => stalls.push(s), retire: async () => undefined });
+  // Node's timers run on the monotonic clock and Date.now() may show 299 ms when a 300 ms timer
+  // fires: a fake clock makes the silence exact.
+  const clock = fakeClock();
+  const m = predecessorMethods({ bridge, clock, logger, timeoutMs: 300, successor: () => successor, onStall: (s) => stalls.push(s), retire: async () => undefined });
   await m.handover!({ pid: successor.pid, token: successor.token });
-  await waitFor(() => stalls.length > 0, { timeoutMs: 5000, what: 'the stall at the deadline' });
+  await clock.advance(299);
+  assert.equal(stalls.length, 0, 'nothing before the deadline');
+  assert.equal(bridge.role, 'retiring');
+  await clock.advance(1);
+  assert.equal(stalls.length, 1, 'the stall at the deadline');
   assert.equal(bridge.role, 'active');
-  assert.ok(stalls[0]!.silencedMs >= 300);
+  assert.equal(stalls[0]!.silencedMs, 300);
   assert.match(stalls[0]!.reason, /did not confirm/);
 });
 
