@@ -172,6 +172,9 @@ describe('the PLC bridge MQTT link', () => {
     const lastHistoricalAt = all.findIndex((m) => m.seq === outageLast);
     assert.ok(all.slice(0, lastHistoricalAt).some((m) => m.seq >= liveFirst), 'live data arrived while the replay was still running');
 
+    // The result is the store's last row: replayed after the 100 data messages, so it may still be
+    // on its way when they have all arrived.
+    await waitFor(() => got.some((m) => m.topic === `edge/${gw}/res/set-1`), { timeoutMs: 10_000, what: 'the result published while offline' });
     const result = got.find((m) => m.topic === `edge/${gw}/res/set-1`);
     assert.ok(result, 'the result published while offline arrived');
     assert.equal((result.payload as { status: string }).status, 'successful');
