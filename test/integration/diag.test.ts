@@ -94,7 +94,7 @@ describe('edge-agent diag', () => {
   test('everything healthy: every group ok, exit 0; text output has no colour when not on a terminal', async () => {
     const { code, report } = await diag(agent.configPath);
     assert.equal(code, 0, notOk(report));
-    assert.deepEqual(report.groups.map((g) => g.name), ['configuration', 'identity', 'connectivity', 'time', 'storage', 'slots', 'components', 'plc', 'logs']);
+    assert.deepEqual(report.groups.map((g) => g.name), ['configuration', 'identity', 'connectivity', 'time', 'storage', 'slots', 'components', 'plc', 'maintenance', 'logs']);
     assert.deepEqual([report.overall, report.daemon, report.source, report.summary.failure, report.summary.warning], ['ok', 'running', 'cli', 0, 0]);
     assert.equal(check(report, 'connectivity', 'mqtt').status, 'ok');
     assert.equal(check(report, 'connectivity', 'tls').status, 'ok');
