@@ -50,7 +50,8 @@ export function procedureInvalidEvent(e: CatalogEntry): AgentEvent {
     message: `${e.file} is ${e.status === 'unsafe' ? 'refused as unsafe' : 'invalid'} (${n} problem${n === 1 ? '' : 's'})${first ? `: ${first.path}: ${first.message}` : ''}; it cannot run until it is fixed`,
     file: e.file,
     procedure: e.id,
-    source: e.source,
+    // Not `source`: on events that names who sent a note (docs/asyncapi.yaml).
+    origin: e.source,
     status: e.status,
     definitionSha256: e.definitionSha256 ?? null,
     problems: e.problems.map((p) => ({ path: p.path, message: p.message })),
