@@ -12,7 +12,7 @@
  * `proceduresAnnounced`) is written, so a power cut between the two announces it again at the
  * next start, never not at all.
  */
-import { watch, type FSWatcher } from 'node:fs';
+import { statSync, watch, type FSWatcher } from 'node:fs';
 import type { Logger } from '../lib/log.js';
 import type { Db } from '../lib/sqlite.js';
 import { readAgentInfo, writeAgentInfo } from '../core/agent-info.js';
@@ -61,6 +61,8 @@ export function procedureInvalidEvent(e: CatalogEntry): AgentEvent {
 export class ProcedureWatch implements Component {
   readonly name = 'procedure-watch';
   private watcher: FSWatcher | undefined;
+  /** The directory's inode when the watch began: a directory removed and made again needs a new watch. */
+  private watchedIno: number | undefined;
   private debounce: NodeJS.Timeout | undefined;
   private rescan: NodeJS.Timeout | undefined;
   private stopped = true;
@@ -111,8 +113,17 @@ export class ProcedureWatch implements Component {
   }
 
   private ensureWatch(): void {
-    if (this.watcher) return;
+    let ino: number | undefined;
     try {
+      ino = statSync(this.o.dir).ino;
+    } catch {
+      ino = undefined;
+    }
+    if (this.watcher && ino === this.watchedIno) return;
+    this.unwatch();
+    if (ino === undefined) return;
+    try {
+      this.watchedIno = ino;
       this.watcher = watch(this.o.dir, { persistent: false }, () => this.changed());
       this.watcher.on('error', (err) => {
         // The directory went away (or the watch broke): the re-scan watches it again once it is back.
@@ -121,14 +132,15 @@ export class ProcedureWatch implements Component {
         this.changed();
       });
     } catch {
-      // No directory (yet): nothing to watch; the re-scan looks again.
-      this.watcher = undefined;
+      // Gone between the stat and the watch: the re-scan looks again.
+      this.unwatch();
     }
   }
 
   private unwatch(): void {
     const w = this.watcher;
     this.watcher = undefined;
+    this.watchedIno = undefined;
     w?.close();
   }
 
