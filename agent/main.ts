@@ -38,6 +38,8 @@ import { checkStoreAtStart, loadConfigWithRestore, wireRestore, type BootConfig 
 import { wireHealth } from './health-wiring.js';
 import { HEALTH_MIGRATIONS } from '../health/history.js';
 import type { AgentEvent, Component } from '../core/ports.js';
+import { ProcedureWatch } from './procedure-watch.js';
+import { shippedProceduresDir } from '../maintenance/catalog.js';
 
 export const STORE_MIGRATIONS = [AGENT_INFO_MIGRATIONS, OUTBOX_MIGRATIONS, COMMAND_MIGRATIONS, HEALTH_MIGRATIONS, RECOVERY_MIGRATIONS];
 
@@ -324,6 +326,16 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     incidents: recovery.incidents,
   });
 
+  // Invalid maintenance procedures: announced on ~/events at start and when the directory changes.
+  const procedureWatch = new ProcedureWatch({
+    dir: config.maintenance.proceduresDir,
+    shippedDir: shippedProceduresDir(),
+    agentUid: process.getuid?.() ?? 0,
+    db,
+    event,
+    logger: logger.child({ component: 'maintenance' }),
+  });
+
   const components: Component[] = [
     { name: 'loops', start: async () => loops.start(), stop: async () => loops.stop() },
     router,
@@ -334,6 +346,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     gate,
     ...(health ? [health] : []),
     restore,
+    procedureWatch,
   ];
   const started: Component[] = [];
   let watchdog: NodeJS.Timeout | undefined;

@@ -19,6 +19,8 @@ export interface AgentInfo {
   brokerUrl?: string;
   /** The `at` of the newest boot guard fallback reported (agent/guard-report.ts). */
   guardFallbacksReported?: string;
+  /** The invalid procedure files announced on ~/events, `{file: sha256}` as JSON (agent/procedure-watch.ts). */
+  proceduresAnnounced?: string;
 }
 
 export function writeAgentInfo(db: Db, info: AgentInfo): void {

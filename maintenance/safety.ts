@@ -40,6 +40,20 @@ export function ownershipVerdict(kind: 'file' | 'directory' | 'ancestor', path: 
   return `${kind === 'file' ? 'the file' : `the directory ${path}`} is writable by ${st.mode & 0o002 ? 'anyone' : 'its group'} (mode ${mode}): chmod go-w`;
 }
 
+/**
+ * The agent's user, for the unsafe-procedure check from outside the daemon: the daemon runs as
+ * its own user (the unit's User=edge-agent), which owns the data directory; the command line
+ * may run as root or an operator, so it judges with the data directory's owner, or its own
+ * user when there is none. The daemon itself uses its own uid.
+ */
+export function agentUidFor(dataDir: string): number {
+  try {
+    return statSync(dataDir).uid;
+  } catch {
+    return process.getuid?.() ?? 0;
+  }
+}
+
 /** Every reason the procedure file at `file` is unsafe ([] when it is safe). */
 export function safetyProblems(file: string, agentUid: number): string[] {
   const trusted = trustedOwners(agentUid);

@@ -173,8 +173,9 @@ ${COMMON_HELP}
     usage: `edge-agent diag [--json] [--only GROUPS] [--config FILE] [--data-dir DIR]
 
 Checks configuration, identity, connectivity (DNS, TCP, TLS, MQTT round trip), time, storage,
-slots, components, PLCs and recent logs, each with a verdict and a recommendation. Runs the
-checks itself, so it works when the daemon is down; each check is bounded (diag.checkTimeoutMs).
+slots, components, PLCs, maintenance procedures and recent logs, each with a verdict and a
+recommendation. Runs the checks itself, so it works when the daemon is down; each check is
+bounded (diag.checkTimeoutMs).
 Exit status 0 when all is ok, 1 with warnings, 2 with failures.
 
 ${COMMON_HELP}

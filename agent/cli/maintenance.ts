@@ -13,6 +13,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { errorMessage } from '../../lib/errors.js';
 import { loadCatalog, MAX_PROCEDURE_BYTES, shippedProceduresDir, type Catalog } from '../../maintenance/catalog.js';
+import { agentUidFor } from '../../maintenance/safety.js';
 import { validateProcedureText } from '../../maintenance/validate.js';
 import { contextOrExit } from './context.js';
 import { entryJson, formatList, formatShow, problemJson } from './maintenance-format.js';
@@ -24,19 +25,6 @@ const NAME = 'edge-agent maintenance';
 function usage(message: string): number {
   process.stderr.write(`${NAME}: ${message}\n\nUsage: ${MAINTENANCE_USAGE}\n`);
   return 64;
-}
-
-/**
- * The agent's user, for the unsafe-procedure check: the daemon runs as its own user (the unit's
- * User=edge-agent), which owns the data directory; the command line may run as root or an
- * operator, so it judges with the data directory's owner, or its own user when there is none.
- */
-export function agentUidFor(dataDir: string): number {
-  try {
-    return statSync(dataDir).uid;
-  } catch {
-    return process.getuid?.() ?? 0;
-  }
 }
 
 function catalogOrExit(v: Values): { catalog: Catalog; operatorDir: string; shippedDir: string } | number {

@@ -15,6 +15,7 @@ import { slotsChecks } from './slots.js';
 import { componentsChecks } from './components.js';
 import { plcChecks } from './plc.js';
 import { logsChecks } from './logs.js';
+import { maintenanceChecks } from './maintenance.js';
 import { errText, exitCodeOf, GROUPS, skipped, warning, failure, worst, type CheckResult, type DiagContext, type DiagReport, type GroupCheck, type GroupName, type GroupReport } from './types.js';
 
 const CHECKS: Record<Exclude<GroupName, 'configuration'>, GroupCheck> = {
@@ -25,6 +26,7 @@ const CHECKS: Record<Exclude<GroupName, 'configuration'>, GroupCheck> = {
   slots: slotsChecks,
   components: componentsChecks,
   plc: plcChecks,
+  maintenance: maintenanceChecks,
   logs: logsChecks,
 };
 

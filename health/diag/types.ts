@@ -12,7 +12,7 @@ import type { Db } from '../../lib/sqlite.js';
 
 export type CheckStatus = 'ok' | 'warning' | 'failure';
 
-export const GROUPS = ['configuration', 'identity', 'connectivity', 'time', 'storage', 'slots', 'components', 'plc', 'logs'] as const;
+export const GROUPS = ['configuration', 'identity', 'connectivity', 'time', 'storage', 'slots', 'components', 'plc', 'maintenance', 'logs'] as const;
 export type GroupName = (typeof GROUPS)[number];
 
 export interface CheckResult {

@@ -94,7 +94,7 @@ describe('edge-agent diag', () => {
   test('everything healthy: every group ok, exit 0; text output has no colour when not on a terminal', async () => {
     const { code, report } = await diag(agent.configPath);
     assert.equal(code, 0, notOk(report));
-    assert.deepEqual(report.groups.map((g) => g.name), ['configuration', 'identity', 'connectivity', 'time', 'storage', 'slots', 'components', 'plc', 'logs']);
+    assert.deepEqual(report.groups.map((g) => g.name), ['configuration', 'identity', 'connectivity', 'time', 'storage', 'slots', 'components', 'plc', 'maintenance', 'logs']);
     assert.deepEqual([report.overall, report.daemon, report.source, report.summary.failure, report.summary.warning], ['ok', 'running', 'cli', 0, 0]);
     assert.equal(check(report, 'connectivity', 'mqtt').status, 'ok');
     assert.equal(check(report, 'connectivity', 'tls').status, 'ok');
@@ -123,7 +123,7 @@ describe('edge-agent diag', () => {
     const result = res.at(-1)!.result!;
     assert.equal(result.source, 'daemon');
     assert.equal(result.overall, 'ok', notOk(result));
-    assert.equal(result.groups.length, 9);
+    assert.equal(result.groups.length, 10);
     assert.equal(check(result, 'connectivity', 'mqtt').status, 'ok');
     // The first version's fields are still there, first.
     assert.deepEqual(Object.keys(result).slice(0, 2), ['daemon', 'pid']);
@@ -241,7 +241,7 @@ describe('edge-agent diag', () => {
     assert.ok(Date.now() - t0 < 30_000);
     assert.equal(code, 2);
     assert.equal(report.daemon, 'not running');
-    assert.equal(report.groups.length, 9);
+    assert.equal(report.groups.length, 10);
     const daemon = check(report, 'components', 'daemon');
     assert.equal(daemon.status, 'failure');
     assert.match(daemon.message, /the daemon is not running \(last started .*, stopped /);

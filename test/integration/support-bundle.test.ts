@@ -97,7 +97,7 @@ describe('support bundle', () => {
     assert.match(cfg, /password: "?\[redacted\]"?/);
     assert.match(cfg, /url: mqtt:\/\/\[redacted\]@127\.0\.0\.1:\d+/);
     const report = JSON.parse(readFileSync(join(dir, 'diagnostics.json'), 'utf8')) as { groups: unknown[]; daemon: string };
-    assert.equal(report.groups.length, 9);
+    assert.equal(report.groups.length, 10);
     assert.equal(report.daemon, 'running');
     assert.match(readFileSync(join(dir, 'logs', 'agent.log'), 'utf8'), /agent ready/);
     assert.equal((JSON.parse(readFileSync(join(dir, 'slots', 'slots.json'), 'utf8')) as { active: string }).active, 'A');

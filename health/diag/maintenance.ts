@@ -1,0 +1,66 @@
+/**
+ * Group `maintenance`: the procedures on this gateway (maintenance/catalog.ts: the shipped ones
+ * and `maintenance.proceduresDir`), so an invalid one is never skipped silently.
+ *
+ * An invalid or unsafe procedure is a warning, not a failure: the agent and everything else on
+ * the gateway work, only that procedure cannot run (the WMS gets `invalid-procedure` or
+ * `unsafe-procedure` if it asks for it). A directory that exists but cannot be read is a warning
+ * too (its procedures are unknown); a missing directory holds no operator procedures (skipped).
+ *
+ * Imports only maintenance/catalog.ts and safety.ts, which import nothing of health/.
+ */
+import { existsSync } from 'node:fs';
+import { loadCatalog, shippedProceduresDir, type Catalog, type CatalogEntry } from '../../maintenance/catalog.js';
+import { agentUidFor } from '../../maintenance/safety.js';
+import { ok, skipped, warning, type CheckResult, type GroupCheck } from './types.js';
+
+/** How many problems a check's message names; the details carry every one. */
+export const FIRST_PROBLEMS = 3;
+
+/** The verdicts on a loaded catalog; pure. */
+export function procedureVerdicts(catalog: Catalog, dir: string, dirExists: boolean): CheckResult[] {
+  const out: CheckResult[] = [];
+  if (catalog.problems.length > 0) {
+    out.push(warning('procedures-dir', catalog.problems.map((p) => p.message).join('; '), `make ${dir} readable by the agent's user (chmod 0755, owned by root)`, { dir }));
+  } else if (!dirExists) {
+    out.push(skipped('procedures-dir', `${dir} does not exist: no operator procedures (only the shipped ones)`));
+  } else {
+    out.push(ok('procedures-dir', `${dir} is readable`, { dir }));
+  }
+  const bad = catalog.entries.filter((e) => e.status !== 'valid');
+  for (const e of bad) out.push(entryVerdict(e));
+  if (bad.length === 0) {
+    const n = catalog.entries.length;
+    out.push(ok('procedures', `${n} procedure${n === 1 ? '' : 's'}, all valid`, { ids: catalog.entries.map((e) => e.id) }));
+  }
+  return out;
+}
+
+/** `procedure:{file name}` for an invalid or unsafe entry; pure. */
+export function entryVerdict(e: CatalogEntry): CheckResult {
+  const base = e.file.slice(e.file.lastIndexOf('/') + 1);
+  const n = e.problems.length;
+  const first = e.problems.slice(0, FIRST_PROBLEMS).map((p) => `${p.path}: ${p.message}`);
+  const more = n > FIRST_PROBLEMS ? `; and ${n - FIRST_PROBLEMS} more` : '';
+  const what = e.status === 'unsafe' ? 'is refused as unsafe' : 'is invalid';
+  const rec =
+    e.status === 'unsafe'
+      ? `make ${e.file} and its directory owned by root (or the agent's user) and not writable by group or others (chmod go-w)`
+      : `fix it (edge-agent maintenance validate ${e.file} lists every problem) or remove it`;
+  return warning(`procedure:${base}`, `${e.file} ${what} and cannot run (${n} problem${n === 1 ? '' : 's'}): ${first.join('; ')}${more}`, rec, {
+    file: e.file,
+    id: e.id,
+    source: e.source,
+    status: e.status,
+    definitionSha256: e.definitionSha256 ?? null,
+    problems: e.problems.map((p) => ({ path: p.path, message: p.message })),
+  });
+}
+
+export const maintenanceChecks: GroupCheck = (ctx) => {
+  const dir = ctx.config.maintenance.proceduresDir;
+  // The daemon judges with its own user; the command line with the data directory's owner.
+  const agentUid = ctx.source === 'daemon' ? (process.getuid?.() ?? 0) : agentUidFor(ctx.config.dataDir);
+  const catalog = loadCatalog({ shippedDir: shippedProceduresDir(), operatorDir: dir, agentUid });
+  return Promise.resolve(procedureVerdicts(catalog, dir, existsSync(dir)));
+};
