@@ -24,7 +24,7 @@ import { ringPaths } from '../lib/log-ring.js';
 import type { Db } from '../lib/sqlite.js';
 import { slotsPath } from '../ota/slots.js';
 import { formatReport } from './diag/report.js';
-import { redactDoc, scrub, secretValues } from './diag/redact.js';
+import { redactDoc, scrub, secretValues } from '../lib/redact.js';
 import type { DiagContext, DiagReport } from './diag/types.js';
 
 const TABLE_ROWS = 5000;

@@ -17,8 +17,7 @@
  * - Never rejects: a program that cannot be started is a `failed` outcome with the reason.
  */
 import { spawn as nodeSpawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { scrub } from '../health/diag/redact.js';
-import { SECRET } from '../recovery/log-tail.js';
+import { scrub, SECRET_ASSIGNMENT as SECRET } from '../lib/redact.js';
 import type { StepOutcome } from './run-state.js';
 
 export const DEFAULT_ENV: Readonly<Record<string, string>> = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' };

@@ -4,12 +4,11 @@
  * go to the store, to `edge-agent incidents` and to the WMS.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { SECRET_ASSIGNMENT as SECRET } from '../lib/redact.js';
 
 const TAIL_BYTES = 16 * 1024;
 const LINE_MAX = 500;
 
-/** `password=x`, `"token": "x"`, `Authorization: Bearer x`, ... -> the value masked. Pure. */
-export const SECRET = /("?(?:password|passphrase|secret|token|api[_-]?key|private[_-]?key|authorization)"?\s*[:=]\s*)("[^"]*"|(?:(?:Bearer|Basic)\s+)?[^\s,;"]+)/gi;
 
 export function redactLine(line: string): string {
   const masked = line.replace(SECRET, (_m, key: string) => `${key}[redacted]`).replace(/([a-z]+:\/\/)[^@/\s]*@/gi, '$1[redacted]@');

@@ -6,7 +6,7 @@
  */
 import { stat } from 'node:fs/promises';
 import type { AgentConfig } from '../../core/config.js';
-import { secretValues } from './redact.js';
+import { secretValues } from '../../lib/redact.js';
 import { failure, ok, warning, type CheckResult, type DiagContext } from './types.js';
 
 /** What is wrong with a file's mode; pure. `secret`: the file holds a password or a private key. */

@@ -1,7 +1,7 @@
 /** Secrets out of the support bundle and the report (health/diag/redact.ts). */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { isSecretKey, REDACTED, redactDoc, scrub, secretValues } from '../../health/diag/redact.js';
+import { isSecretKey, REDACTED, redactDoc, scrub, secretValues } from '../../lib/redact.js';
 import { safeUrl } from '../../health/diag/upload.js';
 
 const config = {

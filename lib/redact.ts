@@ -6,11 +6,15 @@
  *  2. by value: every secret string found in the configuration documents is then scrubbed from
  *     every text that goes into the bundle (logs, incidents' last lines, JSON, YAML).
  * Key file paths (mqtt.tls.key) are kept: a path is not a secret, the file's contents are, and
- * key files are never read into the bundle. Pure.
+ * key files are never read into the bundle. Pure. Shared by the support bundle and diagnostics
+ * (health/), incidents' log lines (recovery/) and the output of procedure steps (maintenance/).
  */
-import { redactUrl } from '../../lib/log.js';
+import { redactUrl } from './log.js';
 
 export const REDACTED = '[redacted]';
+
+/** `password=x`, `"token": "x"`, `Authorization: Bearer x`, ... in free text: group 1 the key, group 2 the value to mask. */
+export const SECRET_ASSIGNMENT = /("?(?:password|passphrase|secret|token|api[_-]?key|private[_-]?key|authorization)"?\s*[:=]\s*)("[^"]*"|(?:(?:Bearer|Basic)\s+)?[^\s,;"]+)/gi;
 
 /** Keys whose values are secrets: compared case-insensitively without - and _, by suffix (API_TOKEN, clientSecret). */
 const SECRET_SUFFIXES = ['password', 'passphrase', 'passwd', 'token', 'apikey', 'secret', 'authorization', 'privatekey', 'credentials', 'cookie'];
