@@ -28,6 +28,22 @@ export function writeBridgeConfig(dir: string, config: Record<string, unknown>):
   return path;
 }
 
+/** `n` uint16 holding-register tags `{prefix}{i}` at addresses `from`..`from + n - 1`. */
+export function holdingTags(n: number, from = 0, prefix = 'r'): Record<string, unknown>[] {
+  return Array.from({ length: n }, (_, i) => ({ name: `${prefix}${i}`, area: 'holding', address: from + i, type: 'uint16' }));
+}
+
+/** The `counter` tag: holding register 0, which the simulated PLC's `--churn` changes on every read. */
+export const COUNTER_TAG = { name: 'counter', area: 'holding', address: 0, type: 'uint16' } as const;
+
+/** A 500 ms group `cmd` with one writable tag, `setpoint` at holding register 100: the tests' write target. */
+export const SETPOINT_GROUP = { name: 'cmd', intervalMs: 500, tags: [{ name: 'setpoint', area: 'holding', address: 100, type: 'uint16', access: 'read-write' }] } as const;
+
+/** The bridge's configuration for one PLC, `plc0` on 127.0.0.1:`port`, with these groups. */
+export function onePlc(brokerUrl: string, port: number | undefined, groups: readonly unknown[], timeoutMs = 500): Record<string, unknown> {
+  return { mqtt: { url: brokerUrl }, devices: [{ name: 'plc0', host: '127.0.0.1', port, unitId: 1, timeoutMs, groups }] };
+}
+
 export function bridgeSocketOf(dir: string): string {
   return join(dir, 'data', 'plc-bridge.sock');
 }

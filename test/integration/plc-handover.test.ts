@@ -10,7 +10,7 @@ import type { MqttClient } from 'mqtt';
 import { startSimProcess, type SimProcess } from '../helpers/plc-sim-process.js';
 import { startBroker, type Broker } from '../helpers/broker.js';
 import { collect, mqttClient, tempDir, waitFor, type Received } from '../helpers/util.js';
-import { bridgeActive, bridgeExitLogged, bridgePing, bridgeSocketOf, pidAlive, startBridge, upgradeBridge, writeBridgeConfig, type BridgeProcess } from '../helpers/bridge.js';
+import { bridgeActive, bridgeExitLogged, bridgePing, bridgeSocketOf, COUNTER_TAG, holdingTags, onePlc, SETPOINT_GROUP, pidAlive, startBridge, upgradeBridge, writeBridgeConfig, type BridgeProcess } from '../helpers/bridge.js';
 import { dataMessages, gapReport } from '../helpers/plc-data.js';
 
 const ROOT = 'edge/gw-test';
@@ -40,22 +40,7 @@ after(async () => {
 
 test('3 handovers under load with writes in flight: no gap, no write twice', { timeout: 150_000 }, async () => {
   const dir = tempDir('plc-handover');
-  const config = writeBridgeConfig(dir, {
-    mqtt: { url: broker.url },
-    devices: [
-      {
-        name: 'plc0',
-        host: '127.0.0.1',
-        port: sim.ports[0],
-        unitId: 1,
-        timeoutMs: 500,
-        groups: [
-          { name: 'fast', intervalMs: 100, tags: [{ name: 'counter', area: 'holding', address: 0, type: 'uint16' }, ...Array.from({ length: 40 }, (_, i) => ({ name: `r${i}`, area: 'holding', address: 10 + i, type: 'uint16' }))] },
-          { name: 'cmd', intervalMs: 500, tags: [{ name: 'setpoint', area: 'holding', address: 100, type: 'uint16', access: 'read-write' }] },
-        ],
-      },
-    ],
-  });
+  const config = writeBridgeConfig(dir, onePlc(broker.url, sim.ports[0], [{ name: 'fast', intervalMs: 100, tags: [COUNTER_TAG, ...holdingTags(40, 10)] }, SETPOINT_GROUP]));
   const socket = bridgeSocketOf(dir);
   const got: Received[] = await collect(wms, `${ROOT}/#`);
   const first = startBridge(config);

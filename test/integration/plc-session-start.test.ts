@@ -13,7 +13,7 @@ import type { MqttClient } from 'mqtt';
 import { startSimProcess, type SimProcess } from '../helpers/plc-sim-process.js';
 import { startBroker, type Broker } from '../helpers/broker.js';
 import { collect, mqttClient, tempDir, waitFor, type Received } from '../helpers/util.js';
-import { bridgeActive, bridgeSocketOf, startBridge, writeBridgeConfig, type BridgeProcess } from '../helpers/bridge.js';
+import { bridgeActive, bridgeSocketOf, COUNTER_TAG, onePlc, startBridge, writeBridgeConfig, type BridgeProcess } from '../helpers/bridge.js';
 import { dataMessages } from '../helpers/plc-data.js';
 
 const ROOT = 'edge/gw-test';
@@ -61,19 +61,7 @@ after(async () => {
 });
 
 function config(dir: string, port: number): string {
-  return writeBridgeConfig(dir, {
-    mqtt: { url: broker.url },
-    devices: [
-      {
-        name: 'plc0',
-        host: '127.0.0.1',
-        port,
-        unitId: 1,
-        timeoutMs: 500,
-        groups: [{ name: 'fast', intervalMs: 100, tags: [{ name: 'counter', area: 'holding', address: 0, type: 'uint16' }, { name: 'r1', area: 'holding', address: 1, type: 'uint16' }] }],
-      },
-    ],
-  });
+  return writeBridgeConfig(dir, onePlc(broker.url, port, [{ name: 'fast', intervalMs: 100, tags: [COUNTER_TAG, { name: 'r1', area: 'holding', address: 1, type: 'uint16' }] }]));
 }
 
 interface PlcStatus {

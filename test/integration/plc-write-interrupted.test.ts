@@ -10,7 +10,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import type { MqttClient } from 'mqtt';
 import { startBroker, type Broker } from '../helpers/broker.js';
 import { mqttClient, tempDir, waitFor } from '../helpers/util.js';
-import { bridgeActive, bridgeSocketOf, startBridge, writeBridgeConfig, type BridgeProcess } from '../helpers/bridge.js';
+import { bridgeActive, bridgeSocketOf, onePlc, SETPOINT_GROUP, startBridge, writeBridgeConfig, type BridgeProcess } from '../helpers/bridge.js';
 
 const ROOT = 'edge/gw-test';
 
@@ -48,19 +48,7 @@ interface Status {
 test('writes claimed by a killed process are closed interrupted at the next start, and not retried', { timeout: 60_000 }, async () => {
   const dir = tempDir('plc-interrupted');
   const port = (silent.address() as { port: number }).port;
-  const config = writeBridgeConfig(dir, {
-    mqtt: { url: broker.url },
-    devices: [
-      {
-        name: 'plc0',
-        host: '127.0.0.1',
-        port,
-        unitId: 1,
-        timeoutMs: 30_000,
-        groups: [{ name: 'cmd', intervalMs: 1000, tags: [{ name: 'setpoint', area: 'holding', address: 100, type: 'uint16', access: 'read-write' }] }],
-      },
-    ],
-  });
+  const config = writeBridgeConfig(dir, onePlc(broker.url, port, [{ ...SETPOINT_GROUP, intervalMs: 1000 }], 30_000));
   const res = new Map<string, Status[]>();
   wms.on('message', (topic, payload) => {
     if (!topic.startsWith(`${ROOT}/res/`)) return;
