@@ -12,7 +12,7 @@ import type { MqttClient } from 'mqtt';
 import { startSimProcess, type SimProcess } from '../helpers/plc-sim-process.js';
 import { startBroker, type Broker } from '../helpers/broker.js';
 import { collect, mqttClient, tempDir, waitFor, type Received } from '../helpers/util.js';
-import { bridgeActive, bridgePing, bridgeSocketOf, startBridge, writeBridgeConfig, type BridgeProcess } from '../helpers/bridge.js';
+import { bridgeActive, bridgePing, bridgeSocketOf, COUNTER_TAG, holdingTags, onePlc, SETPOINT_GROUP, startBridge, writeBridgeConfig, type BridgeProcess } from '../helpers/bridge.js';
 import { dataMessages, gapReport } from '../helpers/plc-data.js';
 
 const ROOT = 'edge/gw-test';
@@ -27,6 +27,13 @@ interface Status {
 let broker: Broker;
 let sim: SimProcess;
 let wms: MqttClient;
+/**
+ * The polled group's interval. The defect stopped polling for 5 s and more; what is tested is that
+ * the flood no longer holds the bridge's loop. This file runs beside other test files on 2 cores,
+ * where another process can take the CPU from the bridge for a moment; 250 ms keeps such a moment
+ * from counting as a missed interval. bench/ (`--only plc-flood`) measures the 100 ms figure alone.
+ */
+const FAST_MS = 250;
 let bridge: BridgeProcess | undefined;
 
 before(async () => {
@@ -44,22 +51,7 @@ after(async () => {
 
 test('a flood of sets at QoS 1 and 0: polling on its grid, busy beyond the queue, one terminal status per id', { timeout: 240_000 }, async () => {
   const dir = tempDir('plc-flood');
-  const config = writeBridgeConfig(dir, {
-    mqtt: { url: broker.url },
-    devices: [
-      {
-        name: 'plc0',
-        host: '127.0.0.1',
-        port: sim.ports[0],
-        unitId: 1,
-        timeoutMs: 500,
-        groups: [
-          { name: 'fast', intervalMs: 100, tags: [{ name: 'counter', area: 'holding', address: 0, type: 'uint16' }, ...Array.from({ length: 20 }, (_, i) => ({ name: `r${i}`, area: 'holding', address: 10 + i, type: 'uint16' }))] },
-          { name: 'cmd', intervalMs: 500, tags: [{ name: 'setpoint', area: 'holding', address: 100, type: 'uint16', access: 'read-write' }] },
-        ],
-      },
-    ],
-  });
+  const config = writeBridgeConfig(dir, onePlc(broker.url, sim.ports[0], [{ name: 'fast', intervalMs: FAST_MS, tags: [COUNTER_TAG, ...holdingTags(20, 10)] }, SETPOINT_GROUP]));
   const socket = bridgeSocketOf(dir);
   // Answers indexed as they arrive: scanning every message on each poll would cost the test
   // process more CPU than the bridge gets on a 2-core machine.
@@ -132,7 +124,7 @@ test('a flood of sets at QoS 1 and 0: polling on its grid, busy beyond the queue
   }
 
   const fast = dataMessages(got, fastTopic).filter((m) => m.tick >= floodFrom - 1000);
-  const report = gapReport(fast, 100);
+  const report = gapReport(fast, FAST_MS);
   assert.deepEqual(report.seqGaps, [], 'no seq gap during the flood');
   assert.deepEqual(report.tickGaps, [], 'no missed poll interval during the flood');
   assert.ok(fast.some((m) => m.tick > Date.now() - 2000), 'data still flows after the flood');
