@@ -37,9 +37,10 @@ import { RECOVERY_MIGRATIONS } from '../recovery/incidents.js';
 import { checkStoreAtStart, loadConfigWithRestore, wireRestore, type BootConfig } from './restore-wiring.js';
 import { wireHealth } from './health-wiring.js';
 import { HEALTH_MIGRATIONS } from '../health/history.js';
+import { AUDIT_MIGRATIONS } from '../core/audit.js';
 import type { AgentEvent, Component } from '../core/ports.js';
 
-export const STORE_MIGRATIONS = [AGENT_INFO_MIGRATIONS, OUTBOX_MIGRATIONS, COMMAND_MIGRATIONS, HEALTH_MIGRATIONS, RECOVERY_MIGRATIONS];
+export const STORE_MIGRATIONS = [AGENT_INFO_MIGRATIONS, OUTBOX_MIGRATIONS, COMMAND_MIGRATIONS, HEALTH_MIGRATIONS, RECOVERY_MIGRATIONS, AUDIT_MIGRATIONS];
 
 /** EX_TEMPFAIL: "restart me" for systemd's Restart=on-failure. */
 export const EXIT_RESTART = 75;
