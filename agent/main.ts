@@ -38,6 +38,7 @@ import { checkStoreAtStart, loadConfigWithRestore, wireRestore, type BootConfig 
 import { wireHealth } from './health-wiring.js';
 import { HEALTH_MIGRATIONS } from '../health/history.js';
 import { AUDIT_MIGRATIONS } from '../core/audit.js';
+import { wireAudit } from './audit-wiring.js';
 import type { AgentEvent, Component } from '../core/ports.js';
 
 export const STORE_MIGRATIONS = [AGENT_INFO_MIGRATIONS, OUTBOX_MIGRATIONS, COMMAND_MIGRATIONS, HEALTH_MIGRATIONS, RECOVERY_MIGRATIONS, AUDIT_MIGRATIONS];
@@ -124,6 +125,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
   }
   const walSync = new WalSync({ dbPath: storePath(config), onError: (err) => logger.error({ err }, 'fsync of the state store failed') });
   const store = new CommandStore(cmdDb);
+  const audit = wireAudit({ db: cmdDb, clock, logger: logger.child({ component: 'audit' }), limits: config.audit });
   // Whether the store can commit (disk full): what the outbox and the router hold in memory meanwhile is retried.
   const storeGate = new StoreGate({ logger: logger.child({ component: 'store' }), clock, probe: () => store.probeWrite() });
   const outbox = new Outbox({ db: cmdDb, logger: logger.child({ component: 'outbox' }), clock, limits: config.outbox, gate: storeGate, sync: walSync });
@@ -134,6 +136,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     outbox,
     gate: storeGate,
     sync: walSync,
+    audit: audit.command,
     logger: logger.child({ component: 'router' }),
     clock,
     resultTopic: (id) => topics.result(id),
@@ -277,6 +280,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
       command: (params) => {
         if (typeof params.op !== 'string') throw new EdgeError('invalid-request', 'op: a string is required');
         const id = typeof params.id === 'string' ? params.id : `console-${clock.now()}-${Math.random().toString(16).slice(2, 10)}`;
+        audit.fromAdmin(id);
         router.handle(params.op, Buffer.from(JSON.stringify({ id, params: params.params ?? {} })));
         return { id };
       },
@@ -327,6 +331,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
 
   const components: Component[] = [
     { name: 'loops', start: async () => loops.start(), stop: async () => loops.stop() },
+    audit.component,
     router,
     link,
     admin,
