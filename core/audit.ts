@@ -18,6 +18,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { Clock } from '../lib/clock.js';
+import { registerCodes } from '../lib/errors.js';
 import type { Db, MigrationSet } from '../lib/sqlite.js';
 
 export const AUDIT_MIGRATIONS: MigrationSet = {
@@ -40,6 +41,9 @@ export const AUDIT_MIGRATIONS: MigrationSet = {
     },
   ],
 };
+
+/** `edge-agent audit --verify`'s code for a broken chain (docs/errors.md). */
+export const AUDIT_CODES = registerCodes('audit', ['audit-chain-broken'] as const);
 
 /** The prevHash of the first entry ever written. */
 export const GENESIS = '0'.repeat(64);
