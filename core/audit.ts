@@ -182,6 +182,11 @@ export class AuditLog {
     return rows.map(toEntry);
   }
 
+  /** The newest `limit` entries, oldest first. */
+  tail(limit: number): AuditEntry[] {
+    return this.db.prepare<[number], Row>('SELECT * FROM audit_log ORDER BY seq DESC LIMIT ?').all(limit).reverse().map(toEntry);
+  }
+
   /** Walks the chain oldest first; the first entry that breaks it is named. */
   verify(): VerifyResult {
     return verifyChain(this.db);
