@@ -75,6 +75,8 @@ export interface AuditEntry {
   hash: string;
 }
 
+type RawRow = [number, string, string, string, string | null, string, string | null, string, string];
+
 interface Row {
   seq: number;
   at: string;
@@ -219,13 +221,17 @@ export function auditAvailable(db: Db): boolean {
  * prevHash is not GENESIS) only when the newest `audit-prune` entry says the kept chain starts there.
  */
 export function verifyChain(db: Db): VerifyResult {
-  const it = db.prepare<[], Row>('SELECT seq, at, actor, action, target, outcome, details, prev_hash, hash FROM audit_log ORDER BY seq').iterate();
+  // Raw rows (arrays in the column order of the hash, then the stored hash): no object per row.
+  const it = db.prepare<[], RawRow>('SELECT seq, at, actor, action, target, outcome, details, prev_hash, hash FROM audit_log ORDER BY seq').raw(true).iterate();
   let prev: { seq: number; hash: string } | undefined;
-  let first: Row | undefined;
+  let first: { seq: number; prev_hash: string } | undefined;
   let entries = 0;
-  for (const r of it) {
+  for (const raw of it) {
     entries++;
-    const computed = entryHash({ seq: r.seq, at: r.at, actor: r.actor, action: r.action, target: r.target, outcome: r.outcome, details: r.details, prevHash: r.prev_hash });
+    const stored = raw.pop() as string;
+    const r = { seq: raw[0], prev_hash: raw[7], hash: stored };
+    // JSON.stringify of [seq, at, actor, action, target, outcome, details, prevHash]: entryHash's canonical form.
+    const computed = createHash('sha256').update(JSON.stringify(raw)).digest('hex');
     if (computed !== r.hash) return { ok: false, entries, brokenSeq: r.seq, problem: `entry ${r.seq} was changed: its hash does not match its contents` };
     if (prev === undefined) {
       first = r;
