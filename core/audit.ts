@@ -16,7 +16,7 @@
  * Deleting entries at the end (the newest) leaves a valid shorter chain: only a copy of the head
  * kept elsewhere can show that.
  */
-import { createHash } from 'node:crypto';
+import * as crypto from 'node:crypto';
 import type { Clock } from '../lib/clock.js';
 import { registerCodes } from '../lib/errors.js';
 import type { Db, MigrationSet } from '../lib/sqlite.js';
@@ -104,10 +104,18 @@ export function redactDetails(value: unknown): unknown {
   return out;
 }
 
+/** crypto.hash (Node >= 20.12, not in our @types/node yet): one-shot, about 3x faster than createHash for short input. */
+const oneShot = (crypto as unknown as { hash?: (alg: string, data: string, enc: 'hex') => string }).hash;
+
+/** sha256 of a string, hex. */
+function sha256(text: string): string {
+  return oneShot ? oneShot('sha256', text, 'hex') : crypto.createHash('sha256').update(text).digest('hex');
+}
+
 /** The hash of an entry: sha256 (hex) over the JSON array of its fields in a fixed order, details as stored. Pure. */
 export function entryHash(e: { seq: number; at: string; actor: string; action: string; target: string | null; outcome: string; details: string | null; prevHash: string }): string {
   const canonical = JSON.stringify([e.seq, e.at, e.actor, e.action, e.target, e.outcome, e.details, e.prevHash]);
-  return createHash('sha256').update(canonical).digest('hex');
+  return sha256(canonical);
 }
 
 export type VerifyResult =
@@ -231,7 +239,7 @@ export function verifyChain(db: Db): VerifyResult {
     const stored = raw.pop() as string;
     const r = { seq: raw[0], prev_hash: raw[7], hash: stored };
     // JSON.stringify of [seq, at, actor, action, target, outcome, details, prevHash]: entryHash's canonical form.
-    const computed = createHash('sha256').update(JSON.stringify(raw)).digest('hex');
+    const computed = sha256(JSON.stringify(raw));
     if (computed !== r.hash) return { ok: false, entries, brokenSeq: r.seq, problem: `entry ${r.seq} was changed: its hash does not match its contents` };
     if (prev === undefined) {
       first = r;
