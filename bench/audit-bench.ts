@@ -118,14 +118,14 @@ export async function auditPhase(opts: AuditBenchOptions, log: (s: string) => vo
 export function auditMeasurements(p: AuditPhase): Measurement[] {
   return [
     measurement({
-      id: 'audit.append',
+      id: 'audit-append',
       title: 'audit append, one durable commit each (hash chain)',
       unit: 'entries/s',
       samples: p.append.audit,
       reference: { name: 'plain SQLite insert, one durable commit each', samples: p.append.plain },
     }),
     measurement({
-      id: 'audit.verify',
+      id: 'audit-verify',
       title: `edge-agent audit --verify over ${p.entries} entries (spawn to exit)`,
       unit: 'ms',
       samples: p.verify.cli,
