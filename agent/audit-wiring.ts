@@ -3,14 +3,15 @@
  * command's terminal status and its entry commit in one transaction), the port the router
  * records through, the actor of commands from the admin socket, and the hourly pruning.
  */
-import { AuditLog, type AuditInput, type AuditPort } from '../core/audit.js';
+import { AuditLog, GENESIS, type AuditInput, type AuditPort } from '../core/audit.js';
 import type { AgentConfig } from '../core/config.js';
-import type { Component, Reason } from '../core/ports.js';
+import type { AgentEvent, Component, Reason } from '../core/ports.js';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/log.js';
 import type { Db } from '../lib/sqlite.js';
 
 const PRUNE_EVERY_MS = 3_600_000;
+const HEAD_EVERY_MS = 86_400_000;
 
 /** Where an operation's params name what it acts on. Pure. */
 export function commandTarget(op: string, params: unknown): string | undefined {
@@ -43,7 +44,11 @@ export interface AuditWiring {
   component: Component;
 }
 
-export function wireAudit(w: { db: Db; clock: Clock; logger: Logger; limits: AgentConfig['audit'] }): AuditWiring {
+/**
+ * `publish`: the chain's head on ~/events (`audit-head`) at start and daily, so the WMS can tell
+ * when a gateway's history was rewritten (or cut short at its end).
+ */
+export function wireAudit(w: { db: Db; clock: Clock; logger: Logger; limits: AgentConfig['audit']; publish?: (ev: AgentEvent) => void }): AuditWiring {
   const log = new AuditLog(w.db, w.clock);
   // Node cannot read the peer's uid of a Unix socket (SO_PEERCRED): the actor is `local`.
   const local = new Set<string>();
@@ -55,7 +60,16 @@ export function wireAudit(w: { db: Db; clock: Clock; logger: Logger; limits: Age
       w.logger.warn({ err }, 'pruning the audit trail failed; tried again in an hour');
     }
   };
+  const head = (): void => {
+    try {
+      const last = log.tail(1)[0];
+      w.publish?.({ type: 'audit', severity: 'info', code: 'audit-head', message: last ? `audit trail head: entry ${last.seq}` : 'the audit trail is empty', seq: last?.seq ?? 0, hash: last?.hash ?? GENESIS, entryAt: last?.at ?? null });
+    } catch (err) {
+      w.logger.warn({ err }, 'reading the audit trail head failed; tried again tomorrow');
+    }
+  };
   let timer: NodeJS.Timeout | undefined;
+  let headTimer: NodeJS.Timeout | undefined;
   const port: AuditPort = (e) => {
     const id = e.actor.startsWith('wms:') ? e.actor.slice(4) : undefined;
     if (id !== undefined && local.has(id)) log.append({ ...e, actor: 'local' });
@@ -76,8 +90,14 @@ export function wireAudit(w: { db: Db; clock: Clock; logger: Logger; limits: Age
         prune();
         timer = setInterval(prune, PRUNE_EVERY_MS);
         timer.unref();
+        head();
+        headTimer = setInterval(head, HEAD_EVERY_MS);
+        headTimer.unref();
       },
-      stop: async () => clearInterval(timer),
+      stop: async () => {
+        clearInterval(timer);
+        clearInterval(headTimer);
+      },
     },
   };
 }

@@ -125,7 +125,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
   }
   const walSync = new WalSync({ dbPath: storePath(config), onError: (err) => logger.error({ err }, 'fsync of the state store failed') });
   const store = new CommandStore(cmdDb);
-  const audit = wireAudit({ db: cmdDb, clock, logger: logger.child({ component: 'audit' }), limits: config.audit });
+  const audit = wireAudit({ db: cmdDb, clock, logger: logger.child({ component: 'audit' }), limits: config.audit, publish: (ev) => event(ev) });
   // Whether the store can commit (disk full): what the outbox and the router hold in memory meanwhile is retried.
   const storeGate = new StoreGate({ logger: logger.child({ component: 'store' }), clock, probe: () => store.probeWrite() });
   const outbox = new Outbox({ db: cmdDb, logger: logger.child({ component: 'outbox' }), clock, limits: config.outbox, gate: storeGate, sync: walSync });

@@ -31,6 +31,7 @@ describe('the audit trail', () => {
   let broker: Broker;
   let wms: MqttClient;
   let results: Received[];
+  let events: Received[];
   let agent: AgentProcess;
   const dataDir = join(tempDir('audit-it-'), 'data');
 
@@ -38,6 +39,7 @@ describe('the audit trail', () => {
     broker = await startBroker();
     wms = await mqttClient(broker.url);
     results = await collect(wms, `edge/${GW}/res/+`);
+    events = await collect(wms, `edge/${GW}/events`);
     agent = startAgent({ dataDir, gatewayId: GW, config: { mqtt: { url: broker.url } } });
     await agentConnected(agent, 20_000);
   });
@@ -84,6 +86,14 @@ describe('the audit trail', () => {
     const ok = await runCli(['audit', '--verify', '--config', agent.configPath]);
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(ok.stdout, /the audit chain holds: 4 entries, 1 to 4/);
+
+    // The chain's head on ~/events at start: empty for the first run, entry 4 for the next.
+    const heads = (): { seq: number; hash: string }[] => events.map((e) => e.payload as { code?: string; seq: number; hash: string }).filter((p) => p.code === 'audit-head');
+    assert.deepEqual(heads().map((h) => [h.seq, h.hash]), [[0, '0'.repeat(64)]]);
+    agent = startAgent({ dataDir, gatewayId: GW, config: { mqtt: { url: broker.url } } });
+    await waitFor(() => heads().length === 2, { timeoutMs: 20_000, what: 'the second audit-head event' });
+    assert.deepEqual(heads().map((h) => [h.seq, h.hash])[1], [4, list[3]!.hash]);
+    await agent.stop();
 
     const text = await runCli(['audit', '--since', '1h', '--config', agent.configPath]);
     assert.equal(text.code, 0, text.stderr);
