@@ -37,11 +37,13 @@ import { RECOVERY_MIGRATIONS } from '../recovery/incidents.js';
 import { checkStoreAtStart, loadConfigWithRestore, wireRestore, type BootConfig } from './restore-wiring.js';
 import { wireHealth } from './health-wiring.js';
 import { HEALTH_MIGRATIONS } from '../health/history.js';
+import { AUDIT_MIGRATIONS } from '../core/audit.js';
+import { wireAudit } from './audit-wiring.js';
 import type { AgentEvent, Component } from '../core/ports.js';
 import { ProcedureWatch } from './procedure-watch.js';
 import { shippedProceduresDir } from '../maintenance/catalog.js';
 
-export const STORE_MIGRATIONS = [AGENT_INFO_MIGRATIONS, OUTBOX_MIGRATIONS, COMMAND_MIGRATIONS, HEALTH_MIGRATIONS, RECOVERY_MIGRATIONS];
+export const STORE_MIGRATIONS = [AGENT_INFO_MIGRATIONS, OUTBOX_MIGRATIONS, COMMAND_MIGRATIONS, HEALTH_MIGRATIONS, RECOVERY_MIGRATIONS, AUDIT_MIGRATIONS];
 
 /** EX_TEMPFAIL: "restart me" for systemd's Restart=on-failure. */
 export const EXIT_RESTART = 75;
@@ -125,6 +127,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
   }
   const walSync = new WalSync({ dbPath: storePath(config), onError: (err) => logger.error({ err }, 'fsync of the state store failed') });
   const store = new CommandStore(cmdDb);
+  const audit = wireAudit({ db: cmdDb, clock, logger: logger.child({ component: 'audit' }), limits: config.audit, publish: (ev) => event(ev) });
   // Whether the store can commit (disk full): what the outbox and the router hold in memory meanwhile is retried.
   const storeGate = new StoreGate({ logger: logger.child({ component: 'store' }), clock, probe: () => store.probeWrite() });
   const outbox = new Outbox({ db: cmdDb, logger: logger.child({ component: 'outbox' }), clock, limits: config.outbox, gate: storeGate, sync: walSync });
@@ -135,6 +138,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     outbox,
     gate: storeGate,
     sync: walSync,
+    audit: audit.command,
     logger: logger.child({ component: 'router' }),
     clock,
     resultTopic: (id) => topics.result(id),
@@ -278,6 +282,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
       command: (params) => {
         if (typeof params.op !== 'string') throw new EdgeError('invalid-request', 'op: a string is required');
         const id = typeof params.id === 'string' ? params.id : `console-${clock.now()}-${Math.random().toString(16).slice(2, 10)}`;
+        audit.fromAdmin(id);
         router.handle(params.op, Buffer.from(JSON.stringify({ id, params: params.params ?? {} })));
         return { id };
       },
@@ -338,6 +343,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
 
   const components: Component[] = [
     { name: 'loops', start: async () => loops.start(), stop: async () => loops.stop() },
+    audit.component,
     router,
     link,
     admin,

@@ -61,6 +61,8 @@ export interface RouterOptions {
   stallGraceMs?: number;
   /** Told of every command that reached a terminal status (after it was persisted). */
   onFinished?(id: string, op: string, outcome: Exclude<OperationOutcome, { status: 'pending' }>): void;
+  /** Records each terminal status in the audit trail, in the transaction that commits it. */
+  audit?: (id: string, op: string, status: CommandStatus, reason: Reason | undefined, params: unknown) => void;
   /** Told when the store cannot commit; retries what the router holds in memory. */
   gate?: StoreGate;
   /**
@@ -87,6 +89,7 @@ interface Staged {
   /** Runs once committed. */
   after: () => void;
   ack: Ack | undefined;
+  reason?: Reason;
 }
 
 type Saved = 'ok' | 'refused' | 'unsaved';
@@ -283,6 +286,7 @@ export class Router {
     try {
       this.opts.outbox.commit(() => {
         for (const s of batch) if (s.row) this.opts.store.insertRow(s.row);
+        for (const s of batch) if (s.row?.status === 'rejected') this.opts.audit?.(s.id, s.op, 'rejected', s.reason, undefined);
         return batch.map((s) => ({ topic: this.opts.resultTopic(s.id), payload: s.message, kind: 'status' as const, retain: true }));
       });
     } catch (err) {
@@ -408,7 +412,7 @@ export class Router {
   private reject(id: string, op: string, code: CommandCode, message: string, ack: Ack): void {
     const msg = this.statusMessage(id, op, 'rejected', { reason: { code, message } });
     this.stage({
-      id, op, message: msg, exclusive: false, ack,
+      id, op, message: msg, exclusive: false, ack, reason: { code, message },
       row: { id, op, status: 'rejected', paramsJson: null, redacted: false, lastMessage: msg, now: this.opts.clock.now(), expiresAt: undefined },
       after: () => {
         this.counters.rejected++;
@@ -569,6 +573,7 @@ export class Router {
       if (durable) {
         this.opts.outbox.commit(() => {
           refused = !this.opts.store.update(id, status, message, now);
+          if (!refused && status !== 'executing' && status !== 'accepted') this.opts.audit?.(id, op, status, extra.reason, this.opts.store.get(id)?.params);
           return refused ? [] : [msg];
         });
       } else {

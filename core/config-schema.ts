@@ -291,6 +291,15 @@ const plcBridgeSchema = z
   })
   .strict();
 
+const auditSchema = z
+  .object({
+    /** Entries older than this are cut (the cut is recorded in the trail). */
+    maxAgeDays: z.number().int().min(1).max(3650).default(365),
+    /** At most this many entries are kept; the oldest beyond it are cut. */
+    maxEntries: z.number().int().min(100).max(10_000_000).default(1_000_000),
+  })
+  .strict();
+
 const maintenanceSchema = z
   .object({
     /** Operators' procedure files, one `{id}.yaml` each (CONTRACT.md section 6); a missing directory holds none. */
@@ -317,6 +326,7 @@ export const configSchema = z
     health: healthSchema.default(() => healthSchema.parse({})),
     plcBridge: plcBridgeSchema.default({ launch: 'auto' }),
     maintenance: maintenanceSchema.default(() => maintenanceSchema.parse({})),
+    audit: auditSchema.default(() => auditSchema.parse({})),
     shutdownTimeoutMs: z.number().int().min(100).max(120_000).default(10_000),
   })
   .strict();

@@ -2,7 +2,8 @@
  * The support bundle: one `.tar.gz` a person can send to whoever helps them, with what that
  * helper would otherwise have to ask for one by one: the diagnostics report (JSON and text),
  * the recent logs (the log ring), the configuration with secrets redacted (as written and as
- * in effect, and the PLC bridge's), slot states and history, commands, incidents, the health
+ * in effect, and the PLC bridge's), slot states and history, commands, incidents, the audit
+ * trail (its newest entries and the check of its whole chain), the health
  * history tables, and the daemon's live status when it runs.
  *
  * INVARIANTS
@@ -18,6 +19,8 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { stringify } from 'yaml';
 import { create } from 'tar';
+import { AuditLog, auditAvailable, verifyChain } from '../core/audit.js';
+import { systemClock } from '../lib/clock.js';
 import { logRingDir, parseConfigText } from '../core/config.js';
 import { readAgentInfo } from '../core/agent-info.js';
 import { ringPaths } from '../lib/log-ring.js';
@@ -108,6 +111,7 @@ export async function makeSupportBundle(opts: { ctx: DiagContext; report: DiagRe
     if (db) {
       await put('store/agent-info.json', redactDoc(readAgentInfo(db)));
       await put('store/commands.json', commandHistory(ctx, db));
+      if (auditAvailable(db)) await put('store/audit.json', { verify: verifyChain(db), entries: new AuditLog(db, systemClock).tail(TABLE_ROWS) });
       for (const t of [...tables(db, 'incidents'), ...tables(db, 'health\\_%')]) await put(`store/${t}.json`, redactDoc(tableRows(db, t, TABLE_ROWS)));
     }
     await put('README.txt', `edge-agent support bundle, ${report.checkedAt}, gateway ${report.gatewayId ?? '?'}, version ${report.version}\nSecrets are redacted.\n\n${files.join('\n')}\n`);

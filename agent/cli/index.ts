@@ -168,6 +168,26 @@ ${COMMON_HELP}
     options: { ...common, json: { type: 'boolean' }, since: { type: 'string' }, component: { type: 'string' }, limit: { type: 'string' } },
     run: async (v) => (await import('./incidents.js')).incidentsCommand(v),
   },
+  audit: {
+    summary: 'the audit trail: who changed what and when, hash-chained; --verify checks the chain',
+    usage: `edge-agent audit [--since T] [--verify] [--json] [--config FILE] [--data-dir DIR]
+
+Lists the audit trail (docs/audit.md) oldest first from the state store (read-only; works when
+the daemon is down): each command that reached a terminal status, with who sent it (wms:ID, or
+local for the admin socket), the operation, its target and outcome. With --verify, checks the
+hash chain instead. Exit status 0 when printed or when the chain holds, 2 when --verify finds
+the chain broken (the first entry that breaks it is named), 3 when there is no state store, 64
+for a malformed option.
+
+${COMMON_HELP}
+  --since T          only entries from T on: a duration back from now (90m, 24h, 7d) or an
+                     ISO 8601 time (2026-12-01T00:00:00Z)
+  --verify           check the chain: every entry's hash and link to the one before
+  --json             machine-readable output: the list of entries {seq, at, actor, action,
+                     target, outcome, details, prevHash, hash}; with --verify the result`,
+    options: { ...common, json: { type: 'boolean' }, since: { type: 'string' }, verify: { type: 'boolean' } },
+    run: async (v) => (await import('./audit.js')).auditCommand(v),
+  },
   diag: {
     summary: 'the diagnostics suite: what is wrong and what to do (exit 0 ok, 1 warnings, 2 failures)',
     usage: `edge-agent diag [--json] [--only GROUPS] [--config FILE] [--data-dir DIR]

@@ -85,7 +85,7 @@ describe('support bundle', () => {
     const printed = JSON.parse(r.stdout) as { path: string; bytes: number; files: string[] };
     assert.equal(printed.path, out);
     assert.equal(statSync(out).mode & 0o777, 0o600);
-    for (const f of ['diagnostics.json', 'diagnostics.txt', 'config/config.yaml', 'config/effective.json', 'status.json', 'logs/agent.log', 'slots/slots.json', 'store/commands.json', 'README.txt']) {
+    for (const f of ['diagnostics.json', 'diagnostics.txt', 'config/config.yaml', 'config/effective.json', 'status.json', 'logs/agent.log', 'slots/slots.json', 'store/commands.json', 'store/audit.json', 'README.txt']) {
       assert.ok(printed.files.includes(f), `${f} in ${printed.files.join(', ')}`);
     }
     const dir = tempDir('bundle-x');
@@ -96,6 +96,9 @@ describe('support bundle', () => {
     const cfg = readFileSync(join(dir, 'config', 'config.yaml'), 'utf8');
     assert.match(cfg, /password: "?\[redacted\]"?/);
     assert.match(cfg, /url: mqtt:\/\/\[redacted\]@127\.0\.0\.1:\d+/);
+    const audit = JSON.parse(readFileSync(join(dir, 'store', 'audit.json'), 'utf8')) as { verify: { ok: boolean }; entries: unknown[] };
+    assert.equal(audit.verify.ok, true);
+    assert.ok(Array.isArray(audit.entries));
     const report = JSON.parse(readFileSync(join(dir, 'diagnostics.json'), 'utf8')) as { groups: unknown[]; daemon: string };
     assert.equal(report.groups.length, 10);
     assert.equal(report.daemon, 'running');

@@ -11,6 +11,9 @@ import { StoreGate } from '../../agent/store-gate.js';
 import { CommandStore } from '../../agent/command-store.js';
 import { silentLogger } from '../../lib/log.js';
 import { systemClock } from '../../lib/clock.js';
+import { openDatabase } from '../../lib/sqlite.js';
+import { AUDIT_MIGRATIONS, AuditLog } from '../../core/audit.js';
+import { commandAudit } from '../../agent/audit-wiring.js';
 
 
 const routers: Router[] = [];
@@ -338,4 +341,35 @@ test('secret params: the handler gets them, the store never holds them; a queued
   assert.equal(ran, 0, 'never run without its secrets');
   const text = JSON.stringify(second.db.prepare('SELECT * FROM commands').all()) + JSON.stringify(second.db.prepare('SELECT payload FROM outbox').all().map((r) => String((r as { payload: Buffer }).payload)));
   assert.ok(!text.includes('SECRET-'), 'no secret in the store');
+});
+
+test('every terminal status is recorded in the audit trail in its own commit: rejected, successful, failed, cancelled, each with its target', async () => {
+  const path = join(mkdtempSync(join(tmpdir(), 'router-')), 'a.db');
+  const db0 = openDatabase(path, { migrations: [AUDIT_MIGRATIONS] });
+  db0.close();
+  const trail: { log?: AuditLog } = {};
+  const h = routerHarness(path, {
+    limits: { maxPayloadBytes: 4096, maxPending: 10, maxConcurrent: 4, retentionDays: 30 },
+    stopWaitMs: 50,
+    audit: (id, op, status, reason, params) => trail.log!.append(commandAudit(id, op, status, reason, params)),
+  });
+  routers.push(h.router);
+  const auditDb = new AuditLog(h.db, systemClock);
+  trail.log = auditDb;
+  const g = gated('restart');
+  h.router.register(g.handler);
+  await h.router.start();
+  send(h.router, 'nope', { id: 'u1' });
+  send(h.router, 'restart', { id: 'r1', params: { component: 'plc-bridge' } });
+  await settle();
+  g.release({ status: 'failed', reason: { code: 'restart-failed', message: 'no' } });
+  await settle();
+  send(h.router, 'restart', { id: 'r2', params: { component: 'agent' } });
+  await settle();
+  send(h.router, 'cancel', { id: 'k1', params: { target: 'r2' } });
+  await settle();
+  const rows = auditDb.list().map((e) => `${e.actor} ${e.action} ${e.target ?? '-'} ${e.outcome}`);
+  assert.deepEqual(rows, ['wms:u1 nope - rejected/unknown-op', 'wms:r1 restart plc-bridge failed/restart-failed', 'wms:k1 cancel r2 successful', 'wms:r2 restart agent cancelled']);
+  assert.equal(auditDb.verify().ok, true);
+  await h.router.stop();
 });
