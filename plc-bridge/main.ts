@@ -14,6 +14,7 @@ import { systemClock } from '../lib/clock.js';
 import { errorCode, errorMessage } from '../lib/errors.js';
 import { PlcError } from './errors.js';
 import { RpcServer, socketAlive } from '../lib/rpc.js';
+import { socketIn } from './paths.js';
 import { SdNotify, watchdogIntervalMs } from '../lib/sdnotify.js';
 import { LoopMonitor } from '../lib/loops.js';
 import { buildInfo } from '../lib/version.js';
@@ -38,10 +39,6 @@ export interface BridgeRunOptions {
   env?: NodeJS.ProcessEnv;
 }
 
-export function bridgeSocket(config: BridgeConfig): string {
-  return join(config.dataDir, 'plc-bridge.sock');
-}
-
 export async function runBridge(opts: BridgeRunOptions): Promise<number> {
   const env = opts.env ?? process.env;
   let config: BridgeConfig;
@@ -55,7 +52,7 @@ export async function runBridge(opts: BridgeRunOptions): Promise<number> {
   const clock = systemClock;
   const version = buildInfo().version;
   const session = `${Date.now().toString(36)}-${process.pid}`;
-  const mainSocket = bridgeSocket(config);
+  const mainSocket = socketIn(config.dataDir);
   const ownSocket = join(config.dataDir, `plc-bridge.${process.pid}.sock`);
   mkdirSync(config.dataDir, { recursive: true, mode: 0o750 });
 

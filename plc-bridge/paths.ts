@@ -21,8 +21,13 @@ export function bridgeDataDir(configFile: string | undefined): string | undefine
   }
 }
 
+/** The control socket of the bridge whose data directory is `dataDir`. */
+export function socketIn(dataDir: string): string {
+  return join(dataDir, 'plc-bridge.sock');
+}
+
 /** The bridge's control socket (lib/rpc.ts protocol: ping, status, handover), or undefined. */
 export function bridgeSocketPath(configFile: string | undefined): string | undefined {
   const dir = bridgeDataDir(configFile);
-  return dir === undefined ? undefined : join(dir, 'plc-bridge.sock');
+  return dir === undefined ? undefined : socketIn(dir);
 }
