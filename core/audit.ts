@@ -77,17 +77,8 @@ export interface AuditEntry {
 
 type RawRow = [number, string, string, string, string | null, string, string | null, string, string];
 
-interface Row {
-  seq: number;
-  at: string;
-  actor: string;
-  action: string;
-  target: string | null;
-  outcome: string;
-  details: string | null;
-  prev_hash: string;
-  hash: string;
-}
+/** A row as SQLite returns it: `details` still JSON text, the hash column's own name. */
+type Row = Omit<AuditEntry, 'details' | 'prevHash'> & { details: string | null; prev_hash: string };
 
 const SECRET_KEY = /pass(word|phrase)?|secret|token|private|credential|authorization|^key$|Key$|_key$/i;
 

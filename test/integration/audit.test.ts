@@ -12,20 +12,9 @@ import type { MqttClient } from 'mqtt';
 import { startBroker, type Broker } from '../helpers/broker.js';
 import { collect, mqttClient, tempDir, waitFor, type Received } from '../helpers/util.js';
 import { agentConnected, runCli, startAgent, type AgentProcess } from '../helpers/agent.js';
+import type { AuditEntry } from '../../core/audit.js';
 
 const GW = 'gw-audit';
-
-interface Entry {
-  seq: number;
-  at: string;
-  actor: string;
-  action: string;
-  target: string | null;
-  outcome: string;
-  details: Record<string, unknown> | null;
-  prevHash: string;
-  hash: string;
-}
 
 describe('the audit trail', () => {
   let broker: Broker;
@@ -68,7 +57,7 @@ describe('the audit trail', () => {
 
     const r = await runCli(['audit', '--json', '--config', agent.configPath]);
     assert.equal(r.code, 0, r.stderr);
-    const list = JSON.parse(r.stdout) as Entry[];
+    const list = JSON.parse(r.stdout) as AuditEntry[];
     assert.deepEqual(
       list.map((e) => [e.actor, e.action, e.target, e.outcome]),
       [
