@@ -281,11 +281,13 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
       // A command from the console, routed as if the WMS had sent it (`edge-agent rollback`).
       command: (params) => {
         if (typeof params.op !== 'string') throw new EdgeError('invalid-request', 'op: a string is required');
-        const id = typeof params.id === 'string' ? params.id : `console-${clock.now()}-${Math.random().toString(16).slice(2, 10)}`;
-        audit.fromAdmin(id);
-        router.handle(params.op, Buffer.from(JSON.stringify({ id, params: params.params ?? {} })));
+        const priority = params.priority === 'low' || params.priority === 'high' || params.priority === 'normal' ? params.priority : undefined;
+        const id = router.submit(params.op, params.params ?? {}, { origin: { trigger: 'local', actor: 'local' }, ...(typeof params.id === 'string' ? { id: params.id } : {}), ...(priority ? { priority } : {}) });
+        // Commit the intake now: the caller asks for the command's status next.
+        router.flushIntake();
         return { id };
       },
+      operations: () => ({ operations: router.queue() }),
       'command-status': (params) => {
         const rec = typeof params.id === 'string' ? store.get(params.id) : undefined;
         return rec ? (JSON.parse(rec.lastMessage) as unknown) : null;

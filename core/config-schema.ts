@@ -34,6 +34,11 @@ const commandsSchema = z
     maxPending: z.number().int().min(1).max(100_000).default(1000),
     /** Commands running at once; the others wait in order. */
     maxConcurrent: z.number().int().min(1).max(256).default(4),
+    /**
+     * Exclusive operations (update, rollback, config apply, procedures with side effects) waiting
+     * behind the running one, by priority; one more is rejected `busy`. 0: none waits.
+     */
+    maxQueued: z.number().int().min(0).max(1000).default(8),
     /** How long a finished command is remembered for de-duplication. */
     retentionDays: z.number().int().min(1).max(3650).default(30),
   })
