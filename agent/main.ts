@@ -42,8 +42,10 @@ import { wireAudit } from './audit-wiring.js';
 import type { AgentEvent, Component } from '../core/ports.js';
 import { ProcedureWatch } from './procedure-watch.js';
 import { shippedProceduresDir } from '../maintenance/catalog.js';
+import { MAINTENANCE_MIGRATIONS } from '../maintenance/run-store.js';
+import { wireMaintenance } from './maintenance-wiring.js';
 
-export const STORE_MIGRATIONS = [AGENT_INFO_MIGRATIONS, OUTBOX_MIGRATIONS, COMMAND_MIGRATIONS, HEALTH_MIGRATIONS, RECOVERY_MIGRATIONS, AUDIT_MIGRATIONS];
+export const STORE_MIGRATIONS = [AGENT_INFO_MIGRATIONS, OUTBOX_MIGRATIONS, COMMAND_MIGRATIONS, HEALTH_MIGRATIONS, RECOVERY_MIGRATIONS, AUDIT_MIGRATIONS, MAINTENANCE_MIGRATIONS];
 
 /** EX_TEMPFAIL: "restart me" for systemd's Restart=on-failure. */
 export const EXIT_RESTART = 75;
@@ -287,7 +289,11 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
         router.flushIntake();
         return { id };
       },
-      operations: () => ({ operations: router.queue() }),
+      // The queue with what the procedure runner knows of its runs (paused, waiting for a confirm).
+      operations: () => {
+        const runs = new Map(maintenance.runner.running().map((r) => [r.runId, r]));
+        return { operations: router.queue().map((q) => ({ ...q, ...(runs.has(q.id) ? { run: runs.get(q.id) } : {}) })) };
+      },
       'command-status': (params) => {
         const rec = typeof params.id === 'string' ? store.get(params.id) : undefined;
         return rec ? (JSON.parse(rec.lastMessage) as unknown) : null;
@@ -333,6 +339,24 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     incidents: recovery.incidents,
   });
 
+  // Procedures: the runner, its operations (maintenance, pause, resume, confirm) and built-in actions.
+  const maintenance = wireMaintenance({
+    config,
+    db,
+    clock,
+    logger,
+    router,
+    event,
+    setState: (state) => link.setState(state),
+    sample: health ? () => health.sampleNow() : undefined,
+    components: () => ({ 'wms-link': link.isConnected() ? 'running' : 'degraded', ...Object.fromEntries(recovery.supervisor.status().map((c) => [c.name, c.state])) }),
+    brokerConnected: () => link.isConnected(),
+    restartTargets: recovery.restartTargets,
+    bridgeSocket,
+    keeper: restore.keeper,
+    diag: { config, configPath, db, clock, logger: logger.child({ component: 'diag' }), version: build.version, builtAt: build.builtAt, facts: diagnostics },
+  });
+
   // Invalid maintenance procedures: announced on ~/events at start and when the directory changes.
   const procedureWatch = new ProcedureWatch({
     dir: config.maintenance.proceduresDir,
@@ -347,6 +371,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     { name: 'loops', start: async () => loops.start(), stop: async () => loops.stop() },
     audit.component,
     router,
+    maintenance.component,
     link,
     admin,
     recovery.supervisor,

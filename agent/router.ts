@@ -519,14 +519,15 @@ export class Router {
 
   /**
    * Starts what may start: in queue order, each waiting command unless the concurrency bound is
-   * reached, or it is exclusive and an exclusive one runs (it keeps its place; a non-exclusive
-   * one behind it may start).
+   * reached (an `immediate` one starts anyway), or it is exclusive and an exclusive one runs (it
+   * keeps its place; a non-exclusive one behind it may start).
    */
   private pumpQueue(): void {
     let i = 0;
-    while (!this.stopping && !this.launchBlocked && this.running.size < this.opts.limits.maxConcurrent && i < this.waiting.length) {
+    while (!this.stopping && !this.launchBlocked && i < this.waiting.length) {
       const next = this.waiting[i]!;
-      if (next.exclusive && [...this.running.values()].some((r) => r.exclusive)) {
+      const full = this.running.size >= this.opts.limits.maxConcurrent;
+      if ((full && !next.handler.immediate) || (next.exclusive && [...this.running.values()].some((r) => r.exclusive))) {
         i++;
         continue;
       }

@@ -309,6 +309,10 @@ const maintenanceSchema = z
   .object({
     /** Operators' procedure files, one `{id}.yaml` each (CONTRACT.md section 6); a missing directory holds none. */
     proceduresDir: z.string().min(1).default('/etc/edge-agent/procedures/'),
+    /** Finished runs whose reports are kept in the store, newest first. */
+    maxReports: z.number().int().min(1).max(100_000).default(200),
+    /** Output kept per step (command output, an http body), first and last halves. */
+    maxOutputBytes: z.number().int().min(256).max(1024 * 1024).default(16 * 1024),
   })
   .strict();
 

@@ -106,6 +106,11 @@ export interface OperationHandler<P = unknown> {
    */
   admit?(params: P, origin: Origin): Reason | undefined;
   /**
+   * Starts at once, beside everything and outside the `maxConcurrent` bound: the controls of
+   * other operations (pause, resume, confirm) must not wait behind what they control.
+   */
+  readonly immediate?: boolean;
+  /**
    * What of the params may be stored: secrets (credentials, a pre-signed URL's query) replaced.
    * The router stores this, holds the full params in memory for the run only, and fails the
    * command `interrupted` when a restart lost them. Without it the params are stored as they are.
