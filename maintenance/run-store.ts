@@ -72,6 +72,8 @@ export interface ConditionReport {
 export interface RunExtra {
   prerequisites?: ConditionReport[];
   successCriteria?: ConditionReport[];
+  /** The command step's process group while it runs: a restart kills what a killed agent left. */
+  running?: { pid: number; startTicks: string; bootId: string };
 }
 
 export interface RunRow {

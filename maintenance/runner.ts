@@ -29,7 +29,7 @@ import { scrub } from '../lib/redact.js';
 import type { AgentEvent } from '../core/ports.js';
 import { BUILTIN_ACTIONS, isActionName, type ActionImpls } from './actions.js';
 import { evaluateCheck, type Check, type MetricsSnapshot } from './checks.js';
-import { BoundedOutput, runCommand } from './command-step.js';
+import { BoundedOutput, killLeftover, processIdentity, runCommand } from './command-step.js';
 import { substituteStep, substituteValue } from './params.js';
 import { effectOf, initialRun, isTerminal, transition, type RunEvent, type RunShape, type RunState, type StepOutcome } from './run-state.js';
 import type { ConditionReport, ReportSummary, RunRow, RunStore, StepReport } from './run-store.js';
@@ -183,6 +183,7 @@ export class Runner {
     if (isTerminal(row.record.state)) return { state: row.record.state, report: (row.report ?? this.report(row)) as Report };
     const live = this.track(row);
     this.d.logger.warn({ run: runId, procedure: row.procedure.id, state: row.record.state, phase: row.record.phase, cursor: row.record.cursor, onInterrupt: row.procedure.onInterrupt }, 'procedure run interrupted by a restart: going on as onInterrupt says');
+    this.stopLeftover(row);
     this.apply(live, { type: 'restarted', onInterrupt: row.procedure.onInterrupt });
     this.save(live);
     return this.drive(live, ctl);
@@ -194,12 +195,22 @@ export class Runner {
     for (const row of this.d.store.unfinished()) {
       if (this.live.has(row.runId) || active(row.runId)) continue;
       const live: Live = this.liveOf(row);
+      this.stopLeftover(row);
       this.apply(live, { type: 'restarted', onInterrupt: 'fail' });
       if (!isTerminal(live.row.record.state)) live.row.record = { ...live.row.record, state: 'interrupted', reason: { code: 'interrupted', message: 'its command is no longer running' } };
       this.end(live);
       n++;
     }
     return n;
+  }
+
+  /** The command step a killed agent left running: its process group is killed (if it is still that process). */
+  private stopLeftover(row: RunRow): void {
+    const r = row.extra.running;
+    if (!r) return;
+    const killed = killLeftover(r);
+    this.d.logger.warn({ run: row.runId, pid: r.pid, killed }, killed ? 'killed the process group of the step the previous agent left running' : 'the step the previous agent left running is gone');
+    delete row.extra.running;
   }
 
   pause(runId: string): Promise<ControlAnswer> {
@@ -537,7 +548,19 @@ export class Runner {
           maxOutputBytes: this.limits.maxOutputBytes,
           secrets: this.d.secrets?.() ?? [],
           signal,
+          // Recorded (durably) while it runs: an agent killed now leaves it behind, and the next
+          // one stops it before the run goes on.
+          onStart: (pid) => {
+            const id = processIdentity(pid);
+            if (!id) return;
+            row.extra.running = id;
+            this.save(live);
+          },
         });
+        if (row.extra.running) {
+          delete row.extra.running;
+          this.save(live);
+        }
         const outcome = r.outcome === 'cancelled' && signal.reason === 'timeout' ? 'timeout' : r.outcome;
         return {
           outcome,
