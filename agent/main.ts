@@ -176,11 +176,24 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     onCommand: (op, payload, ack) => router.handle(op, payload, ack),
     stallFault: faultOnce(faultFromEnv(env), 'link-stall'),
   });
+  /** Told of every event (the maintenance triggers); set once the maintenance module is wired. */
+  let eventHook: ((ev: AgentEvent) => void) | undefined;
   /** `durable`: committed before returning, for callers that tell someone it is queued. */
   const event = (ev: AgentEvent, durable = false): void => {
     const msg = { topic: topics.events, payload: JSON.stringify({ ...ev, ts: new Date(clock.now()).toISOString() }), kind: 'event' as const };
     if (durable) outbox.enqueueNow(msg);
     else outbox.enqueue(msg);
+    if (eventHook) {
+      const hook = eventHook;
+      // After the caller's own work: a trigger never runs inside the code that raised the event.
+      setImmediate(() => {
+        try {
+          hook(ev);
+        } catch (err) {
+          logger.error({ err }, 'an event listener failed');
+        }
+      });
+    }
   };
   // The alert while the store cannot commit: in `status`, the log, and ~/events (sent once it commits again).
   storeGate.onFault((f) => event({ type: 'alert', severity: 'critical', code: f.code, message: `the state store cannot commit (${f.message}): commands are not acknowledged until it can`, since: f.since }));
@@ -355,7 +368,9 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     bridgeSocket,
     keeper: restore.keeper,
     diag: { config, configPath, db, clock, logger: logger.child({ component: 'diag' }), version: build.version, builtAt: build.builtAt, facts: diagnostics },
+    incidents: recovery.incidents,
   });
+  eventHook = (ev) => maintenance.onEvent(ev);
 
   // Invalid maintenance procedures: announced on ~/events at start and when the directory changes.
   const procedureWatch = new ProcedureWatch({

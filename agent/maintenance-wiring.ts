@@ -15,6 +15,7 @@ import type { Logger } from '../lib/log.js';
 import type { Db } from '../lib/sqlite.js';
 import { quickCheck } from '../lib/sqlite.js';
 import { rpcRequest } from '../lib/rpc.js';
+import { errorMessage } from '../lib/errors.js';
 import { secretValues } from '../lib/redact.js';
 import { logRingDir, type AgentConfig } from '../core/config.js';
 import type { AgentEvent, Component } from '../core/ports.js';
@@ -23,6 +24,7 @@ import { CatalogCache, shippedProceduresDir } from '../maintenance/catalog.js';
 import type { MetricsSnapshot } from '../maintenance/checks.js';
 import { RunStore } from '../maintenance/run-store.js';
 import { Runner, type RunnerLimits } from '../maintenance/runner.js';
+import { matchingProcedures, TriggerBook, type TriggerSource } from '../maintenance/triggers.js';
 import { agentUidFor } from '../maintenance/safety.js';
 import { listQuarantine, quarantineDir, QUARANTINE_KEEP } from '../recovery/quarantine.js';
 import { checkCopy, listStoreBackups, pruneStoreBackups } from '../recovery/store-backup.js';
@@ -56,6 +58,8 @@ export interface MaintenanceWiring {
   diag: Omit<DaemonDiagOptions, 'storeReader'>;
   windows?: WindowPort | undefined;
   limits?: Partial<RunnerLimits>;
+  /** Where a triggered repair is noted on its incident. */
+  incidents?: { note(id: number, text: string): void };
 }
 
 export interface MaintenanceParts {
@@ -63,6 +67,8 @@ export interface MaintenanceParts {
   store: RunStore;
   catalog: CatalogCache;
   component: Component;
+  /** Every event the agent sends: incidents and raised alerts start the procedures whose triggers name them. */
+  onEvent(ev: AgentEvent): void;
 }
 
 const ok = (message: string, details?: Record<string, unknown>): ActionResult => ({ ok: true, message, ...(details ? { details } : {}) });
@@ -132,9 +138,20 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
     const before = (await rpcRequest(socket, 'ping', {}, 5000)) as { cli?: string; pid?: number; role?: string };
     if (before.role !== 'active' || typeof before.cli !== 'string') return bad(`the PLC bridge is not active (${before.role ?? 'no role'})`);
     const t0 = clock.now();
-    const r = (await rpcRequest(socket, 'upgrade', { cli: before.cli }, 60_000)) as { pid?: number };
-    // Who answers now is what counts (the old instance exits once its successor has the role).
-    for (let i = 0; i < 50 && !signal.aborted; i++) {
+    // The old instance answers once its successor has the role, but it exits then too, and the
+    // answer may not make it out (agent/bridge-upgrade.ts): who answers `ping` afterwards counts.
+    let failure: unknown;
+    let r: { pid?: number } = {};
+    const asked = rpcRequest(socket, 'upgrade', { cli: before.cli }, 60_000).then(
+      (x) => {
+        r = x as { pid?: number };
+      },
+      (err: unknown) => {
+        failure = err;
+      },
+    );
+    await Promise.race([asked, new Promise((res) => setTimeout(res, 60_000))]);
+    for (let i = 0; i < 100 && !signal.aborted; i++) {
       try {
         const now = (await rpcRequest(socket, 'ping', {}, 2000)) as { pid?: number; role?: string };
         if (now.role === 'active' && now.pid !== before.pid) return ok(`the PLC bridge was handed over from pid ${before.pid} to pid ${now.pid} in ${clock.now() - t0} ms`, { fromPid: before.pid, toPid: now.pid, ms: clock.now() - t0 });
@@ -143,14 +160,21 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
       }
       await new Promise((res) => setTimeout(res, 100));
     }
-    return bad(`the handover to pid ${r.pid ?? '?'} did not show as active`, { fromPid: before.pid });
+    return bad(`the handover to pid ${r.pid ?? '?'} did not show as active${failure !== undefined ? `: ${errorMessage(failure)}` : ''}`, { fromPid: before.pid });
   };
 
   const actions: ActionImpls = {
     'component-restart': async (a, ctx) => {
       const name = a.component as string;
       if (name === 'agent') return bad('a procedure cannot restart the agent that runs it: use the restart operation');
-      if (name === 'plc-bridge' && w.bridgeSocket) return handover(ctx.signal);
+      // A bridge that runs is handed over (no data gap); one that does not is restarted.
+      if (name === 'plc-bridge' && w.bridgeSocket) {
+        const alive = await rpcRequest(w.bridgeSocket, 'ping', {}, 2000).then(
+          (p) => (p as { role?: string }).role === 'active',
+          () => false,
+        );
+        if (alive) return handover(ctx.signal);
+      }
       const target = w.restartTargets[name];
       if (!target) return bad(`no supervised component ${name} (there are: ${Object.keys(w.restartTargets).join(', ') || 'none'})`);
       await target();
@@ -287,10 +311,45 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
   });
   for (const h of maintenanceOperations({ runner, catalog: () => catalog.get(), windows: w.windows, now: () => clock.now() })) w.router.register(h);
 
+  const book = new TriggerBook(db);
+  const onEvent = (ev: AgentEvent): void => {
+    let src: TriggerSource | undefined;
+    if (ev.type === 'incident' && typeof ev.component === 'string' && typeof ev.cause === 'string') src = { kind: 'incident', component: ev.component, cause: ev.cause, incident: typeof ev.incident === 'number' ? ev.incident : undefined };
+    else if (ev.type === 'alert' && typeof ev.metric === 'string') src = { kind: 'alert', metric: ev.metric, code: ev.code };
+    if (!src) return;
+    let matches: ReturnType<typeof matchingProcedures>;
+    try {
+      matches = matchingProcedures(catalog.get(), src);
+    } catch (err) {
+      log.error({ err }, 'reading the procedures for a trigger failed');
+      return;
+    }
+    for (const m of matches) {
+      const v = book.claim(m, clock.now());
+      const what = src.kind === 'incident' ? `incident ${src.incident ?? '?'} (${src.component} ${src.cause})` : `alert ${src.metric}`;
+      if (!v.run) {
+        log.info({ procedure: m.id, why: v.why, trigger: what }, 'a repair procedure matches, but it does not run again yet');
+        continue;
+      }
+      const actor = src.kind === 'incident' ? `incident:${src.incident ?? src.component}` : `alert:${src.metric}`;
+      // A repair runs when the fault is there, also outside a maintenance window (force), ahead of routine work.
+      const id = w.router.submit('maintenance', { procedure: m.id, force: true }, { origin: { trigger: src.kind, actor }, priority: 'high' });
+      log.warn({ procedure: m.id, run: id, trigger: what }, 'started a repair procedure for it');
+      if (src.kind === 'incident' && src.incident !== undefined) {
+        try {
+          w.incidents?.note(src.incident, `repair procedure ${m.id} started as run ${id}`);
+        } catch (err) {
+          log.warn({ err }, 'noting the repair on its incident failed');
+        }
+      }
+    }
+  };
+
   return {
     runner,
     store,
     catalog,
+    onEvent,
     component: {
       name: 'maintenance',
       // After the router resumed its commands: a run whose command is gone ends `interrupted`.

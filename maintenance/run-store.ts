@@ -43,6 +43,16 @@ export const MAINTENANCE_MIGRATIONS: MigrationSet = {
       CREATE INDEX maintenance_runs_started ON maintenance_runs(started_at);
       CREATE INDEX maintenance_runs_state ON maintenance_runs(state);`,
     },
+    {
+      // Automatic runs from incidents and alerts (triggers.ts): the cooldown and the daily bound.
+      version: 2,
+      up: `CREATE TABLE maintenance_triggers (
+        procedure TEXT PRIMARY KEY,
+        last_at INTEGER NOT NULL,
+        day TEXT NOT NULL,
+        count INTEGER NOT NULL
+      );`,
+    },
   ],
 };
 
