@@ -177,15 +177,14 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     stallFault: faultOnce(faultFromEnv(env), 'link-stall'),
   });
   /** Told of every event (the maintenance triggers); set once the maintenance module is wired. */
-  let eventHook: ((ev: AgentEvent) => void) | undefined;
+  const eventHooks: ((ev: AgentEvent) => void)[] = [];
   /** `durable`: committed before returning, for callers that tell someone it is queued. */
   const event = (ev: AgentEvent, durable = false): void => {
     const msg = { topic: topics.events, payload: JSON.stringify({ ...ev, ts: new Date(clock.now()).toISOString() }), kind: 'event' as const };
     if (durable) outbox.enqueueNow(msg);
     else outbox.enqueue(msg);
-    if (eventHook) {
-      const hook = eventHook;
-      // After the caller's own work: a trigger never runs inside the code that raised the event.
+    // After the caller's own work: a trigger never runs inside the code that raised the event.
+    for (const hook of eventHooks) {
       setImmediate(() => {
         try {
           hook(ev);
@@ -370,7 +369,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     diag: { config, configPath, db, clock, logger: logger.child({ component: 'diag' }), version: build.version, builtAt: build.builtAt, facts: diagnostics },
     incidents: recovery.incidents,
   });
-  eventHook = (ev) => maintenance.onEvent(ev);
+  eventHooks.push((ev) => maintenance.onEvent(ev));
 
   // Invalid maintenance procedures: announced on ~/events at start and when the directory changes.
   const procedureWatch = new ProcedureWatch({

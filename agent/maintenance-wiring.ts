@@ -304,7 +304,7 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
     actions,
     metrics,
     snapshot: async () => ({ metrics: await metrics(), components: w.components() }),
-    event: w.event,
+    event: (ev) => w.event(ev),
     setMaintenance: (on) => w.setState(on ? 'maintenance' : 'online'),
     secrets: () => [...secretValues(config)],
     limits: { maxReports: config.maintenance.maxReports, maxOutputBytes: config.maintenance.maxOutputBytes, ...(w.limits ?? {}) },

@@ -46,7 +46,7 @@ import type { Db } from '../lib/sqlite.js';
 import { EdgeError, errorCode, errorMessage } from '../lib/errors.js';
 import type { Outbox } from './outbox.js';
 import type { CommandStore, CommandRecord, NewCommandRow } from './command-store.js';
-import { parseCommand, type CommandCode } from './command-parse.js';
+import { parseCommand } from './command-parse.js';
 import type { StoreGate } from './store-gate.js';
 import type { WalSync } from '../lib/wal-sync.js';
 import type { CommandStatus, OperationContext, OperationHandler, OperationOutcome, Origin, Priority, Reason } from '../core/ports.js';
@@ -147,7 +147,7 @@ interface Waiting {
 
 /** Options of a command that does not come from the WMS (Router.submit). */
 export interface SubmitOptions {
-  origin: Exclude<Origin, { trigger: 'wms' }> | Origin;
+  origin: Origin;
   /** Default: a new `{trigger}-{time}-{random}` id. */
   id?: string;
   priority?: Priority;
@@ -542,7 +542,7 @@ export class Router {
   }
 
   /** A rejection: its row (without params: a rejected command never needs them) and status, staged. */
-  private reject(id: string, op: string, code: CommandCode | string, message: string, ack: Ack, origin: Origin): void {
+  private reject(id: string, op: string, code: string, message: string, ack: Ack, origin: Origin): void {
     const msg = this.statusMessage(id, op, 'rejected', { reason: { code, message } });
     this.stage({
       id, op, message: msg, exclusive: false, ack, reason: { code, message }, origin,

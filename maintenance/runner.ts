@@ -318,6 +318,9 @@ export class Runner {
   }
 
   private save(live: Live): void {
+    // A terminal state is written once, with its report, by end(): the store refuses any write
+    // after a terminal one, so writing it here first would lose the report.
+    if (isTerminal(live.row.record.state) && live.row.report === undefined) return;
     this.d.store.save(live.row);
   }
 
@@ -468,7 +471,7 @@ export class Runner {
       }
       if (res.outcome === 'ok' && step.validate) {
         const metrics = await this.metricsOrEmpty();
-        const v = evaluateCheck(step.validate.check as Check, metrics);
+        const v = evaluateCheck(step.validate.check, metrics);
         res = { ...res, validation: { ok: v.ok, reason: v.reason }, ...(v.ok ? {} : { outcome: 'failed' as const, message: `validation failed: ${v.reason}` }) };
       }
       live.stepAbort = undefined;
@@ -519,7 +522,7 @@ export class Runner {
         log.info({ message: this.mask(step.message) }, 'procedure log step');
         return { outcome: 'ok', output: this.mask(step.message) };
       case 'check': {
-        const v = evaluateCheck(step.check as Check, await this.metricsOrEmpty());
+        const v = evaluateCheck(step.check, await this.metricsOrEmpty());
         return { outcome: v.ok ? 'ok' : 'failed', message: v.reason };
       }
       case 'snapshot': {
@@ -729,7 +732,9 @@ export function buildReport(row: RunRow): Report {
 /** A report without outputs and step data: what ~/events carries for a large one. */
 export function summarize(report: Report): Record<string, unknown> {
   const strip = (s: StepReport): StepReport => {
-    const { output: _o, data: _d, ...rest } = s;
+    const rest = { ...s };
+    delete rest.output;
+    delete rest.data;
     return rest;
   };
   const r = report as Report & { steps: StepReport[]; rollback: { executed: boolean; steps: StepReport[] } };

@@ -171,13 +171,14 @@ export function formatReport(r: Record<string, unknown>): string {
   const rb = r.rollback as { executed: boolean; cause?: string; steps: StepLine[] } | undefined;
   const reason = r.reason as { code: string; message: string } | undefined;
   const crit = (r.successCriteria as { name?: string; ok: boolean; reason: string }[] | undefined) ?? [];
+  const t = (v: unknown, dflt = '?'): string => (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean' ? String(v) : dflt);
   const pre = (r.prerequisites as { name?: string; ok: boolean; reason: string }[] | undefined) ?? [];
   const lines = [
     `run ${String(r.runId)}: ${String(r.procedure)}${r.dryRun ? ' (dry run)' : ''}: ${String(r.state).toUpperCase()}${reason ? ` (${reason.code}: ${reason.message})` : ''}`,
-    `  started ${String(r.startedAt ?? '?')} by ${String(r.startedBy ?? '?')} (${String(r.trigger ?? '?')}), ${String(r.elapsedMs ?? '?')} ms; definition sha256 ${String(r.definitionSha256 ?? '?')}`,
+    `  started ${t(r.startedAt)} by ${t(r.startedBy)} (${t(r.trigger)}), ${t(r.elapsedMs)} ms; definition sha256 ${t(r.definitionSha256)}`,
     `  params: ${JSON.stringify(r.params ?? {})}`,
     ...(pre.length > 0 ? ['  prerequisites:', ...pre.map((c) => `    ${c.ok ? 'ok' : 'FAILED'}: ${c.name ?? c.reason}${c.name ? ` (${c.reason})` : ''}`)] : []),
-    `  steps: ${String(r.stepsOk ?? 0)} ok, ${String(r.stepsFailed ?? 0)} failed, ${String(r.stepsSkipped ?? 0)} skipped of ${String(r.stepsTotal ?? steps.length)}`,
+    `  steps: ${t(r.stepsOk, '0')} ok, ${t(r.stepsFailed, '0')} failed, ${t(r.stepsSkipped, '0')} skipped of ${t(r.stepsTotal, String(steps.length))}`,
     ...stepReportLines(steps, '    '),
   ];
   if (rb?.executed) lines.push(`  rollback (${rb.cause ?? 'ran'}):`, ...stepReportLines(rb.steps, '    '));

@@ -177,6 +177,9 @@ describe('maintenance procedures run by the agent', () => {
     assert.equal(existsSync(join(dir, 'first')), false, 'the rollback undid the first step');
     assert.equal(existsSync(join(dir, 'never')), false);
     assert.equal(readFileSync(join(dir, 'order'), 'utf8'), 'undo-first\nundo-more\n');
+    // The stored report is the one the WMS got.
+    const stored = await runCli(['maintenance', 'report', 'rb-1', '--json', '--config', agent.configPath]);
+    assert.deepEqual(JSON.parse(stored.stdout), r);
   });
 
   test('a dry run creates nothing: the command step is reported would-run', async () => {
