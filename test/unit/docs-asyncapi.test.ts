@@ -74,7 +74,9 @@ test('the command channel lists the operations this release offers', () => {
   const found = channelFor('cmd/{op}');
   assert.ok(found);
   const op = obj(obj(found[1].parameters, 'parameters').op, 'op parameter');
-  assert.deepEqual([...(op.enum as string[])].sort(), ['cancel', 'diagnostics', 'restart']);
+  assert.deepEqual([...(op.enum as string[])].sort(), ['cancel', 'confirm', 'diagnostics', 'maintenance', 'pause', 'restart', 'resume']);
+  const messages = obj(found[1].messages, 'messages');
+  for (const name of op.enum as string[]) assert.ok(messages[name], `no message for the ${name} operation`);
 });
 
 test('every code of the "commands" domain is a documented reason code', () => {
@@ -128,4 +130,14 @@ test('every local $ref resolves', () => {
     return false;
   });
   assert.deepEqual(broken, []);
+});
+
+test('the maintenance report schema has every field of the contract\'s report (CONTRACT.md section 6)', () => {
+  const schemas = obj(obj(doc.components, 'components').schemas, 'schemas');
+  const props = obj(obj(schemas.MaintenanceReport, 'MaintenanceReport').properties, 'MaintenanceReport.properties');
+  const contract = ['runId', 'procedure', 'name', 'definitionSha256', 'trigger', 'startedBy', 'dryRun', 'params', 'state', 'ok', 'startedAt', 'endedAt', 'elapsedMs', 'stepsTotal', 'stepsOk', 'stepsFailed', 'stepsSkipped', 'steps', 'successCriteriaOk', 'rollback'];
+  assert.deepEqual(contract.filter((k) => !(k in props)), []);
+  const step = obj(obj(schemas.MaintenanceStepReport, 'MaintenanceStepReport').properties, 'MaintenanceStepReport.properties');
+  assert.deepEqual(obj(step.outcome, 'outcome').enum, ['ok', 'failed', 'skipped', 'would-run', 'timeout', 'cancelled']);
+  assert.deepEqual(obj(props.state, 'state').enum, ['succeeded', 'failed', 'rolled-back', 'cancelled', 'interrupted']);
 });
