@@ -29,6 +29,10 @@ import { AdminServer, adminSocketAlive } from '../core/admin.js';
 import { topicsFor } from './topics.js';
 import { diagnosticsOperation } from './ops/diagnostics.js';
 import { restartOperation } from './ops/restart.js';
+import { configOperation } from './ops/config.js';
+import { agentTarget, bridgeTarget } from './config-targets.js';
+import { configHash } from '../core/config-edit.js';
+import { takeKnownGood } from '../recovery/known-good.js';
 import { wireOta } from './ota-wiring.js';
 import { BridgeUpgrade } from './bridge-upgrade.js';
 import { bridgeSocketPath } from '../plc-bridge/paths.js';
@@ -260,6 +264,24 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     ),
   );
 
+  // Remote configuration (CONTRACT.md section 7): applied through a restart, kept only once confirmed.
+  const configSource = boot.source ?? configPath;
+  const configOp = configOperation({
+    targets: { agent: agentTarget(configSource, config), 'plc-bridge': bridgeTarget(config.plcBridge.config) },
+    runningHash: boot.content ? configHash(boot.content) : undefined,
+    dataDir: config.dataDir,
+    clock,
+    logger: logger.child({ component: 'config' }),
+    healthy: () => link.isConnected() && loops.peek().ok,
+    restart: (reason) => void shutdown(reason, true),
+    durable: () => new Promise<void>((resolve) => walSync.after(() => resolve())),
+    audit: audit.port,
+    keepKnownGood: (source, content) => void takeKnownGood({ dataDir: config.dataDir, source, content, keep: config.restore.keepConfigs }),
+    fault: faultInjector(faultFromEnv(env), config.dataDir),
+    ...(bridgeSocket ? { bridge: { socket: bridgeSocket, cli: process.argv[1] ?? '', timeoutMs: 60_000 } } : {}),
+  });
+  router.register(configOp);
+
   const admin = new AdminServer({
     path: adminSocketPath(config),
     logger: logger.child({ component: 'admin' }),
@@ -286,6 +308,11 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
         router.handle(params.op, Buffer.from(JSON.stringify({ id, params: params.params ?? {} })));
         return { id };
       },
+      'config-get': (params) => {
+        const out = configOp.get(params.target === 'plc-bridge' ? 'plc-bridge' : 'agent');
+        if (out.status !== 'successful') throw new EdgeError('reason' in out && out.reason ? out.reason.code : 'internal', 'reason' in out && out.reason ? out.reason.message : 'no configuration');
+        return out.result;
+      },
       'command-status': (params) => {
         const rec = typeof params.id === 'string' ? store.get(params.id) : undefined;
         return rec ? (JSON.parse(rec.lastMessage) as unknown) : null;
@@ -299,6 +326,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     incidents: recovery.incidents,
     components: () => recovery.supervisor.status(),
     healthy: () => link.isConnected() && loops.peek().ok,
+    hold: () => router.current().some((c) => c.op === 'config'),
     quiet: () => router.current().length === 0,
     restart: (reason) => void shutdown(reason, true),
   });

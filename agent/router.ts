@@ -39,7 +39,7 @@ import type { Db } from '../lib/sqlite.js';
 import { EdgeError, errorCode, errorMessage } from '../lib/errors.js';
 import type { Outbox } from './outbox.js';
 import type { CommandStore, CommandRecord, NewCommandRow } from './command-store.js';
-import { parseCommand, type CommandCode } from './command-parse.js';
+import { parseCommand } from './command-parse.js';
 import type { StoreGate } from './store-gate.js';
 import type { WalSync } from '../lib/wal-sync.js';
 import type { CommandStatus, OperationContext, OperationHandler, OperationOutcome, Reason } from '../core/ports.js';
@@ -166,7 +166,7 @@ export class Router {
     this.opts.gate?.addRetry(() => this.retryUnsaved());
     for (const rec of this.opts.store.unfinished()) {
       const handler = this.handlers.get(rec.op);
-      if (rec.redacted) {
+      if (rec.redacted && !(handler?.resume && handler.resumesWithoutParams && rec.status === 'executing')) {
         this.finish(rec.id, rec.op, { status: 'failed', reason: { code: 'interrupted', message: 'the agent stopped before the command finished, and its secret parameters were kept in memory only; send it again with a new id' } });
       } else if (handler && rec.status === 'accepted') {
         this.waiting.push({ rec, handler });
@@ -360,6 +360,8 @@ export class Router {
       const problems = parsed.error.issues.map((i) => `${i.path.join('.') || 'params'}: ${i.message}`).join('; ');
       return this.reject(id, op, 'invalid-params', problems, ack);
     }
+    const refused = handler.check?.(parsed.data);
+    if (refused) return this.reject(id, op, refused.code, refused.message, ack, refused.details);
     if (this.stopping) return this.reject(id, op, 'shutting-down', 'the agent is shutting down; send the command again later', ack);
     const staged = [...this.syncing, ...this.staged.filter((s) => s.row?.status === 'accepted')];
     const pending = this.running.size + this.waiting.length + staged.length;
@@ -409,10 +411,11 @@ export class Router {
   }
 
   /** A rejection: its row (without params: a rejected command never needs them) and status, staged. */
-  private reject(id: string, op: string, code: CommandCode, message: string, ack: Ack): void {
-    const msg = this.statusMessage(id, op, 'rejected', { reason: { code, message } });
+  private reject(id: string, op: string, code: string, message: string, ack: Ack, details?: unknown): void {
+    const reason: Reason = details === undefined ? { code, message } : { code, message, details };
+    const msg = this.statusMessage(id, op, 'rejected', { reason });
     this.stage({
-      id, op, message: msg, exclusive: false, ack, reason: { code, message },
+      id, op, message: msg, exclusive: false, ack, reason,
       row: { id, op, status: 'rejected', paramsJson: null, redacted: false, lastMessage: msg, now: this.opts.clock.now(), expiresAt: undefined },
       after: () => {
         this.counters.rejected++;
