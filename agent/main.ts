@@ -276,6 +276,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     restart: (reason) => void shutdown(reason, true),
     durable: () => new Promise<void>((resolve) => walSync.after(() => resolve())),
     audit: audit.port,
+    actorOf: (id) => audit.actorOf(id),
     keepKnownGood: (source, content) => void takeKnownGood({ dataDir: config.dataDir, source, content, keep: config.restore.keepConfigs }),
     fault: faultInjector(faultFromEnv(env), config.dataDir),
     ...(bridgeSocket ? { bridge: { socket: bridgeSocket, cli: process.argv[1] ?? '', timeoutMs: 60_000 } } : {}),

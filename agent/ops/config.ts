@@ -73,6 +73,8 @@ export interface ConfigOpDeps {
   /** Resolves once every store commit so far is on disk. */
   durable(): Promise<void>;
   audit: AuditPort;
+  /** Who sent a command (`local` or `wms:<id>`): saved with the apply, since a restart forgets it. */
+  actorOf(id: string): string;
   keepKnownGood(source: string, content: Buffer): void;
   /** Crash-test fault points (lib/fault.ts). */
   fault(name: string): void;
@@ -91,6 +93,7 @@ interface ApplyState {
   changed: string[];
   confirmSec: number;
   deadlineAt?: number;
+  actor?: string;
 }
 
 interface Candidate {
@@ -140,7 +143,7 @@ export function configOperation(d: ConfigOpDeps): OperationHandler<ConfigParams>
 
   const record = (ctx: OperationContext<ConfigParams>, s: ApplyState, action: string, outcome: string): void => {
     try {
-      d.audit({ actor: `wms:${ctx.id}`, action, target: s.target, outcome, details: { command: ctx.id, fromHash: s.fromHash, toHash: s.toHash, changed: s.changed } });
+      d.audit({ actor: s.actor ?? `wms:${ctx.id}`, action, target: s.target, outcome, details: { command: ctx.id, fromHash: s.fromHash, toHash: s.toHash, changed: s.changed } });
     } catch (err) {
       ctx.logger.error({ err }, 'could not record the configuration change in the audit trail');
     }
@@ -227,7 +230,7 @@ export function configOperation(d: ConfigOpDeps): OperationHandler<ConfigParams>
     const b = build(p);
     if (!b.ok) return { status: 'failed', reason: b.reason };
     const c = b.c;
-    const s: ApplyState = { phase: 'swap', target: p.target, path: c.target.path!, fromHash: c.hash, toHash: c.toHash, changed: c.changed, confirmSec: p.confirmSec };
+    const s: ApplyState = { phase: 'swap', target: p.target, path: c.target.path!, fromHash: c.hash, toHash: c.toHash, changed: c.changed, confirmSec: p.confirmSec, actor: d.actorOf(ctx.id) };
     if (c.changed.length === 0) return { status: 'successful', result: { ...result(s), toHash: c.hash } };
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     writeFileAtomic(files(ctx.id).prev, c.bytes, 0o600);

@@ -8,9 +8,9 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parse } from 'yaml';
+import { parse, stringify } from 'yaml';
 import type { MqttClient } from 'mqtt';
 import { startBroker, type Broker } from '../helpers/broker.js';
 import { freePort, mqttClient, tempDir, waitFor } from '../helpers/util.js';
@@ -169,6 +169,50 @@ describe('remote configuration of the agent', () => {
     assert.deepEqual(rev?.details?.changed, ['mqtt.url']);
     assert.deepEqual(wms.terminals('apply-nowhere'), ['failed']);
     assert.equal((await get()).config.mqtt.url, broker.url);
+  });
+
+  test('edge-agent config show, diff and apply on the gateway: the same checks, the outcome waited for across the restart', async () => {
+    const args = ['--config', agent.configPath];
+    const show = await runCli(['config', 'show', '--json', ...args]);
+    assert.equal(show.code, 0, show.stderr);
+    const g = JSON.parse(show.stdout) as Got;
+    assert.equal(g.hash, fileHash(agent.configPath));
+    assert.equal(g.config.mqtt.password, '[redacted]');
+    assert.match((await runCli(['config', 'show', ...args])).stdout, new RegExp(`hash ${g.hash}`));
+
+    const dir = tempDir('config-cli-');
+    const good = join(dir, 'good.yaml');
+    writeFileSync(good, stringify({ ...g.config, log: { level: 'debug' } }));
+    const diff = await runCli(['config', 'diff', good, ...args]);
+    assert.equal(diff.code, 1, diff.stderr);
+    assert.match(diff.stdout, /~ log\.level: \(absent\) -> "debug"/);
+    assert.ok(!diff.stdout.includes(SECRET));
+
+    const bad = join(dir, 'bad.yaml');
+    writeFileSync(bad, stringify({ ...g.config, log: { level: 'loud' }, outbox: { inflight: 0 } }));
+    const refused = await runCli(['config', 'apply', bad, ...args]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /rejected: invalid-config/);
+    assert.match(refused.stderr, /^ {2}log\.level: /m);
+    assert.match(refused.stderr, /^ {2}outbox\.inflight: /m);
+    assert.equal(fileHash(agent.configPath), g.hash);
+
+    const pid0 = (await agentPid(socket))!;
+    const ok = await runCli(['config', 'apply', good, '--confirm-sec', '30', ...args]);
+    assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+    assert.match(ok.stdout, /applied and confirmed: log\.level/);
+    await restarted(pid0);
+    const onDisk = parse(readFileSync(agent.configPath, 'utf8')) as Got['config'] & { log: { level: string } };
+    assert.equal(onDisk.log.level, 'debug');
+    assert.equal(onDisk.mqtt.password, SECRET, '"[redacted]" in the file kept the secret');
+    const e = (await auditEntries(agent.configPath)).filter((x) => x.action === 'config-apply').at(-1);
+    assert.equal(e?.actor, 'local');
+    assert.deepEqual(e?.details?.changed, ['log.level']);
+
+    const help = await runCli(['config', '--help']);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /apply FILE/);
+    assert.equal((await runCli(['config', 'frob', ...args])).code, 64);
   });
 });
 
