@@ -212,17 +212,35 @@ export function configOperation(d: ConfigOpDeps): OperationHandler<ConfigParams>
     return revert(ctx, s, `not connected to the broker and healthy within ${s.confirmSec} s`);
   };
 
+  const ping = async (socket: string): Promise<{ pid?: number; role?: string } | undefined> => {
+    try {
+      return (await rpcRequest(socket, 'ping', {}, 2000)) as { pid?: number; role?: string };
+    } catch {
+      return undefined;
+    }
+  };
+
+  /**
+   * The running bridge starts its successor on the new file and hands the role over. Its own
+   * answer may be lost (it exits once the successor has the role): what counts is who answers
+   * `ping` afterwards, as for an update's handover (agent/bridge-upgrade.ts).
+   */
   const handover = async (ctx: OperationContext<ConfigParams>, s: ApplyState): Promise<OperationOutcome> => {
     const b = d.bridge;
-    if (!b) return revert(ctx, s, 'no PLC bridge runs to hand over to');
+    if (!b) return revert(ctx, s, 'no PLC bridge is configured to hand over to');
     await save(ctx, { ...s, phase: 'handover' });
     ctx.progress('handover');
-    try {
-      await rpcRequest(b.socket, 'upgrade', { cli: b.cli }, b.timeoutMs);
-    } catch (err) {
-      return revert(ctx, s, `the PLC bridge did not take the new configuration over (${errorMessage(err)})`);
+    const before = (await ping(b.socket))?.pid;
+    let failure: unknown;
+    await rpcRequest(b.socket, 'upgrade', { cli: b.cli }, b.timeoutMs).catch((err: unknown) => (failure = err));
+    const until = d.clock.now() + 10_000;
+    for (;;) {
+      const now = await ping(b.socket);
+      if (now?.role === 'active' && now.pid !== undefined && now.pid !== before) return confirmed(ctx, s);
+      if ((now?.role === 'active' && now.pid === before) || d.clock.now() >= until) break;
+      await new Promise<void>((r) => d.clock.setTimeout(r, 100));
     }
-    return confirmed(ctx, s);
+    return revert(ctx, s, `the PLC bridge did not take the new configuration over${failure === undefined ? '' : ` (${errorMessage(failure)})`}`);
   };
 
   const apply = async (ctx: OperationContext<ConfigParams>, p: ApplyParams): Promise<OperationOutcome> => {
