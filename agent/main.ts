@@ -33,6 +33,7 @@ import { configOperation } from './ops/config.js';
 import { agentTarget, bridgeTarget } from './config-targets.js';
 import { configHash } from '../core/config-edit.js';
 import { takeKnownGood } from '../recovery/known-good.js';
+import { Certificates } from './certificates.js';
 import { wireOta } from './ota-wiring.js';
 import { BridgeUpgrade } from './bridge-upgrade.js';
 import { bridgeSocketPath } from '../plc-bridge/paths.js';
@@ -233,7 +234,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     storeCommits: storeGate.current() ?? 'ok',
     eventLoopLag: lagStats(),
     components: recovery.supervisor.status(),
-    alerts: [...storeAlerts(), ...(health?.activeAlerts() ?? [])],
+    alerts: [...storeAlerts(), ...certificates.alerts(), ...(health?.activeAlerts() ?? [])],
     health: health?.lastSnapshot(),
   });
   // quick_check reads the whole store: a burst of diagnostics commands shares one result a minute.
@@ -282,6 +283,19 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     ...(bridgeSocket ? { bridge: { socket: bridgeSocket, cli: process.argv[1] ?? '', timeoutMs: 60_000 } } : {}),
   });
   router.register(configOp);
+  // The client certificate: status, CSR and install; the renewal on time (CONTRACT.md section 7).
+  const certificates = new Certificates({
+    config,
+    clock,
+    logger: logger.child({ component: 'certificates' }),
+    audit: audit.port,
+    actorOf: (id) => audit.actorOf(id),
+    event: (ev) => event(ev, true),
+    reconnect: () => link.restart(),
+    connected: () => link.isConnected(),
+    durable: () => new Promise<void>((resolve) => walSync.after(() => resolve())),
+  });
+  router.register(certificates.operation());
 
   const admin = new AdminServer({
     path: adminSocketPath(config),
@@ -382,6 +396,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     ...(health ? [health] : []),
     restore,
     procedureWatch,
+    certificates,
   ];
   const started: Component[] = [];
   let watchdog: NodeJS.Timeout | undefined;
