@@ -153,6 +153,28 @@ describe('the gateway certificate with a broker that requires client certificate
     assert.deepEqual(actions, ['certificate-csr:created', 'certificate-install:refused/untrusted', 'certificate-install:refused/key-mismatch', 'certificate-install:installed', 'certificate-csr:created', 'certificate-install:refused/broker-refused']);
     assert.ok(!audit.stdout.includes('PRIVATE KEY'));
   });
+
+  test('edge-agent cert status, csr and install FILE do the same from the gateway', async () => {
+    const args = ['--config', agent.configPath];
+    const st = await runCli(['cert', 'status', ...args]);
+    assert.equal(st.code, 0, st.stderr);
+    assert.match(st.stdout, new RegExp(`fingerprint +${fingerprint(readFileSync(certPath, 'utf8'))}`));
+    const csr = await runCli(['cert', 'csr', ...args]);
+    assert.equal(csr.code, 0, csr.stderr);
+    assert.match(csr.stdout, /^-----BEGIN CERTIFICATE REQUEST-----/);
+    const file = join(dir, 'cli-signed.pem');
+    writeFileSync(file, ca.sign(csr.stdout));
+    const inst = await runCli(['cert', 'install', file, ...args]);
+    assert.equal(inst.code, 0, inst.stdout + inst.stderr);
+    assert.match(inst.stdout, /^installed: fingerprint /);
+    assert.equal(readFileSync(certPath, 'utf8'), readFileSync(file, 'utf8'));
+    await agentConnected(agent, 20_000);
+    const again = await runCli(['cert', 'install', file, ...args]);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /no-pending-key/);
+    assert.equal((await runCli(['cert', '--help'])).code, 0);
+    assert.equal((await runCli(['cert', 'install', ...args])).code, 64);
+  });
 });
 
 describe('certificate renewal on time', () => {
