@@ -34,6 +34,7 @@ import { agentTarget, bridgeTarget } from './config-targets.js';
 import { configHash } from '../core/config-edit.js';
 import { takeKnownGood } from '../recovery/known-good.js';
 import { Certificates } from './certificates.js';
+import { trustOperation } from './ops/trust.js';
 import { wireOta } from './ota-wiring.js';
 import { BridgeUpgrade } from './bridge-upgrade.js';
 import { bridgeSocketPath } from '../plc-bridge/paths.js';
@@ -296,6 +297,8 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     durable: () => new Promise<void>((resolve) => walSync.after(() => resolve())),
   });
   router.register(certificates.operation());
+  // Trust anchors of update bundles: only through a signed trust update (docs/trust-updates.md).
+  router.register(trustOperation({ anchorsPath: config.ota.trustAnchors, clock, audit: audit.port, actorOf: (id) => audit.actorOf(id) }));
 
   const admin = new AdminServer({
     path: adminSocketPath(config),

@@ -74,7 +74,7 @@ test('the command channel lists the operations this release offers', () => {
   const found = channelFor('cmd/{op}');
   assert.ok(found);
   const op = obj(obj(found[1].parameters, 'parameters').op, 'op parameter');
-  assert.deepEqual([...(op.enum as string[])].sort(), ['cancel', 'certificate', 'config', 'diagnostics', 'restart']);
+  assert.deepEqual([...(op.enum as string[])].sort(), ['cancel', 'certificate', 'config', 'diagnostics', 'restart', 'trust']);
 });
 
 test('every code of the "commands" domain is a documented reason code', () => {
