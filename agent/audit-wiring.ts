@@ -41,6 +41,8 @@ export interface AuditWiring {
   command: (id: string, op: string, status: string, reason: Reason | undefined, params: unknown, origin?: Origin) => void;
   /** Marks a command id as sent through the admin socket (the console, `edge-agent rollback`). */
   fromAdmin(id: string): void;
+  /** Who sent command `id`, as entries name it: `local` or `wms:<id>` (for an operation to persist across a restart). */
+  actorOf(id: string): string;
   component: Component;
 }
 
@@ -79,6 +81,7 @@ export function wireAudit(w: { db: Db; clock: Clock; logger: Logger; limits: Age
     log,
     port,
     command: (id, op, status, reason, params, origin) => port(commandAudit(id, op, status, reason, params, origin)),
+    actorOf: (id) => (local.has(id) ? 'local' : `wms:${id}`),
     fromAdmin: (id) => {
       // Bounded: the oldest ids (long finished) are forgotten first.
       if (local.size >= 10_000) local.delete(local.values().next().value!);

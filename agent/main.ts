@@ -29,6 +29,12 @@ import { AdminServer, adminSocketAlive } from '../core/admin.js';
 import { topicsFor } from './topics.js';
 import { diagnosticsOperation } from './ops/diagnostics.js';
 import { restartOperation } from './ops/restart.js';
+import { configOperation } from './ops/config.js';
+import { agentTarget, bridgeTarget } from './config-targets.js';
+import { configHash } from '../core/config-edit.js';
+import { takeKnownGood } from '../recovery/known-good.js';
+import { Certificates } from './certificates.js';
+import { trustOperation } from './ops/trust.js';
 import { wireOta } from './ota-wiring.js';
 import { BridgeUpgrade } from './bridge-upgrade.js';
 import { bridgeSocketPath } from '../plc-bridge/paths.js';
@@ -243,7 +249,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     storeCommits: storeGate.current() ?? 'ok',
     eventLoopLag: lagStats(),
     components: recovery.supervisor.status(),
-    alerts: [...storeAlerts(), ...(health?.activeAlerts() ?? [])],
+    alerts: [...storeAlerts(), ...certificates.alerts(), ...(health?.activeAlerts() ?? [])],
     health: health?.lastSnapshot(),
   });
   // quick_check reads the whole store: a burst of diagnostics commands shares one result a minute.
@@ -273,6 +279,45 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
       process.pid,
     ),
   );
+
+  // Remote configuration (CONTRACT.md section 7): applied through a restart, kept only once confirmed.
+  const configSource = boot.source ?? configPath;
+  /** Who sent command `id`, as audit entries name it: its stored origin (`local`, `console:...`) or `wms:{id}`. */
+  const actorOf = (id: string): string => {
+    const o = store.get(id)?.origin;
+    return o && o.trigger !== 'wms' ? o.actor : `wms:${id}`;
+  };
+  const configOp = configOperation({
+    targets: { agent: agentTarget(configSource, config), 'plc-bridge': bridgeTarget(config.plcBridge.config) },
+    runningHash: boot.content ? configHash(boot.content) : undefined,
+    dataDir: config.dataDir,
+    clock,
+    logger: logger.child({ component: 'config' }),
+    healthy: () => link.isConnected() && loops.peek().ok,
+    restart: (reason) => void shutdown(reason, true),
+    durable: () => new Promise<void>((resolve) => walSync.after(() => resolve())),
+    audit: audit.port,
+    actorOf: (id) => actorOf(id),
+    keepKnownGood: (source, content) => void takeKnownGood({ dataDir: config.dataDir, source, content, keep: config.restore.keepConfigs }),
+    fault: faultInjector(faultFromEnv(env), config.dataDir),
+    ...(bridgeSocket ? { bridge: { socket: bridgeSocket, cli: process.argv[1] ?? '', timeoutMs: 60_000 } } : {}),
+  });
+  router.register(configOp);
+  // The client certificate: status, CSR and install; the renewal on time (CONTRACT.md section 7).
+  const certificates = new Certificates({
+    config,
+    clock,
+    logger: logger.child({ component: 'certificates' }),
+    audit: audit.port,
+    actorOf: (id) => actorOf(id),
+    event: (ev) => event(ev, true),
+    reconnect: () => link.restart(),
+    connected: () => link.isConnected(),
+    durable: () => new Promise<void>((resolve) => walSync.after(() => resolve())),
+  });
+  router.register(certificates.operation());
+  // Trust anchors of update bundles: only through a signed trust update (docs/trust-updates.md).
+  router.register(trustOperation({ anchorsPath: config.ota.trustAnchors, clock, audit: audit.port, actorOf: (id) => actorOf(id) }));
 
   const admin = new AdminServer({
     path: adminSocketPath(config),
@@ -306,6 +351,11 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
         const runs = new Map(maintenance.runner.running().map((r) => [r.runId, r]));
         return { operations: router.queue().map((q) => ({ ...q, ...(runs.has(q.id) ? { run: runs.get(q.id) } : {}) })) };
       },
+      'config-get': (params) => {
+        const out = configOp.get(params.target === 'plc-bridge' ? 'plc-bridge' : 'agent');
+        if (out.status !== 'successful') throw new EdgeError('reason' in out && out.reason ? out.reason.code : 'internal', 'reason' in out && out.reason ? out.reason.message : 'no configuration');
+        return out.result;
+      },
       'command-status': (params) => {
         const rec = typeof params.id === 'string' ? store.get(params.id) : undefined;
         return rec ? (JSON.parse(rec.lastMessage) as unknown) : null;
@@ -319,6 +369,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     incidents: recovery.incidents,
     components: () => recovery.supervisor.status(),
     healthy: () => link.isConnected() && loops.peek().ok,
+    hold: () => router.current().some((c) => c.op === 'config'),
     quiet: () => router.current().length === 0,
     restart: (reason) => void shutdown(reason, true),
   });
@@ -394,6 +445,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     ...(health ? [health] : []),
     restore,
     procedureWatch,
+    certificates,
   ];
   const started: Component[] = [];
   let watchdog: NodeJS.Timeout | undefined;

@@ -189,6 +189,8 @@ export interface RestoreWiring {
   components?: () => { name: string; state: string }[];
   /** Started, connected to the broker, loops ticking. */
   healthy(): boolean;
+  /** A configuration change is unconfirmed (agent/ops/config.ts): nothing becomes known-good meanwhile. */
+  hold?(): boolean;
   /** No command running: a fine moment for a check that blocks the event loop. */
   quiet(): boolean;
   /** Graceful stop and restart (main.ts shutdown(reason, true)). */
@@ -360,6 +362,7 @@ export function wireRestore(w: RestoreWiring): RestoreComponent {
       await keeper.start();
       await memory.start();
       poll = clock.setInterval(() => {
+        if (w.hold?.()) return;
         if (!proven && w.healthy()) {
           proven = true;
           keepConfig('started and connected');

@@ -217,7 +217,7 @@ export class Router {
     this.opts.gate?.addRetry(() => this.retryUnsaved());
     for (const rec of this.opts.store.unfinished()) {
       const handler = this.handlers.get(rec.op);
-      if (rec.redacted) {
+      if (rec.redacted && !(handler?.resume && handler.resumesWithoutParams && rec.status === 'executing')) {
         this.finish(rec.id, rec.op, { status: 'failed', reason: { code: 'interrupted', message: 'the agent stopped before the command finished, and its secret parameters were kept in memory only; send it again with a new id' } });
       } else if (handler && rec.status === 'accepted') {
         this.waiting.push({ rec, handler, exclusive: this.isExclusive(handler, rec.params) });
@@ -464,11 +464,11 @@ export class Router {
     const full = parsed.data;
     let refusal: Reason | undefined;
     try {
-      refusal = handler.admit?.(full, origin);
+      refusal = handler.admit?.(full, origin) ?? handler.check?.(full);
     } catch (err) {
       refusal = { code: errorCode(err) ?? 'internal', message: errorMessage(err) };
     }
-    if (refusal) return this.reject(id, op, refusal.code, refusal.message, ack, origin);
+    if (refusal) return this.reject(id, op, refusal.code, refusal.message, ack, origin, refusal.details);
     const staged = [...this.syncing, ...this.staged.filter((s) => s.row?.status === 'accepted')];
     const pending = this.running.size + this.waiting.length + staged.length;
     if (pending >= this.opts.limits.maxPending) return this.reject(id, op, 'busy', `${pending} commands are waiting or running`, ack, origin);
@@ -542,10 +542,11 @@ export class Router {
   }
 
   /** A rejection: its row (without params: a rejected command never needs them) and status, staged. */
-  private reject(id: string, op: string, code: string, message: string, ack: Ack, origin: Origin): void {
-    const msg = this.statusMessage(id, op, 'rejected', { reason: { code, message } });
+  private reject(id: string, op: string, code: string, message: string, ack: Ack, origin: Origin, details?: unknown): void {
+    const reason: Reason = details === undefined ? { code, message } : { code, message, details };
+    const msg = this.statusMessage(id, op, 'rejected', { reason });
     this.stage({
-      id, op, message: msg, exclusive: false, ack, reason: { code, message }, origin,
+      id, op, message: msg, exclusive: false, ack, reason, origin,
       row: { id, op, status: 'rejected', paramsJson: null, redacted: false, lastMessage: msg, now: this.opts.clock.now(), expiresAt: undefined, origin },
       after: () => {
         this.counters.rejected++;

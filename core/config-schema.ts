@@ -305,6 +305,22 @@ const auditSchema = z
   })
   .strict();
 
+/** The client certificate's renewal (agent/certificates.ts, docs/certificates.md). */
+const certificatesSchema = z
+  .object({
+    /** How often the certificate's dates are looked at. */
+    checkIntervalMs: z.number().int().min(100).max(86_400_000).default(3_600_000),
+    /** Renewal is due at this fraction of the lifetime ... */
+    renewAtFraction: z.number().min(0.1).max(0.99).default(0.8),
+    /** ... or this many days before expiry, whichever comes first. */
+    renewBeforeDays: z.number().min(0).max(3650).default(30),
+    /** The certificate-renewal event is sent again this often until a new certificate is installed. */
+    repeatMs: z.number().int().min(1000).max(30 * 86_400_000).default(86_400_000),
+    /** A standing alarm in `status` when this few days are left. */
+    alarmDays: z.number().min(0).max(3650).default(7),
+  })
+  .strict();
+
 const maintenanceSchema = z
   .object({
     /** Operators' procedure files, one `{id}.yaml` each (CONTRACT.md section 6); a missing directory holds none. */
@@ -336,6 +352,7 @@ export const configSchema = z
     plcBridge: plcBridgeSchema.default({ launch: 'auto' }),
     maintenance: maintenanceSchema.default(() => maintenanceSchema.parse({})),
     audit: auditSchema.default(() => auditSchema.parse({})),
+    certificates: certificatesSchema.default(() => certificatesSchema.parse({})),
     shutdownTimeoutMs: z.number().int().min(100).max(120_000).default(10_000),
   })
   .strict();

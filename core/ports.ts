@@ -43,6 +43,8 @@ export const TERMINAL_STATUSES: readonly CommandStatus[] = ['successful', 'faile
 export interface Reason {
   code: string;
   message: string;
+  /** Particulars a client can act on, e.g. `invalid-config`'s list of `{path, message}`. */
+  details?: unknown;
 }
 
 export interface Progress {
@@ -116,6 +118,16 @@ export interface OperationHandler<P = unknown> {
    * command `interrupted` when a restart lost them. Without it the params are stored as they are.
    */
   redactParams?(params: P): unknown;
+  /**
+   * `resume` needs none of the params (what it needs it persisted with saveData before the
+   * restart): a command whose stored params are redacted is resumed, not failed `interrupted`.
+   */
+  readonly resumesWithoutParams?: boolean;
+  /**
+   * Checked at intake, after `params` parsed: a Reason rejects the command (never executed) with
+   * that code, e.g. `conflict` or `invalid-config`. Synchronous and cheap; never throws.
+   */
+  check?(params: P): Reason | undefined;
   execute(ctx: OperationContext<P>): Promise<OperationOutcome>;
   /**
    * Called at start for a command of this op that a previous process left non-terminal.

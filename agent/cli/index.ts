@@ -188,6 +188,49 @@ ${COMMON_HELP}
     options: { ...common, json: { type: 'boolean' }, since: { type: 'string' }, verify: { type: 'boolean' } },
     run: async (v) => (await import('./audit.js')).auditCommand(v),
   },
+  config: {
+    summary: 'the running configuration: show it, diff a file against it, apply a file safely',
+    usage: `edge-agent config show|diff FILE|apply FILE [--target agent|plc-bridge] [--json] [--config FILE] [--data-dir DIR]
+
+Through the running daemon's admin socket (docs/config-apply.md). show prints the configuration
+of the agent or the PLC bridge with its hash, secrets as "[redacted]". diff FILE lists the key
+paths FILE changes (exit 0 when none, 1 when some). apply FILE sends FILE as a whole document,
+based on the hash read just before, as a \`config\` command (recorded in the audit trail as local):
+it is validated whole (every problem listed), applied, and kept only when the agent is connected
+and healthy again within --confirm-sec, else reverted by itself. "[redacted]" in FILE keeps
+the secret that is set. Exit status 0 when applied and confirmed, 1 when refused or reverted, 3
+when the daemon is not running, 64 for a malformed option.
+
+${COMMON_HELP}
+  --target T         agent (default) or plc-bridge
+  --confirm-sec N    apply: how long the agent has to be connected and healthy (default 60)
+  --timeout S        apply: how long to wait for the outcome (default confirm-sec + 60)
+  --json             machine-readable output: show {target, hash, config}; diff {target, hash,
+                     changed}; apply the final status {id, op, status, reason?, result?}`,
+    options: { ...common, json: { type: 'boolean' }, target: { type: 'string' }, 'confirm-sec': { type: 'string' }, timeout: { type: 'string' } },
+    positionals: true,
+    run: async (v, p) => (await import('./config.js')).configCommand(v, p),
+  },
+  cert: {
+    summary: "the gateway's client certificate: status, a new key and CSR, install the signed certificate",
+    usage: `edge-agent cert status|csr|install FILE [--key-type ec-p256|rsa-2048] [--json] [--config FILE] [--data-dir DIR]
+
+The \`certificate\` operation through the running daemon's admin socket (docs/certificates.md),
+recorded in the audit trail as local. status prints the certificate in use. csr makes a new key
+on the gateway (0600, it never leaves) and prints its CSR (PEM, CN = the gateway id) for the CA.
+install FILE takes the signed certificate (PEM, then its chain) for that key: it is checked
+(key, CA, dates, clientAuth), tried with a separate connection to the broker, and only then
+swapped in; the previous pair is kept for a day. Exit status 0 when done, 1 when refused (the
+code and why on stderr; the current certificate stays), 3 when the daemon is not running, 64
+for a malformed option.
+
+${COMMON_HELP}
+  --key-type T       csr: ec-p256 (default) or rsa-2048
+  --json             the final status {id, op, status, reason?, result?}`,
+    options: { ...common, json: { type: 'boolean' }, 'key-type': { type: 'string' } },
+    positionals: true,
+    run: async (v, p) => (await import('./cert.js')).certCommand(v, p),
+  },
   diag: {
     summary: 'the diagnostics suite: what is wrong and what to do (exit 0 ok, 1 warnings, 2 failures)',
     usage: `edge-agent diag [--json] [--only GROUPS] [--config FILE] [--data-dir DIR]

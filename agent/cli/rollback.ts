@@ -16,15 +16,15 @@ export const DEFAULT_TIMEOUT_SEC = 60;
 const POLL_MS = 250;
 const TERMINAL = new Set(['successful', 'failed', 'cancelled', 'rejected']);
 
-interface Status {
+export interface Status {
   status: string;
   progress?: { step?: string };
-  reason?: { code?: string; message?: string };
+  reason?: { code?: string; message?: string; details?: { path: string; message: string }[] };
   result?: unknown;
 }
 
 /** The socket errors that mean "no daemon answers right now" (down, restarting, busy). */
-function daemonAway(err: unknown): boolean {
+export function daemonAway(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException).code;
   return code === 'ENOENT' || code === 'ECONNREFUSED' || code === 'ECONNRESET' || code === 'EPIPE' || code === 'admin-timeout';
 }
@@ -34,7 +34,7 @@ export function consoleCommandId(now = Date.now()): string {
 }
 
 /** The command's latest status: from the daemon, else from the store; undefined when neither knows it yet. */
-async function latest(ctx: CliContext, id: string): Promise<{ from: 'daemon' | 'store'; status: Status | undefined }> {
+export async function latest(ctx: CliContext, id: string): Promise<{ from: 'daemon' | 'store'; status: Status | undefined }> {
   try {
     const s = (await adminRequest(ctx.socket, 'command-status', { id }, 2000)) as Status | null;
     return { from: 'daemon', status: s ?? undefined };

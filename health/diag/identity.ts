@@ -10,6 +10,8 @@ import { errText, failure, ok, skipped, warning, type CheckResult, type GroupChe
 const DAY_MS = 24 * 3600 * 1000;
 /** Renew before this many days are left (a certificate's renewal usually takes days to roll out). */
 export const EXPIRY_WARNING_DAYS = 30;
+/** The alarm of issue 16 (docs/certificates.md): this few days left is a failure, not a warning. */
+export const EXPIRY_ALARM_DAYS = 7;
 
 /** The verdict on a certificate's validity window at `now`; pure. */
 export function expiryVerdict(notBefore: Date, notAfter: Date, now: number, subject: string): CheckResult {
@@ -25,6 +27,9 @@ export function expiryVerdict(notBefore: Date, notAfter: Date, now: number, subj
   }
   if (now > notAfter.getTime()) {
     return failure('expiry', `the device certificate expired on ${notAfter.toISOString()}`, 'issue a new device certificate and key and install them at mqtt.tls.cert and mqtt.tls.key', details);
+  }
+  if (days < EXPIRY_ALARM_DAYS) {
+    return failure('expiry', `the device certificate expires in ${days} day${days === 1 ? '' : 's'} (${notAfter.toISOString()})`, 'the agent sent a CSR as the certificate-renewal event: have the CA sign it and send it back with the certificate operation (install), or edge-agent cert install FILE', details);
   }
   if (days < EXPIRY_WARNING_DAYS) {
     return warning('expiry', `the device certificate expires in ${days} day${days === 1 ? '' : 's'} (${notAfter.toISOString()})`, 'renew the device certificate before it expires', details);

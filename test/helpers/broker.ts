@@ -14,7 +14,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, mkdirSync, writeFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import { startEmbeddedBroker, type EmbeddedBroker } from '../../demo/broker.js';
-import { writePki, type PkiPaths } from '../../certs/devca.js';
+import { writePki, type CertAndKey, type PkiPaths } from '../../certs/devca.js';
 import { canConnect, freePort, tempDir, waitFor } from './util.js';
 
 export interface BrokerOptions {
@@ -45,7 +45,8 @@ export interface Broker {
   /** mqtts://localhost:PORT2, client certificate required. */
   tlsUrl: string | undefined;
   tlsPort: number | undefined;
-  pki: PkiPaths | undefined;
+  /** The paths, and the CA itself (its key too) for issuing more in a test. */
+  pki: (PkiPaths & { authority: CertAndKey }) | undefined;
   dir: string;
   /** SIGTERM and wait for exit (mosquitto saves its persistence file on the way out). */
   stop(): Promise<void>;

@@ -66,11 +66,12 @@ test('file modes: writable by others fails, by the group warns, readable by othe
   assert.equal(modeProblem(0o100640, true), undefined);
 });
 
-test('certificate expiry: expired and not yet valid fail, under 30 days warns', () => {
+test('certificate expiry: expired, not yet valid and under 7 days fail, under 30 days warns', () => {
   const v = (from: number, to: number): string => expiryVerdict(new Date(NOW + from * DAY), new Date(NOW + to * DAY), NOW, 'CN=gw').status;
   assert.equal(v(-10, -1), 'failure');
   assert.equal(v(1, 100), 'failure');
   assert.equal(v(-10, 10), 'warning');
+  assert.equal(v(-10, 5), 'failure', 'the alarm with 7 days left');
   assert.equal(v(-10, 100), 'ok');
   assert.equal(expiryVerdict(new Date(NOW - DAY), new Date(NOW + 100 * DAY), NOW, 'CN=gw').details?.daysLeft, 100);
 });

@@ -74,7 +74,7 @@ test('the command channel lists the operations this release offers', () => {
   const found = channelFor('cmd/{op}');
   assert.ok(found);
   const op = obj(obj(found[1].parameters, 'parameters').op, 'op parameter');
-  assert.deepEqual([...(op.enum as string[])].sort(), ['cancel', 'confirm', 'diagnostics', 'maintenance', 'pause', 'restart', 'resume']);
+  assert.deepEqual([...(op.enum as string[])].sort(), ['cancel', 'certificate', 'config', 'confirm', 'diagnostics', 'maintenance', 'pause', 'restart', 'resume', 'trust']);
   const messages = obj(found[1].messages, 'messages');
   for (const name of op.enum as string[]) assert.ok(messages[name], `no message for the ${name} operation`);
 });
