@@ -57,7 +57,16 @@ test('list: every procedure with its status and problems; exit 1 while one is in
   assert.equal(j.code, 1);
   const doc = JSON.parse(j.stdout) as { proceduresDir: string; procedures: { id: string; status: string; source: string; definitionSha256: string; overrides?: string; problems: { file: string; path: string }[] }[] };
   assert.equal(doc.proceduresDir, procs);
-  assert.deepEqual(doc.procedures.map((p) => [p.id, p.status]), [['broken', 'invalid'], ['gateway-health-check', 'valid'], ['open', 'unsafe'], ['spool-repair', 'valid']]);
+  assert.deepEqual(doc.procedures.map((p) => [p.id, p.status]), [
+    ['broken', 'invalid'],
+    ['diagnostic-full', 'valid'],
+    ['gateway-health-check', 'valid'],
+    ['maintenance-daily', 'valid'],
+    ['maintenance-monthly', 'valid'],
+    ['maintenance-weekly', 'valid'],
+    ['open', 'unsafe'],
+    ['spool-repair', 'valid'],
+  ]);
   const spool = doc.procedures.find((p) => p.id === 'spool-repair')!;
   assert.equal(spool.definitionSha256, createHash('sha256').update(readFileSync(join(procs, 'spool-repair.yaml'))).digest('hex'));
   assert.match(doc.procedures.find((p) => p.id === 'gateway-health-check')!.overrides ?? '', /dist\/maintenance\/procedures\/gateway-health-check\.yaml$/);
@@ -92,7 +101,7 @@ test('show: a valid procedure in full; an invalid one with its problems (exit 1)
   assert.match(bad.stderr, /unsafe-procedure/);
   const unknown = await runCli(['maintenance', 'show', 'no-such', '--config', config]);
   assert.equal(unknown.code, 2);
-  assert.match(unknown.stderr, /unknown-procedure: no procedure "no-such" on this gateway \(there are: broken, gateway-health-check, open, spool-repair\)/);
+  assert.match(unknown.stderr, /unknown-procedure: no procedure "no-such" on this gateway \(there are: broken, diagnostic-full, gateway-health-check, maintenance-daily, maintenance-monthly, maintenance-weekly, open, spool-repair\)/);
 });
 
 test('validate: a file not installed; every problem on stderr with its key path; the exit statuses', async () => {
