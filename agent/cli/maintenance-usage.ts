@@ -8,7 +8,7 @@ export const MAINTENANCE_OPTIONS: NonNullable<ParseArgsConfig['options']> = {
   help: { type: 'boolean', short: 'h' },
 };
 
-export const MAINTENANCE_USAGE = `edge-agent maintenance <list|show|validate> ... [--json] [--config FILE] [--data-dir DIR]
+export const MAINTENANCE_USAGE = `edge-agent maintenance <list|show|validate|schedule> ... [--json] [--config FILE] [--data-dir DIR]
 
 The maintenance procedures on this gateway (docs/maintenance.md): the ones that ship with the
 release and the operators' in maintenance.proceduresDir (default /etc/edge-agent/procedures/).
@@ -27,6 +27,10 @@ Read from the files: works when the daemon is not running.
     Checks a procedure file without installing it: YAML, the schema and every rule (not its
     permissions, which depend on where it is installed). Exit 0 valid, 1 invalid (every problem
     on stderr), 66 the file cannot be read.
+
+  edge-agent maintenance schedule [--json]
+    Every schedule (a procedure's own, or set by maintenance.schedules) with its next run, last
+    run and last outcome, and the next maintenance windows. Exit 0.
 
   --config FILE      configuration file (default /etc/edge-agent/config.yaml, or $EDGE_AGENT_CONFIG)
   --data-dir DIR     the agent's data directory (its owner is taken as the agent's user)

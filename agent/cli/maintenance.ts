@@ -101,6 +101,8 @@ export async function maintenanceCommand(v: Values, positionals: string[]): Prom
       return arg === undefined ? usage('show needs a procedure id') : show(arg, v);
     case 'validate':
       return arg === undefined ? usage('validate needs a FILE') : validate(arg, v);
+    case 'schedule':
+      return arg === undefined ? (await import('./maintenance-schedule.js')).scheduleCommand(v) : usage('schedule takes no argument');
     case undefined:
       return usage('which one: list, show ID or validate FILE?');
     default:
