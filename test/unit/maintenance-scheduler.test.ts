@@ -261,3 +261,21 @@ test('maintenance.schedules disables or moves a schedule; a refusal by the runne
   assert.equal(row?.outcome, 'refused');
   assert.equal(row?.message, 'busy: the queue is full');
 });
+
+test('setProcedures (the directory changed): a moved cron is re-armed, a removed procedure stops, a new one starts', async () => {
+  const { db } = store();
+  const clock = fakeClock(T0);
+  const runner = fakeRunner(clock);
+  const s = scheduler(db, clock, runner, [proc('a', '*/5 * * * * *'), proc('b', '*/5 * * * * *')]);
+  s.start();
+  await clock.advance(6 * SEC); // a and b ran slot 5
+  s.setProcedures([proc('a', '*/10 * * * * *'), proc('c', '*/5 * * * * *')]);
+  await clock.advance(15 * SEC); // to T0+21
+  s.stop();
+  await clock.advance(1 * SEC);
+  await s.idle();
+  const slots = (id: string): number[] => runner.runs.filter((r) => r.procedure === id).map((r) => (r.slot - T0) / SEC);
+  assert.deepEqual(slots('a'), [5, 10, 20], 'moved to every 10 s');
+  assert.deepEqual(slots('b'), [5], 'removed: no run after');
+  assert.deepEqual(slots('c'), [10, 15, 20], 'added: from its next slot');
+});
