@@ -279,3 +279,26 @@ test('setProcedures (the directory changed): a moved cron is re-armed, a removed
   assert.deepEqual(slots('b'), [5], 'removed: no run after');
   assert.deepEqual(slots('c'), [10, 15, 20], 'added: from its next slot');
 });
+
+test('a slot whose random delay had not run out when the agent stopped still runs after the start, even with catchUpSec 0', async () => {
+  const { path } = store();
+  const clock = fakeClock(T0);
+  const runner = fakeRunner(clock);
+  const p = proc('j', '*/10 * * * * *', { jitterSec: 4, catchUpSec: 0 });
+  let db = openDatabase(path, { migrations: [SCHEDULE_MIGRATIONS] });
+  let s = scheduler(db, clock, runner, [p], { random: () => 0.9 });
+  s.start();
+  await clock.advance(12 * SEC); // slot 10 waits until 13.6
+  s.stop();
+  db.close();
+  assert.equal(runner.runs.length, 0);
+  await clock.advance(1 * SEC);
+  db = openDatabase(path, { migrations: [SCHEDULE_MIGRATIONS] });
+  s = scheduler(db, clock, runner, [p], { random: () => 0.9 });
+  s.start();
+  await clock.advance(1 * SEC);
+  s.stop();
+  await clock.advance(1 * SEC);
+  await s.idle();
+  assert.deepEqual(runner.runs.map((r) => [(r.slot - T0) / SEC, (r.at - T0) / SEC]), [[10, 13.6]], 'slot 10, at its own random start');
+});
