@@ -5,7 +5,7 @@
  */
 import { AuditLog, GENESIS, type AuditInput, type AuditPort } from '../core/audit.js';
 import type { AgentConfig } from '../core/config.js';
-import type { AgentEvent, Component, Reason } from '../core/ports.js';
+import type { AgentEvent, Component, Origin, Reason } from '../core/ports.js';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/log.js';
 import type { Db } from '../lib/sqlite.js';
@@ -23,9 +23,9 @@ export function commandTarget(op: string, params: unknown): string | undefined {
 }
 
 /** The entry of a command that reached a terminal status. Pure. */
-export function commandAudit(id: string, op: string, status: string, reason: Reason | undefined, params: unknown): AuditInput {
+export function commandAudit(id: string, op: string, status: string, reason: Reason | undefined, params: unknown, origin?: Origin): AuditInput {
   return {
-    actor: `wms:${id}`,
+    actor: origin && origin.trigger !== 'wms' ? origin.actor : `wms:${id}`,
     action: op,
     target: commandTarget(op, params),
     outcome: reason ? `${status}/${reason.code}` : status,
@@ -38,7 +38,7 @@ export interface AuditWiring {
   /** The router's port: commands sent through the admin socket are recorded as `local`. */
   port: AuditPort;
   /** The router's hook: a command's terminal status, recorded through `port`. */
-  command: (id: string, op: string, status: string, reason: Reason | undefined, params: unknown) => void;
+  command: (id: string, op: string, status: string, reason: Reason | undefined, params: unknown, origin?: Origin) => void;
   /** Marks a command id as sent through the admin socket (the console, `edge-agent rollback`). */
   fromAdmin(id: string): void;
   component: Component;
@@ -78,7 +78,7 @@ export function wireAudit(w: { db: Db; clock: Clock; logger: Logger; limits: Age
   return {
     log,
     port,
-    command: (id, op, status, reason, params) => port(commandAudit(id, op, status, reason, params)),
+    command: (id, op, status, reason, params, origin) => port(commandAudit(id, op, status, reason, params, origin)),
     fromAdmin: (id) => {
       // Bounded: the oldest ids (long finished) are forgotten first.
       if (local.size >= 10_000) local.delete(local.values().next().value!);

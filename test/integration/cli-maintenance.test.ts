@@ -59,12 +59,15 @@ test('list: every procedure with its status and problems; exit 1 while one is in
   assert.equal(doc.proceduresDir, procs);
   assert.deepEqual(doc.procedures.map((p) => [p.id, p.status]), [
     ['broken', 'invalid'],
+    ['broker-triage', 'valid'],
     ['diagnostic-full', 'valid'],
+    ['disk-pressure-repair', 'valid'],
     ['gateway-health-check', 'valid'],
     ['maintenance-daily', 'valid'],
     ['maintenance-monthly', 'valid'],
     ['maintenance-weekly', 'valid'],
     ['open', 'unsafe'],
+    ['plc-bridge-repair', 'valid'],
     ['spool-repair', 'valid'],
   ]);
   const spool = doc.procedures.find((p) => p.id === 'spool-repair')!;
@@ -101,7 +104,7 @@ test('show: a valid procedure in full; an invalid one with its problems (exit 1)
   assert.match(bad.stderr, /unsafe-procedure/);
   const unknown = await runCli(['maintenance', 'show', 'no-such', '--config', config]);
   assert.equal(unknown.code, 2);
-  assert.match(unknown.stderr, /unknown-procedure: no procedure "no-such" on this gateway \(there are: broken, diagnostic-full, gateway-health-check, maintenance-daily, maintenance-monthly, maintenance-weekly, open, spool-repair\)/);
+  assert.match(unknown.stderr, /unknown-procedure: no procedure "no-such" on this gateway \(there are: broken, broker-triage, diagnostic-full, disk-pressure-repair, gateway-health-check, maintenance-daily, maintenance-monthly, maintenance-weekly, open, plc-bridge-repair, spool-repair\)/);
 });
 
 test('validate: a file not installed; every problem on stderr with its key path; the exit statuses', async () => {
@@ -131,14 +134,25 @@ test('validate: a file not installed; every problem on stderr with its key path;
   assert.match(missing.stderr, /cannot read/);
 });
 
-test('--help, usage errors, what is not built yet, and an invalid configuration', async () => {
+test('--help, usage errors, schedule and run with no daemon, and an invalid configuration', async () => {
   const help = await runCli(['maintenance', '--help']);
   assert.equal(help.code, 0);
   assert.match(help.stdout, /edge-agent maintenance validate FILE \[--json\]/);
+  assert.match(help.stdout, /edge-agent maintenance run ID \[--dry-run\] \[--param K=V\]/);
   assert.equal((await runCli(['maintenance'])).code, 64);
+  // schedule reads the files, the config and the store: it works with no daemon.
+  const sched = await runCli(['maintenance', 'schedule', '--config', config]);
+  assert.equal(sched.code, 0, sched.stderr);
+  assert.match(sched.stdout, /^spool-repair\s+0 3 \* \* 0 Europe\/Madrid\s+\S+\s+-\s+never ran\s+\(disruptive\)$/m);
+  // run asks the daemon: none runs here.
   const run = await runCli(['maintenance', 'run', 'spool-repair', '--config', config]);
-  assert.equal(run.code, 64);
-  assert.match(run.stderr, /not built yet/);
+  assert.equal(run.code, 3);
+  assert.match(run.stderr, /the daemon is not running/);
+  // reports read the store: none yet.
+  const reps = await runCli(['maintenance', 'reports', '--json', '--config', config]);
+  assert.equal(reps.code, 0, reps.stderr);
+  assert.deepEqual(JSON.parse(reps.stdout), { reports: [] });
+  assert.equal((await runCli(['maintenance', 'report', 'nope', '--config', config])).code, 2);
   assert.equal((await runCli(['maintenance', 'show', '--config', config])).code, 64);
   const badConfig = join(dir, 'bad-config.yaml');
   writeFileSync(badConfig, stringify({ gatewayId: 'gw', maintenance: { proceduresDir: 5 } }));
