@@ -4,8 +4,12 @@
  * operation's handler (agent/) turns the outcome into the command's status: `successful` with
  * `result`, or `rejected` with `reason: {code, message}`. Nothing changes when it is rejected.
  */
+import { EdgeError } from '../lib/errors.js';
 import type { MaintenanceWindows, WindowOccurrence } from './windows.js';
 import type { WindowCode } from './window-errors.js';
+
+/** A refused answer, for callers that take errors (the `maintenance` operation's WindowPort). */
+export class WindowAnswerError extends EdgeError<WindowCode> {}
 
 export interface WindowAnswerResult {
   id: string;
@@ -45,4 +49,25 @@ export function answerWindow(windows: Pick<MaintenanceWindows, 'answer'>, params
 
 function resultOf(w: WindowOccurrence, action: 'defer' | 'skip'): WindowAnswerResult {
   return { id: w.id, action, start: new Date(w.start).toISOString(), end: new Date(w.end).toISOString(), deferredSec: w.deferredSec };
+}
+
+/**
+ * The windows as the `maintenance` operation's handler takes them (agent/ops/maintenance.ts
+ * WindowPort): `inside` gates disruptive runs (`outside-window`), `knows` admits the window form,
+ * `answer` returns the result or throws a WindowAnswerError with its code.
+ */
+export function windowOpsPort(windows: Pick<MaintenanceWindows, 'answer' | 'knows' | 'isInsideWindow'>): {
+  inside(now: number): boolean;
+  knows(id: string): boolean;
+  answer(w: { id: string; action: 'defer' | 'skip'; bySec?: number | undefined }): Record<string, unknown>;
+} {
+  return {
+    inside: (now) => windows.isInsideWindow(now),
+    knows: (id) => windows.knows(id),
+    answer: (w) => {
+      const r = answerWindow(windows, { window: w.bySec === undefined ? { id: w.id, action: w.action } : w });
+      if (!r.ok) throw new WindowAnswerError(r.code, r.message);
+      return { ...r.result };
+    },
+  };
 }

@@ -125,6 +125,11 @@ export class MaintenanceWindows {
     return this.occurrences(now, now).find((o) => o.state !== 'skipped' && o.start <= now && now < o.end);
   }
 
+  /** A window with this id is configured. */
+  knows(id: string): boolean {
+    return this.opts.windows.some((w) => w.id === id);
+  }
+
   isInsideWindow(now = this.clock.now()): boolean {
     return this.currentWindow(now) !== undefined;
   }

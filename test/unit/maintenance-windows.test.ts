@@ -12,7 +12,7 @@ import { openDatabase, type Db } from '../../lib/sqlite.js';
 import { silentLogger } from '../../lib/log.js';
 import { SCHEDULE_MIGRATIONS } from '../../maintenance/schedule-store.js';
 import { MaintenanceWindows, type WindowDef, type WindowEvent } from '../../maintenance/windows.js';
-import { answerWindow } from '../../maintenance/window-answer.js';
+import { answerWindow, WindowAnswerError, windowOpsPort } from '../../maintenance/window-answer.js';
 import { fakeClock, type FakeClock } from '../helpers/fake-clock.js';
 
 const T0 = Date.UTC(2026, 11, 6, 1, 0, 0);
@@ -150,4 +150,18 @@ test('answers are rejected with their codes and change nothing', async () => {
   assert.equal(code({ window: { id: 'w', action: 'defer', bySec: 5 } }), 'window-not-announced', 'once started');
   w.stop();
   assert.deepEqual(events.map((e) => e.action), ['announced', 'started'], 'no rejected answer changed anything');
+});
+
+test('windowOpsPort: the shape the maintenance operation takes; a refusal throws its code', async () => {
+  const { clock, w } = setup();
+  const port = windowOpsPort(w);
+  assert.equal(port.knows('w'), true);
+  assert.equal(port.knows('nope'), false);
+  assert.equal(port.inside(T0 + 35 * SEC), true);
+  assert.equal(port.inside(T0 + 55 * SEC), false);
+  assert.throws(() => port.answer({ id: 'w', action: 'skip' }), (err: unknown) => err instanceof WindowAnswerError && err.code === 'window-not-announced');
+  w.start();
+  await clock.advance(20 * SEC);
+  assert.deepEqual(port.answer({ id: 'w', action: 'defer', bySec: 5 }), { id: 'w', action: 'defer', start: iso(T0 + 35 * SEC), end: iso(T0 + 55 * SEC), deferredSec: 5 });
+  w.stop();
 });
