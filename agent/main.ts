@@ -44,6 +44,7 @@ import { checkStoreAtStart, loadConfigWithRestore, wireRestore, type BootConfig 
 import { wireHealth } from './health-wiring.js';
 import { HEALTH_MIGRATIONS } from '../health/history.js';
 import { AUDIT_MIGRATIONS } from '../core/audit.js';
+import { SCHEDULE_MIGRATIONS } from '../maintenance/schedule-store.js';
 import { wireAudit } from './audit-wiring.js';
 import type { AgentEvent, Component } from '../core/ports.js';
 import { ProcedureWatch } from './procedure-watch.js';
@@ -51,7 +52,7 @@ import { shippedProceduresDir } from '../maintenance/catalog.js';
 import { MAINTENANCE_MIGRATIONS } from '../maintenance/run-store.js';
 import { wireMaintenance } from './maintenance-wiring.js';
 
-export const STORE_MIGRATIONS = [AGENT_INFO_MIGRATIONS, OUTBOX_MIGRATIONS, COMMAND_MIGRATIONS, HEALTH_MIGRATIONS, RECOVERY_MIGRATIONS, AUDIT_MIGRATIONS, MAINTENANCE_MIGRATIONS];
+export const STORE_MIGRATIONS = [AGENT_INFO_MIGRATIONS, OUTBOX_MIGRATIONS, COMMAND_MIGRATIONS, HEALTH_MIGRATIONS, RECOVERY_MIGRATIONS, AUDIT_MIGRATIONS, MAINTENANCE_MIGRATIONS, SCHEDULE_MIGRATIONS];
 
 /** EX_TEMPFAIL: "restart me" for systemd's Restart=on-failure. */
 export const EXIT_RESTART = 75;
@@ -430,6 +431,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     db,
     event,
     logger: logger.child({ component: 'maintenance' }),
+    onCatalog: (c) => maintenance.onCatalog(c),
   });
 
   const components: Component[] = [

@@ -25,12 +25,17 @@ import type { MetricsSnapshot } from '../maintenance/checks.js';
 import { RunStore } from '../maintenance/run-store.js';
 import { Runner, type RunnerLimits } from '../maintenance/runner.js';
 import { matchingProcedures, TriggerBook, type TriggerSource } from '../maintenance/triggers.js';
+import { Scheduler, type StartResult } from '../maintenance/scheduler.js';
+import { MaintenanceWindows } from '../maintenance/windows.js';
+import { windowOpsPort } from '../maintenance/window-answer.js';
+import type { Catalog } from '../maintenance/catalog.js';
+import type { SchedulableProcedure } from '../maintenance/schedule-plan.js';
 import { agentUidFor } from '../maintenance/safety.js';
 import { listQuarantine, quarantineDir, QUARANTINE_KEEP } from '../recovery/quarantine.js';
 import { checkCopy, listStoreBackups, pruneStoreBackups } from '../recovery/store-backup.js';
 import type { DaemonDiagnostics, DaemonDiagOptions } from '../health/diag/daemon.js';
 import type { GroupName } from '../health/diag/types.js';
-import { maintenanceOperations, type WindowPort } from './ops/maintenance.js';
+import { maintenanceOperations } from './ops/maintenance.js';
 import type { Router } from './router.js';
 import { agentStoreReader } from './store-reader.js';
 
@@ -56,7 +61,6 @@ export interface MaintenanceWiring {
   keeper: { backupNow(): Promise<{ path: string; bytes: number; ms: number } | undefined>; checkNow(): string[] };
   /** For the diagnostics groups behind slot-verify, config-verify, cert-expiry, diagnostics. */
   diag: Omit<DaemonDiagOptions, 'storeReader'>;
-  windows?: WindowPort | undefined;
   limits?: Partial<RunnerLimits>;
   /** Where a triggered repair is noted on its incident. */
   incidents?: { note(id: number, text: string): void };
@@ -69,6 +73,10 @@ export interface MaintenanceParts {
   component: Component;
   /** Every event the agent sends: incidents and raised alerts start the procedures whose triggers name them. */
   onEvent(ev: AgentEvent): void;
+  /** The procedures changed (the procedure watch): the scheduler's schedules follow. */
+  onCatalog(catalog: Catalog): void;
+  scheduler: Scheduler;
+  windows: MaintenanceWindows;
 }
 
 const ok = (message: string, details?: Record<string, unknown>): ActionResult => ({ ok: true, message, ...(details ? { details } : {}) });
@@ -309,7 +317,49 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
     secrets: () => [...secretValues(config)],
     limits: { maxReports: config.maintenance.maxReports, maxOutputBytes: config.maintenance.maxOutputBytes, ...(w.limits ?? {}) },
   });
-  for (const h of maintenanceOperations({ runner, catalog: () => catalog.get(), windows: w.windows, now: () => clock.now() })) w.router.register(h);
+  // Maintenance windows (announced on ~/events, deferred or skipped by the WMS) and the schedules.
+  const m = config.maintenance;
+  const later: { scheduler?: Scheduler } = {};
+  const windows = new MaintenanceWindows({
+    db,
+    log,
+    clock,
+    windows: m.windows,
+    announceSec: m.announceSec,
+    maxDeferSec: m.maxDeferSec,
+    emit: (e) => w.event(e as unknown as AgentEvent),
+    planned: (s, e) => later.scheduler?.plannedIn(s, e) ?? [],
+  });
+  /** A scheduled run: submitted like any command (origin `schedule`); `done` settles with its end. */
+  const startScheduled = async (procedureId: string, o: { trigger: 'schedule'; startedBy: string }): Promise<StartResult> => {
+    const id = `schedule-${procedureId}-${clock.now()}`;
+    let first: (m: { status: string; reason?: { code: string; message: string } }) => void = () => undefined;
+    const firstStatus = new Promise<{ status: string; reason?: { code: string; message: string } }>((r) => (first = r));
+    let finish: (v: { state: string }) => void = () => undefined;
+    const done = new Promise<{ state: string }>((r) => (finish = r));
+    let seen = false;
+    const off = w.router.onStatus((msg) => {
+      if (msg.id !== id) return;
+      if (!seen) {
+        seen = true;
+        first(msg);
+      }
+      if (['successful', 'failed', 'cancelled', 'rejected'].includes(msg.status)) {
+        off();
+        const report = msg.result as { state?: string } | undefined;
+        finish({ state: report?.state ?? msg.status });
+      }
+    });
+    w.router.submit('maintenance', { procedure: procedureId }, { id, origin: { trigger: o.trigger, actor: o.startedBy } });
+    w.router.flushIntake();
+    const s = await firstStatus;
+    if (s.status === 'rejected') return { ok: false, code: s.reason?.code ?? 'rejected', message: s.reason?.message ?? 'rejected' };
+    return { ok: true, runId: id, done };
+  };
+  const schedulable = (c: Catalog): SchedulableProcedure[] => c.entries.flatMap((e) => (e.status === 'valid' && e.procedure ? [e.procedure] : []));
+  const sched = new Scheduler({ db, log, clock, runner: { start: startScheduled }, windows, procedures: schedulable(catalog.get()), overrides: m.schedules });
+  later.scheduler = sched;
+  for (const h of maintenanceOperations({ runner, catalog: () => catalog.get(), windows: windowOpsPort(windows), now: () => clock.now() })) w.router.register(h);
 
   const book = new TriggerBook(db);
   const onEvent = (ev: AgentEvent): void => {
@@ -350,6 +400,9 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
     store,
     catalog,
     onEvent,
+    onCatalog: (c) => sched.setProcedures(schedulable(c)),
+    scheduler: sched,
+    windows,
     component: {
       name: 'maintenance',
       // After the router resumed its commands: a run whose command is gone ends `interrupted`.
@@ -359,8 +412,13 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
           return q.some((e) => e.id === id);
         });
         if (n > 0) log.warn({ runs: n }, 'procedure runs left without their command ended interrupted');
+        windows.start();
+        sched.start();
       },
-      stop: async () => undefined,
+      stop: async () => {
+        sched.stop();
+        windows.stop();
+      },
     },
   };
 }

@@ -36,6 +36,8 @@ export interface ProcedureWatchOptions {
   logger: Logger;
   debounceMs?: number;
   rescanMs?: number;
+  /** Told of every catalog read (at start, on a change, at each re-scan): the scheduler's procedures. */
+  onCatalog?(catalog: Catalog): void;
 }
 
 /** The event for one invalid or unsafe entry; pure. */
@@ -95,6 +97,7 @@ export class ProcedureWatch implements Component {
     try {
       const catalog = loadCatalog({ shippedDir: this.o.shippedDir, operatorDir: this.o.dir, agentUid: this.o.agentUid });
       this.announce(catalog);
+      this.o.onCatalog?.(catalog);
       return catalog;
     } catch (err) {
       this.o.logger.error({ err, dir: this.o.dir }, 'cannot check the maintenance procedures');

@@ -3,6 +3,7 @@
  * it): every key with its bounds and default, one object per section. docs/configuration.md
  * describes every key (test/unit/docs-config.test.ts checks that no key is missing there).
  */
+import { Cron } from 'croner';
 import { z } from 'zod';
 import { mqttKeys } from '../lib/mqtt-schema.js';
 
@@ -321,10 +322,54 @@ const certificatesSchema = z
   })
   .strict();
 
+/** A cron expression (5 fields, or 6 with seconds first) and time zone croner accepts. */
+function cronOk(cron: string, timezone?: string): boolean {
+  try {
+    new Cron(cron, { paused: true, ...(timezone === undefined ? {} : { timezone }) }).nextRun();
+    return true;
+  } catch {
+    return false;
+  }
+}
+const CRON_MESSAGE = 'must be a cron expression of 5 fields (or 6, seconds first) with a valid IANA time zone';
+
+/** `maintenance.schedules.{procedureId}`: moves or disables a procedure's schedule (maintenance/schedule-plan.ts). */
+const scheduleOverrideSchema = z
+  .object({
+    enabled: z.boolean().optional(),
+    cron: z.string().min(1).optional(),
+    timezone: z.string().min(1).optional(),
+    jitterSec: z.number().int().min(0).max(86_400).optional(),
+    catchUpSec: z.number().int().min(0).max(604_800).optional(),
+  })
+  .strict()
+  .refine((o) => o.cron === undefined || cronOk(o.cron, o.timezone), { message: CRON_MESSAGE, path: ['cron'] });
+
+const windowSchema = z
+  .object({
+    id: z.string().regex(/^[a-z0-9][a-z0-9-]{0,63}$/, 'must match [a-z0-9][a-z0-9-]{0,63}'),
+    cron: z.string().min(1),
+    durationSec: z.number().int().min(60).max(7 * 86_400),
+    timezone: z.string().min(1).optional(),
+  })
+  .strict()
+  .refine((w) => cronOk(w.cron, w.timezone), { message: CRON_MESSAGE, path: ['cron'] });
+
 const maintenanceSchema = z
   .object({
     /** Operators' procedure files, one `{id}.yaml` each (CONTRACT.md section 6); a missing directory holds none. */
     proceduresDir: z.string().min(1).default('/etc/edge-agent/procedures/'),
+    /** Per procedure id: enable, disable or move its schedule (docs/maintenance.md). */
+    schedules: z.record(z.string().regex(/^[a-z0-9][a-z0-9-]{0,63}$/, 'must be a procedure id'), scheduleOverrideSchema).default({}),
+    /** Maintenance windows (CONTRACT.md section 6); an empty list: no window, disruptive procedures run only with force. */
+    windows: z
+      .array(windowSchema)
+      .default(() => [{ id: 'weekly', cron: '0 2 * * 0', durationSec: 7200 }])
+      .refine((ws) => new Set(ws.map((w) => w.id)).size === ws.length, 'window ids must be unique'),
+    /** How long before a window starts it is announced on ~/events. */
+    announceSec: z.number().int().min(0).max(86_400).default(900),
+    /** How far the WMS may move a window's start by `defer`, in total. */
+    maxDeferSec: z.number().int().min(0).max(7 * 86_400).default(86_400),
     /** Finished runs whose reports are kept in the store, newest first. */
     maxReports: z.number().int().min(1).max(100_000).default(200),
     /** Output kept per step (command output, an http body), first and last halves. */

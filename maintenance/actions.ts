@@ -92,6 +92,23 @@ export const BUILTIN_ACTIONS = {
     sideEffects: false,
     with: z.object({ failOnWarning: z.boolean().default(false) }).strict(),
   },
+  // Declared for issue 14's built-in procedures (maintenance-weekly, -monthly); not implemented
+  // yet: a step naming one fails with action-unavailable until it is.
+  'trend-report': {
+    description: 'The health history of the last `days` summarised per component (memory, CPU, disk growth, restarts, incidents), each against the period before; a table per component in the report.',
+    sideEffects: false,
+    with: z.object({ days: z.number().int().min(1).max(366) }).strict(),
+  },
+  'security-review': {
+    description: 'Modes and owners of the configuration, keys and procedure files; fails when a secret is readable by others.',
+    sideEffects: false,
+    with: none,
+  },
+  'restore-test': {
+    description: 'Restores the newest backup of the state store into a temporary directory, checks it opens and passes integrity_check, then removes it; the live store is never touched.',
+    sideEffects: false,
+    with: none,
+  },
 } as const satisfies Record<string, ActionSpec>;
 
 export type ActionName = keyof typeof BUILTIN_ACTIONS;

@@ -15,7 +15,7 @@ export const MAINTENANCE_OPTIONS: NonNullable<ParseArgsConfig['options']> = {
   help: { type: 'boolean', short: 'h' },
 };
 
-export const MAINTENANCE_USAGE = `edge-agent maintenance <list|show|validate|run|reports|report> ... [--json] [--config FILE] [--data-dir DIR]
+export const MAINTENANCE_USAGE = `edge-agent maintenance <list|show|validate|run|reports|report|schedule> ... [--json] [--config FILE] [--data-dir DIR]
 
 The maintenance procedures on this gateway (docs/maintenance.md): the ones that ship with the
 release and the operators' in maintenance.proceduresDir (default /etc/edge-agent/procedures/).
@@ -35,6 +35,9 @@ list, show, validate, reports and report work when the daemon is not running.
     permissions, which depend on where it is installed). Exit 0 valid, 1 invalid (every problem
     on stderr), 66 the file cannot be read.
 
+  edge-agent maintenance schedule [--json]
+    Every schedule (a procedure's own, or set by maintenance.schedules) with its next run, last
+    run and last outcome, and the next maintenance windows. Exit 0.
   edge-agent maintenance run ID [--dry-run] [--param K=V]... [--force] [--priority P] [--detach] [--timeout SEC]
     Runs a procedure through the daemon, as the WMS's maintenance operation would: it waits in
     the operation queue when it may change something and another exclusive operation runs.

@@ -191,9 +191,11 @@ export async function maintenanceCommand(v: Values, positionals: string[]): Prom
       return arg === undefined ? usage('show needs a procedure id') : show(arg, v);
     case 'validate':
       return arg === undefined ? usage('validate needs a FILE') : validate(arg, v);
+    case 'schedule':
+      return arg === undefined ? (await import('./maintenance-schedule.js')).scheduleCommand(v) : usage('schedule takes no argument');
     case undefined:
       return usage('which one: list, show ID, validate FILE, run ID, reports or report RUN?');
     default:
-      return usage(`unknown action ${JSON.stringify(action)}${action === 'schedule' ? ' (not built yet in this release: see docs/maintenance.md)' : ''}`);
+      return usage(`unknown action ${JSON.stringify(action)}`);
   }
 }

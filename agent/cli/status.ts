@@ -8,6 +8,7 @@ import { readOutboxStats } from '../outbox.js';
 import { CommandStore } from '../command-store.js';
 import { IncidentStore } from '../../recovery/incidents.js';
 import { cliContext, fail, openStoreReadonly, type CliContext } from './context.js';
+import { readScheduleSummary, statusSummary } from './maintenance-schedule.js';
 
 type Values = Record<string, string | boolean | undefined>;
 
@@ -26,6 +27,7 @@ export async function statusCommand(v: Values): Promise<number> {
     if (code !== 'ENOENT' && code !== 'ECONNREFUSED' && code !== 'admin-timeout') return fail('edge-agent status', err);
   }
   const report = live ?? offlineReport(ctx);
+  report.maintenance ??= maintenanceSummary(ctx);
   if (v.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
   else process.stdout.write(formatStatus(report));
   return live ? 0 : 3;
@@ -64,6 +66,15 @@ function offlineReport(ctx: CliContext): Record<string, unknown> {
   }
 }
 
+/** Each schedule's last run and the next window, from the files and the store; never fails the status. */
+function maintenanceSummary(ctx: CliContext): Record<string, unknown> {
+  try {
+    return statusSummary(readScheduleSummary(ctx));
+  } catch (err) {
+    return { error: err instanceof Error ? err.message : String(err) };
+  }
+}
+
 function age(ms: number | undefined): string {
   if (ms === undefined) return '-';
   const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
@@ -85,6 +96,11 @@ interface StatusView {
   outbox?: { depth?: number; bytes?: number; oldestCreatedAt?: number; dropped?: number };
   operations?: { id: string; op: string; status?: string; step?: string }[];
   components?: ComponentView[];
+  maintenance?: {
+    schedules?: { procedure: string; enabled: boolean; nextRun: string | null; lastSlot: string | null; lastOutcome: string | null; overdue: boolean }[];
+    nextWindow?: { id: string; start: string; end: string; state: string } | null;
+    error?: string;
+  };
   alerts?: { code: string; severity: string; metric: string; value: number; threshold: number; since: string; predictedAt?: string }[];
 }
 
@@ -131,6 +147,21 @@ export function formatStatus(report: Record<string, unknown>): string {
       lines.push(`  ${a.severity.toUpperCase().padEnd(8)} ${a.code}: ${a.metric} ${a.value}${when}, since ${a.since}`);
     }
   }
+  if (r.maintenance) lines.push(...formatMaintenance(r.maintenance));
   if (typeof r.store === 'string') lines.push(`store       ${r.store}`);
   return lines.join('\n') + '\n';
+}
+
+/** The schedules' last runs and the next window (edge-agent maintenance schedule has the rest). */
+function formatMaintenance(m: NonNullable<StatusView['maintenance']>): string[] {
+  if (m.error !== undefined) return [`schedules   unknown: ${m.error}`];
+  const w = m.nextWindow;
+  const lines = [`window      ${w ? `next ${w.id} ${w.start} to ${w.end}${w.state === 'planned' ? '' : ` (${w.state})`}` : 'none configured'}`];
+  const list = m.schedules ?? [];
+  lines.push(`schedules   ${list.length === 0 ? 'none' : `${list.length}`}`);
+  for (const x of list) {
+    const last = x.lastSlot ? `last ${x.lastSlot} ${x.lastOutcome ?? ''}` : x.lastOutcome ? `last ${x.lastOutcome}` : 'never ran';
+    lines.push(`  ${x.procedure.padEnd(22)} ${x.enabled ? `next ${x.nextRun ?? '-'}` : 'disabled'}  ${last}${x.overdue ? '  OVERDUE' : ''}`);
+  }
+  return lines;
 }

@@ -7,11 +7,16 @@
  * `unsafe-procedure` if it asks for it). A directory that exists but cannot be read is a warning
  * too (its procedures are unknown); a missing directory holds no operator procedures (skipped).
  *
- * Imports only maintenance/catalog.ts and safety.ts, which import nothing of health/.
+ * The schedules too (maintenance/schedule-summary.ts): a schedule whose last run failed, or that
+ * is overdue, is a warning.
+ *
+ * Imports only maintenance/ modules, which import nothing of health/.
  */
 import { existsSync } from 'node:fs';
 import { loadCatalog, shippedProceduresDir, type Catalog, type CatalogEntry } from '../../maintenance/catalog.js';
 import { agentUidFor } from '../../maintenance/safety.js';
+import { readScheduleRows, readWindowRows } from '../../maintenance/schedule-store.js';
+import { FAILED_OUTCOMES, scheduleSummary, type ScheduleSummary } from '../../maintenance/schedule-summary.js';
 import { ok, skipped, warning, type CheckResult, type GroupCheck } from './types.js';
 
 /** How many problems a check's message names; the details carry every one. */
@@ -57,10 +62,46 @@ export function entryVerdict(e: CatalogEntry): CheckResult {
   });
 }
 
+/**
+ * `schedule:{procedure}` warnings for a schedule whose last run failed (or was refused,
+ * interrupted, cancelled, or has no window to run in) or that is overdue (a slot passed with its
+ * random delay and a grace, and nothing ran); `schedules` ok when none is; pure.
+ */
+export function scheduleVerdicts(s: ScheduleSummary): CheckResult[] {
+  const out: CheckResult[] = [];
+  for (const x of s.schedules) {
+    if (!x.enabled) continue;
+    const outcome = x.lastRun?.outcome ?? null;
+    const details = { procedure: x.procedure, cron: x.cron, nextRun: x.nextRun, lastRun: x.lastRun, overdueSlot: x.overdueSlot };
+    if (x.overdue) {
+      out.push(warning(`schedule:${x.procedure}`, `the schedule of ${x.procedure} is overdue: its slot of ${x.overdueSlot} has not run`, 'check that the agent runs (edge-agent status) and see edge-agent maintenance schedule; a missed slot runs after a start only within its catchUpSec', details));
+    } else if (outcome !== null && FAILED_OUTCOMES.includes(outcome)) {
+      const rec = outcome === 'no-window' ? 'configure a maintenance window (maintenance.windows) or disable the schedule (maintenance.schedules)' : `read the run's report (edge-agent maintenance reports) and fix what failed`;
+      out.push(warning(`schedule:${x.procedure}`, `the last scheduled run of ${x.procedure} ended ${outcome}${x.lastRun?.message ? `: ${x.lastRun.message}` : ''}`, rec, details));
+    }
+  }
+  if (out.length === 0) {
+    const n = s.schedules.filter((x) => x.enabled).length;
+    out.push(ok('schedules', `${n} schedule${n === 1 ? '' : 's'}, none failed or overdue`, { next: s.schedules.map((x) => ({ procedure: x.procedure, nextRun: x.nextRun })), nextWindow: s.windows[0] ?? null }));
+  }
+  return out;
+}
+
 export const maintenanceChecks: GroupCheck = (ctx) => {
   const dir = ctx.config.maintenance.proceduresDir;
   // The daemon judges with its own user; the command line with the data directory's owner.
   const agentUid = ctx.source === 'daemon' ? (process.getuid?.() ?? 0) : agentUidFor(ctx.config.dataDir);
   const catalog = loadCatalog({ shippedDir: shippedProceduresDir(), operatorDir: dir, agentUid });
-  return Promise.resolve(procedureVerdicts(catalog, dir, existsSync(dir)));
+  const m = ctx.config.maintenance;
+  const now = ctx.now();
+  const summary = scheduleSummary({
+    procedures: catalog.entries.flatMap((e) => (e.status === 'valid' && e.procedure ? [e.procedure] : [])),
+    overrides: m.schedules,
+    windows: m.windows,
+    maxDeferSec: m.maxDeferSec,
+    rows: ctx.db ? readScheduleRows(ctx.db) : [],
+    windowRows: ctx.db ? readWindowRows(ctx.db, now - 8 * 86_400_000) : [],
+    now,
+  });
+  return Promise.resolve([...procedureVerdicts(catalog, dir, existsSync(dir)), ...scheduleVerdicts(summary)]);
 };

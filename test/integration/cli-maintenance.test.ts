@@ -57,7 +57,19 @@ test('list: every procedure with its status and problems; exit 1 while one is in
   assert.equal(j.code, 1);
   const doc = JSON.parse(j.stdout) as { proceduresDir: string; procedures: { id: string; status: string; source: string; definitionSha256: string; overrides?: string; problems: { file: string; path: string }[] }[] };
   assert.equal(doc.proceduresDir, procs);
-  assert.deepEqual(doc.procedures.map((p) => [p.id, p.status]), [['broken', 'invalid'], ['gateway-health-check', 'valid'], ['open', 'unsafe'], ['spool-repair', 'valid']]);
+  assert.deepEqual(doc.procedures.map((p) => [p.id, p.status]), [
+    ['broken', 'invalid'],
+    ['broker-triage', 'valid'],
+    ['diagnostic-full', 'valid'],
+    ['disk-pressure-repair', 'valid'],
+    ['gateway-health-check', 'valid'],
+    ['maintenance-daily', 'valid'],
+    ['maintenance-monthly', 'valid'],
+    ['maintenance-weekly', 'valid'],
+    ['open', 'unsafe'],
+    ['plc-bridge-repair', 'valid'],
+    ['spool-repair', 'valid'],
+  ]);
   const spool = doc.procedures.find((p) => p.id === 'spool-repair')!;
   assert.equal(spool.definitionSha256, createHash('sha256').update(readFileSync(join(procs, 'spool-repair.yaml'))).digest('hex'));
   assert.match(doc.procedures.find((p) => p.id === 'gateway-health-check')!.overrides ?? '', /dist\/maintenance\/procedures\/gateway-health-check\.yaml$/);
@@ -92,7 +104,7 @@ test('show: a valid procedure in full; an invalid one with its problems (exit 1)
   assert.match(bad.stderr, /unsafe-procedure/);
   const unknown = await runCli(['maintenance', 'show', 'no-such', '--config', config]);
   assert.equal(unknown.code, 2);
-  assert.match(unknown.stderr, /unknown-procedure: no procedure "no-such" on this gateway \(there are: broken, gateway-health-check, open, spool-repair\)/);
+  assert.match(unknown.stderr, /unknown-procedure: no procedure "no-such" on this gateway \(there are: broken, broker-triage, diagnostic-full, disk-pressure-repair, gateway-health-check, maintenance-daily, maintenance-monthly, maintenance-weekly, open, plc-bridge-repair, spool-repair\)/);
 });
 
 test('validate: a file not installed; every problem on stderr with its key path; the exit statuses', async () => {
@@ -122,15 +134,16 @@ test('validate: a file not installed; every problem on stderr with its key path;
   assert.match(missing.stderr, /cannot read/);
 });
 
-test('--help, usage errors, what is not built yet, no daemon, and an invalid configuration', async () => {
+test('--help, usage errors, schedule and run with no daemon, and an invalid configuration', async () => {
   const help = await runCli(['maintenance', '--help']);
   assert.equal(help.code, 0);
   assert.match(help.stdout, /edge-agent maintenance validate FILE \[--json\]/);
   assert.match(help.stdout, /edge-agent maintenance run ID \[--dry-run\] \[--param K=V\]/);
   assert.equal((await runCli(['maintenance'])).code, 64);
+  // schedule reads the files, the config and the store: it works with no daemon.
   const sched = await runCli(['maintenance', 'schedule', '--config', config]);
-  assert.equal(sched.code, 64);
-  assert.match(sched.stderr, /not built yet/);
+  assert.equal(sched.code, 0, sched.stderr);
+  assert.match(sched.stdout, /^spool-repair\s+0 3 \* \* 0 Europe\/Madrid\s+\S+\s+-\s+never ran\s+\(disruptive\)$/m);
   // run asks the daemon: none runs here.
   const run = await runCli(['maintenance', 'run', 'spool-repair', '--config', config]);
   assert.equal(run.code, 3);
