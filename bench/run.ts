@@ -23,6 +23,10 @@
  *  15. the bridge's largest poll interval under a flood of 5,000 sets  vs the same bridge without one (plc-flood-bench.ts; `--only plc-flood`)
  *  16. audit append, entries/s with the hash chain, durable commits  vs plain SQLite inserts, same durability (audit-bench.ts; `--only audit`)
  *      and `edge-agent audit --verify` over 1,000,000 entries        vs a plain scan of the same table
+ *  17. procedure runner cost per step, 100 `log` steps (real RunStore) vs the same log calls in a plain loop
+ *      and store-optimize + store-backup on a 200 MB store while the   vs the same agent, no procedure, same length
+ *      bridge polls 2,000 tags at 100 ms: largest cycle gap, admin
+ *      `status` p50/p99, agent CPU with children (maintenance-bench.ts; `--only maintenance`)
  *
  * `--only startup,outbox,ota,health` picks groups (default: startup, outbox, ota; `ota` is 5-8;
  * `health` is 9, minutes long, so only when asked for, e.g. `--only health`; health-bench.ts). 1-4 use a real mosquitto
@@ -53,6 +57,7 @@ import { plcPhase } from './plc-bench.js';
 import { floodMeasurements as plcFloodMeasurements, floodPhase as plcFloodPhase } from './plc-flood-bench.js';
 import { plcMeasurements } from './plc-measure.js';
 import { auditMeasurements, auditPhase } from './audit-bench.js';
+import { maintenanceMeasurements, maintenancePhase } from './maintenance-bench.js';
 import { formatSamples, formatTable, measurement, writeResults, type BenchResults, type Measurement } from './report.js';
 
 const MB = 1024 * 1024;
@@ -71,7 +76,7 @@ interface Config {
   otaLargeMiB: number;
 }
 
-const GROUPS = ['startup', 'outbox', 'ota', 'health', 'restore', 'diag', 'recovery', 'plc', 'flood', 'plc-flood', 'audit'] as const;
+const GROUPS = ['startup', 'outbox', 'ota', 'health', 'restore', 'diag', 'recovery', 'plc', 'flood', 'plc-flood', 'audit', 'maintenance'] as const;
 type Group = (typeof GROUPS)[number];
 /**
  * What a run without `--only` measures (bench-smoke.test.ts expects exactly these). The other groups
@@ -287,6 +292,11 @@ async function main(): Promise<number> {
   if (run.has('audit')) {
     const runs = values.runs === undefined ? (cfg.quick ? 1 : 3) : cfg.runs;
     ms.push(...auditMeasurements(await auditPhase({ runs, appends: cfg.quick ? 500 : 5000, entries: cfg.quick ? 100_000 : 1_000_000 }, log)));
+  }
+  if (run.has('maintenance')) {
+    const m = await maintenancePhase({ quick: cfg.quick, runs: values.runs === undefined ? (cfg.quick ? 3 : 7) : cfg.runs, prefer }, log);
+    ms.push(...maintenanceMeasurements(m));
+    if (broker.kind === 'none') broker = m.broker;
   }
   if (run.has('health')) {
     const runs = values.runs === undefined ? (cfg.quick ? 1 : 3) : cfg.runs;
