@@ -62,6 +62,9 @@ export interface WindowFigures {
   statusFailed: number;
   cpuPct: number;
   load1: number;
+  /** The agent's own event-loop lag over the window (admin method `event-loop`). */
+  lagP99: number;
+  lagMax: number;
   /** When (from the window's start) a status answer took over 100 ms, and how long. */
   slow: string[];
 }
@@ -220,6 +223,7 @@ interface Ctx {
 
 /** Measures from now until `until` resolves: status answers every 50 ms, CPU of the tree, cycle gaps. */
 async function measure(ctx: Ctx, until: Promise<unknown>): Promise<WindowFigures> {
+  await adminRequest(ctx.socket, 'event-loop', { reset: true }, 5000);
   const from = Date.now();
   const c0 = treeTicks(ctx.agentPid);
   const w0 = performance.now();
@@ -243,6 +247,7 @@ async function measure(ctx: Ctx, until: Promise<unknown>): Promise<WindowFigures
   const ms = performance.now() - w0;
   const c1 = treeTicks(ctx.agentPid);
   const to = Date.now();
+  const lag = (await adminRequest(ctx.socket, 'event-loop', { reset: true }, 5000)) as { p99Ms: number; maxMs: number };
   // Late deliveries of the window's last cycles.
   await sleep(1000);
   const recs = ctx.rec.of(`edge/${GW}/plc/`).filter((r) => r.tick >= from && r.tick < to && !r.historical);
@@ -258,6 +263,8 @@ async function measure(ctx: Ctx, until: Promise<unknown>): Promise<WindowFigures
     statusFailed: failed,
     cpuPct: ((c1 - c0) / USER_HZ / (ms / 1000)) * 100,
     load1: loadavg()[0]!,
+    lagP99: lag.p99Ms,
+    lagMax: lag.maxMs,
     slow,
   };
 }
@@ -363,7 +370,7 @@ async function storePhase(opts: MaintenanceBenchOptions, broker: BenchBroker, lo
     const bstatus = (await adminRequest(join(root, 'bridge-data', 'plc-bridge.sock'), 'status', {}, 5000).catch(() => undefined)) as { groups?: Record<string, { overruns: number }> } | undefined;
     const overruns = Object.values(bstatus?.groups ?? {}).reduce((s, g) => s + g.overruns, 0);
     const f = (w: WindowFigures): string =>
-      `largest cycle gap ${w.maxGapIntervals.toFixed(2)} intervals, status p50 ${w.statusP50.toFixed(1)} p99 ${w.statusP99.toFixed(1)} max ${w.statusMax.toFixed(1)} ms (${w.statusAsked} asked, ${w.statusFailed} failed), CPU ${w.cpuPct.toFixed(1)} %, load ${w.load1.toFixed(2)}`;
+      `largest cycle gap ${w.maxGapIntervals.toFixed(2)} intervals, status p50 ${w.statusP50.toFixed(1)} p99 ${w.statusP99.toFixed(1)} max ${w.statusMax.toFixed(1)} ms (${w.statusAsked} asked, ${w.statusFailed} failed), CPU ${w.cpuPct.toFixed(1)} %, event-loop lag p99 ${w.lagP99.toFixed(0)} max ${w.lagMax.toFixed(0)} ms, load ${w.load1.toFixed(2)}`;
     log(`maintenance: during the run: ${f(run)}`);
     log(`maintenance: no procedure:  ${f(idle)}`);
     if (run.slow.length > 0) log(`maintenance: status answers over 100 ms during the run: ${run.slow.join('; ')}`);
@@ -437,7 +444,7 @@ export function maintenanceMeasurements(p: MaintenancePhase): Measurement[] {
       samples: [s.run.statusP99],
       reference: { name: REF, samples: [s.idle.statusP99] },
       goal: { op: '<=', value: 100 },
-      details: { max: [s.run.statusMax], refMax: [s.idle.statusMax], load1Run: [s.run.load1] },
+      details: { max: [s.run.statusMax], refMax: [s.idle.statusMax], load1Run: [s.run.load1], lagP99: [s.run.lagP99], lagMax: [s.run.lagMax], refLagP99: [s.idle.lagP99], refLagMax: [s.idle.lagMax] },
     }),
     measurement({
       id: 'maintenance-cpu',
