@@ -25,6 +25,10 @@
  *      and `edge-agent audit --verify` over 1,000,000 entries        vs a plain scan of the same table
  *  17. config apply -> confirmed (restart, reconnect, confirm)       vs a plain `restart {component: agent}` (config-bench.ts; `--only config`)
  *      and config apply to an unreachable broker -> reverted        vs confirmSec
+ *  18. procedure runner cost per step, 100 `log` steps (real RunStore) vs the same log calls in a plain loop
+ *      and store-optimize + store-backup on a 200 MB store while the   vs the same agent, no procedure, same length
+ *      bridge polls 2,000 tags at 100 ms: largest cycle gap, admin
+ *      `status` p50/p99, agent CPU with children (maintenance-bench.ts; `--only maintenance`)
  *
  * `--only startup,outbox,ota,health` picks groups (default: startup, outbox, ota; `ota` is 5-8;
  * `health` is 9, minutes long, so only when asked for, e.g. `--only health`; health-bench.ts). 1-4 use a real mosquitto
@@ -56,6 +60,7 @@ import { floodMeasurements as plcFloodMeasurements, floodPhase as plcFloodPhase 
 import { plcMeasurements } from './plc-measure.js';
 import { auditMeasurements, auditPhase } from './audit-bench.js';
 import { configMeasurements, configPhase } from './config-bench.js';
+import { maintenanceMeasurements, maintenancePhase } from './maintenance-bench.js';
 import { formatSamples, formatTable, measurement, writeResults, type BenchResults, type Measurement } from './report.js';
 
 const MB = 1024 * 1024;
@@ -74,7 +79,7 @@ interface Config {
   otaLargeMiB: number;
 }
 
-const GROUPS = ['startup', 'outbox', 'ota', 'health', 'restore', 'diag', 'recovery', 'plc', 'flood', 'plc-flood', 'audit', 'config'] as const;
+const GROUPS = ['startup', 'outbox', 'ota', 'health', 'restore', 'diag', 'recovery', 'plc', 'flood', 'plc-flood', 'audit', 'config', 'maintenance'] as const;
 type Group = (typeof GROUPS)[number];
 /**
  * What a run without `--only` measures (bench-smoke.test.ts expects exactly these). The other groups
@@ -295,6 +300,11 @@ async function main(): Promise<number> {
     const c = await configPhase({ runs: values.runs === undefined ? (cfg.quick ? 1 : 3) : cfg.runs, prefer }, log);
     ms.push(...configMeasurements(c));
     if (broker.kind === 'none') broker = c.broker;
+  }
+  if (run.has('maintenance')) {
+    const m = await maintenancePhase({ quick: cfg.quick, runs: values.runs === undefined ? (cfg.quick ? 3 : 7) : cfg.runs, prefer }, log);
+    ms.push(...maintenanceMeasurements(m));
+    if (broker.kind === 'none') broker = m.broker;
   }
   if (run.has('health')) {
     const runs = values.runs === undefined ? (cfg.quick ? 1 : 3) : cfg.runs;
