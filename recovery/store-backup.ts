@@ -14,6 +14,7 @@
  * holds, so it is created 0640 before the first byte goes in, whatever the umask, the data
  * directory's mode or the mode of the file it copies; `backups/` itself is kept 0750 or tighter.
  */
+import { Worker } from 'node:worker_threads';
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
@@ -96,7 +97,7 @@ export function saveOpenStore(db: Db, path: string): void {
   }
 }
 
-function fsyncFile(path: string): void {
+export function fsyncFile(path: string): void {
   const fd = openSync(path, 'r+');
   try {
     fsyncSync(fd);
@@ -124,6 +125,38 @@ export function checkCopy(path: string): string[] {
   }
 }
 
+/**
+ * checkCopy() and the copy's fsync in a worker thread: the same verdict without blocking the
+ * event loop for the length of a quick_check of the whole file. Falls back to doing it here when
+ * a worker cannot be started.
+ */
+export function checkCopyOffThread(path: string): Promise<string[]> {
+  return new Promise((resolve) => {
+    let worker: Worker;
+    try {
+      worker = new Worker(new URL('./check-copy-worker.js', import.meta.url), { workerData: { path } });
+    } catch {
+      const problems = checkCopy(path);
+      if (problems.length === 0) fsyncFile(path);
+      resolve(problems);
+      return;
+    }
+    let done = false;
+    worker.once('message', (problems: string[]) => {
+      done = true;
+      resolve(problems);
+    });
+    worker.once('error', (err) => {
+      if (!done) resolve([errorMessage(err)]);
+      done = true;
+    });
+    worker.once('exit', (code) => {
+      if (!done) resolve([`the check of ${path} ended without a verdict (worker exit ${code})`]);
+      done = true;
+    });
+  });
+}
+
 export interface BackupResult {
   path: string;
   bytes: number;
@@ -145,9 +178,9 @@ export async function takeStoreBackup(opts: { db: Db; dataDir: string; keep: num
     // Created 0640 first: db.backup() would create it with the umask's mode (0644).
     createPrivateFile(tmp);
     await opts.db.backup(tmp);
-    const problems = checkCopy(tmp);
+    // Off the event loop: a large store's quick_check takes long enough to delay everything else.
+    const problems = await checkCopyOffThread(tmp);
     if (problems.length > 0) throw new RestoreError('backup-corrupt', `the backup copy fails quick_check: ${problems.slice(0, 3).join('; ')}`, { details: { problems } });
-    fsyncFile(tmp);
     renameSync(tmp, target);
     fsyncDir(dir);
   } finally {
