@@ -41,6 +41,8 @@ export interface AuditWiring {
   command: (id: string, op: string, status: string, reason: Reason | undefined, params: unknown) => void;
   /** Marks a command id as sent through the admin socket (the console, `edge-agent rollback`). */
   fromAdmin(id: string): void;
+  /** Marks a command id as sent from the web console by this actor (`console:s-1a2b3c4d`). */
+  fromConsole(id: string, actor: string): void;
   component: Component;
 }
 
@@ -51,7 +53,8 @@ export interface AuditWiring {
 export function wireAudit(w: { db: Db; clock: Clock; logger: Logger; limits: AgentConfig['audit']; publish?: (ev: AgentEvent) => void }): AuditWiring {
   const log = new AuditLog(w.db, w.clock);
   // Node cannot read the peer's uid of a Unix socket (SO_PEERCRED): the actor is `local`.
-  const local = new Set<string>();
+  // Commands from the web console carry their session (`console:s-…`) instead.
+  const local = new Map<string, string>();
   const prune = (): void => {
     try {
       const n = log.prune(w.limits);
@@ -68,22 +71,25 @@ export function wireAudit(w: { db: Db; clock: Clock; logger: Logger; limits: Age
       w.logger.warn({ err }, 'reading the audit trail head failed; tried again tomorrow');
     }
   };
+  const remember = (id: string, actor: string): void => {
+    // Bounded: the oldest ids (long finished) are forgotten first.
+    if (local.size >= 10_000) local.delete(local.keys().next().value!);
+    local.set(id, actor);
+  };
   let timer: NodeJS.Timeout | undefined;
   let headTimer: NodeJS.Timeout | undefined;
   const port: AuditPort = (e) => {
     const id = e.actor.startsWith('wms:') ? e.actor.slice(4) : undefined;
-    if (id !== undefined && local.has(id)) log.append({ ...e, actor: 'local' });
+    const actor = id !== undefined ? local.get(id) : undefined;
+    if (actor !== undefined) log.append({ ...e, actor });
     else log.append(e);
   };
   return {
     log,
     port,
     command: (id, op, status, reason, params) => port(commandAudit(id, op, status, reason, params)),
-    fromAdmin: (id) => {
-      // Bounded: the oldest ids (long finished) are forgotten first.
-      if (local.size >= 10_000) local.delete(local.values().next().value!);
-      local.add(id);
-    },
+    fromAdmin: (id) => remember(id, 'local'),
+    fromConsole: (id, actor) => remember(id, actor),
     component: {
       name: 'audit',
       start: async () => {

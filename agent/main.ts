@@ -42,6 +42,7 @@ import { wireAudit } from './audit-wiring.js';
 import type { AgentEvent, Component } from '../core/ports.js';
 import { ProcedureWatch } from './procedure-watch.js';
 import { shippedProceduresDir } from '../maintenance/catalog.js';
+import { wireConsole, type ConsoleWiring } from './console-wiring.js';
 
 export const STORE_MIGRATIONS = [AGENT_INFO_MIGRATIONS, OUTBOX_MIGRATIONS, COMMAND_MIGRATIONS, HEALTH_MIGRATIONS, RECOVERY_MIGRATIONS, AUDIT_MIGRATIONS];
 
@@ -174,11 +175,14 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     onCommand: (op, payload, ack) => router.handle(op, payload, ack),
     stallFault: faultOnce(faultFromEnv(env), 'link-stall'),
   });
+  // The web console keeps the alerts it sees for its history page (set once it is wired).
+  const consoleEvents: { onEvent: ConsoleWiring['onEvent'] } = { onEvent: () => undefined };
   /** `durable`: committed before returning, for callers that tell someone it is queued. */
   const event = (ev: AgentEvent, durable = false): void => {
     const msg = { topic: topics.events, payload: JSON.stringify({ ...ev, ts: new Date(clock.now()).toISOString() }), kind: 'event' as const };
     if (durable) outbox.enqueueNow(msg);
     else outbox.enqueue(msg);
+    consoleEvents.onEvent(ev);
   };
   // The alert while the store cannot commit: in `status`, the log, and ~/events (sent once it commits again).
   storeGate.onFault((f) => event({ type: 'alert', severity: 'critical', code: f.code, message: `the state store cannot commit (${f.message}): commands are not acknowledged until it can`, since: f.since }));
@@ -260,11 +264,15 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     ),
   );
 
+  // The local web console (docs/console.md); nothing listens with console.enabled false.
+  const webConsole = wireConsole({ config, db, clock, logger, router, store, audit: { port: audit.port, fromConsole: (id, actor) => audit.fromConsole(id, actor) }, status });
+  consoleEvents.onEvent = (ev) => webConsole.onEvent(ev);
   const admin = new AdminServer({
     path: adminSocketPath(config),
     logger: logger.child({ component: 'admin' }),
     methods: {
       ...recovery.adminMethods,
+      ...webConsole.adminMethods,
       status,
       diagnostics,
       'event-loop': (params) => {
@@ -353,6 +361,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     ...(health ? [health] : []),
     restore,
     procedureWatch,
+    ...(webConsole.component ? [webConsole.component] : []),
   ];
   const started: Component[] = [];
   let watchdog: NodeJS.Timeout | undefined;
