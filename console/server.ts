@@ -69,7 +69,7 @@ export class ConsoleServer {
   private lastAlerts = '';
   private readonly hosts: Set<string>;
   private readonly downloads = new Map<string, { path: string; expiresAt: number }>();
-  private readonly streams = new Set<{ res: ServerResponse; session: Session }>();
+  private readonly streams = new Set<{ res: ServerResponse; session: Session; end: () => void }>();
   private unsubscribe: (() => void) | undefined;
 
   constructor(private readonly o: ConsoleServerOptions) {
@@ -110,8 +110,7 @@ export class ConsoleServer {
   async stop(): Promise<void> {
     clearInterval(this.timer);
     this.unsubscribe?.();
-    for (const s of this.streams) s.res.end();
-    this.streams.clear();
+    for (const s of [...this.streams]) s.end();
     const server = this.server;
     this.server = undefined;
     if (server) {
@@ -122,7 +121,8 @@ export class ConsoleServer {
 
   /** What the stream carries on its own: status every tick, component and alert changes. */
   private tick(): void {
-    for (const s of this.streams) if (!this.o.sessions.get(s.session.id, false)) s.res.end();
+    for (const s of [...this.streams]) if (!this.o.sessions.has(s.session)) s.end();
+    this.o.sessions.flush();
     if (this.o.ring.subscribers === 0) return;
     const status = this.o.backend.status();
     this.o.ring.publish('status', status);
@@ -189,7 +189,7 @@ export class ConsoleServer {
     }
     const s = r.session;
     this.o.backend.audit({ actor: `console:${s.label}`, action: 'console-pair', target: s.role, outcome: 'successful' });
-    res.setHeader('Set-Cookie', sessionCookie(s.id, this.o.tls !== null, Math.floor(this.o.absoluteMs / 1000)));
+    res.setHeader('Set-Cookie', sessionCookie(r.id, this.o.tls !== null, Math.floor(this.o.absoluteMs / 1000)));
     this.json(res, 200, { role: s.role, csrf: s.csrf, label: s.label });
   }
 
@@ -207,19 +207,26 @@ export class ConsoleServer {
       const snap = { status: this.o.backend.status(), plc: this.o.plc?.snapshot() ?? null, role: session.role };
       res.write(formatEvent({ id: this.o.ring.lastId(), name: 'snapshot', data: JSON.stringify(snap) }));
     }
-    const entry = { res, session };
+    // Everything the stream holds is released at once when it ends, by either side: a write
+    // after end would be an unhandled 'error' on the response.
+    const end = (): void => {
+      off();
+      clearInterval(ping);
+      this.streams.delete(entry);
+      if (!res.writableEnded) res.end();
+    };
+    const entry = { res, session, end };
     this.streams.add(entry);
     const off = this.o.ring.subscribe((e) => {
       // A browser that does not read is cut off rather than buffered without end; it resumes.
       if (res.writableLength > 4 * 1024 * 1024) res.destroy();
-      else res.write(formatEvent(e));
+      else if (!res.writableEnded) res.write(formatEvent(e));
     });
-    const ping = setInterval(() => res.write(': ping\n\n'), 15_000);
-    res.on('close', () => {
-      off();
-      clearInterval(ping);
-      this.streams.delete(entry);
-    });
+    const ping = setInterval(() => {
+      if (!res.writableEnded) res.write(': ping\n\n');
+    }, 15_000);
+    res.on('close', end);
+    res.on('error', (err) => this.o.logger.debug({ err }, 'console stream error'));
   }
 
   private async command(req: IncomingMessage, res: ServerResponse, session: Session): Promise<void> {

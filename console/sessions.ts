@@ -1,10 +1,12 @@
 /**
- * Pairing codes and sessions of the local web console, in memory (an agent restart ends every
- * session: pairing again is one command, and nothing secret is ever written to disk).
+ * Pairing codes and sessions of the local web console. Sessions survive an agent restart (an
+ * update, a rollback: the open page reconnects by itself): `persist` writes them, and only the
+ * SHA-256 of each id is ever kept, in memory or on disk, so the file does not hold a usable cookie.
+ * Pairing codes stay in memory only.
  *
  * Invariants:
- * - A session id is 256 random bits, lives only here and in an HttpOnly cookie; lookups compare
- *   in constant time (timingSafeEqual over the SHA-256 of both, so lengths never leak either).
+ * - A session id is 256 random bits, known only to the browser's HttpOnly cookie; the store keeps
+ *   its SHA-256, and lookups compare digests in constant time (timingSafeEqual).
  * - A pairing code is single-use and valid for `codeTtlMs`; redeeming it makes one session.
  * - Redeem attempts are rate-limited per client and in total: a wrong code costs the caller the
  *   next `attempts` slots of the window, so guessing 10^9 codes is out of reach.
@@ -16,7 +18,8 @@ import type { Clock } from '../lib/clock.js';
 export type Role = 'viewer' | 'operator';
 
 export interface Session {
-  id: string;
+  /** SHA-256 (hex) of the session id; the id itself is never kept. */
+  hash: string;
   /** A short public name for lists, logs and the audit trail (never the id itself). */
   label: string;
   role: Role;
@@ -50,7 +53,13 @@ export const DEFAULT_LIMITS: SessionLimits = {
   windowMs: 60_000,
 };
 
-export type RedeemResult = { ok: true; session: Session } | { ok: false; reason: 'wrong-code' | 'rate-limited' };
+/** A new session: `id` goes into the cookie once and is forgotten. */
+export type RedeemResult = { ok: true; session: Session; id: string } | { ok: false; reason: 'wrong-code' | 'rate-limited' };
+
+export interface SessionPersistence {
+  load(): Session[];
+  save(sessions: readonly Session[]): void;
+}
 
 const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
 
@@ -65,10 +74,27 @@ export class SessionStore {
   private readonly attempts = new Map<string, number[]>();
   private total: number[] = [];
 
+  private dirty = false;
+
   constructor(
     private readonly clock: Clock,
     private readonly limits: SessionLimits = DEFAULT_LIMITS,
-  ) {}
+    private readonly persist?: SessionPersistence,
+  ) {
+    for (const s of persist?.load() ?? []) if (typeof s.hash === 'string' && /^[0-9a-f]{64}$/.test(s.hash)) this.sessions.push(s);
+  }
+
+  /** Writes the sessions when they changed (pairing and revocation write at once; `lastSeenAt` waits for this). */
+  flush(): void {
+    if (!this.dirty || !this.persist) return;
+    this.dirty = false;
+    this.persist.save(this.sessions);
+  }
+
+  private changed(now: boolean): void {
+    this.dirty = true;
+    if (now) this.flush();
+  }
 
   /** A new one-time code: 10 characters of an unambiguous alphabet (about 50 bits). */
   pair(role: Role): PairCode {
@@ -101,26 +127,38 @@ export class SessionStore {
     }
     this.codes.splice(this.codes.indexOf(found), 1);
     const id = randomBytes(32).toString('base64url');
+    const hash = digest(id).toString('hex');
     const session: Session = {
-      id,
-      label: `s-${digest(id).toString('hex').slice(0, 8)}`,
+      hash,
+      label: `s-${hash.slice(0, 8)}`,
       role: found.role,
       csrf: randomBytes(32).toString('base64url'),
       createdAt: now,
       lastSeenAt: now,
     };
     this.sessions.push(session);
-    return { ok: true, session };
+    this.changed(true);
+    return { ok: true, session, id };
   }
 
   /** The live session with this id, touched; undefined when unknown or expired. */
   get(id: string | undefined, touch = true): Session | undefined {
     if (id === undefined || id === '') return undefined;
     this.prune();
+    const d = digest(id);
     let found: Session | undefined;
-    for (const s of this.sessions) if (sameSecret(s.id, id)) found = s;
-    if (found && touch) found.lastSeenAt = this.clock.now();
+    for (const s of this.sessions) if (timingSafeEqual(Buffer.from(s.hash, 'hex'), d)) found = s;
+    if (found && touch) {
+      found.lastSeenAt = this.clock.now();
+      this.changed(false);
+    }
     return found;
+  }
+
+  /** Whether this session is still live (not revoked, not expired). */
+  has(session: Session): boolean {
+    this.prune();
+    return this.sessions.includes(session);
   }
 
   list(): { label: string; role: Role; createdAt: string; lastSeenAt: string; expiresAt: string }[] {
@@ -138,6 +176,7 @@ export class SessionStore {
   revoke(label: string): number {
     const before = this.sessions.length;
     for (let i = this.sessions.length - 1; i >= 0; i--) if (label === 'all' || this.sessions[i]?.label === label) this.sessions.splice(i, 1);
+    if (before !== this.sessions.length) this.changed(true);
     return before - this.sessions.length;
   }
 
@@ -147,7 +186,11 @@ export class SessionStore {
 
   private prune(): void {
     const now = this.clock.now();
-    for (let i = this.sessions.length - 1; i >= 0; i--) if (this.expiry(this.sessions[i]!) <= now) this.sessions.splice(i, 1);
+    for (let i = this.sessions.length - 1; i >= 0; i--) {
+      if (this.expiry(this.sessions[i]!) > now) continue;
+      this.sessions.splice(i, 1);
+      this.dirty = true;
+    }
     for (let i = this.codes.length - 1; i >= 0; i--) if (this.codes[i]!.expiresAt <= now) this.codes.splice(i, 1);
   }
 }

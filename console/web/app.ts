@@ -111,12 +111,23 @@ function connect(): void {
   es.onerror = () => {
     conn.textContent = 'reconnecting';
     conn.className = 'conn down';
-    // CLOSED: the server answered with an error (no session); otherwise the browser retries itself.
+    // CLOSED: the server answered with an error (no session). Otherwise the browser retries by
+    // itself (keeping Last-Event-ID); if it is still not through after a while, ask whether the
+    // session is gone (revoked, expired), which sends this tab back to pairing.
     if (es.readyState === EventSource.CLOSED) {
       void checkSession().then((ok) => {
         if (ok) setTimeout(connect, 1000);
       });
+      return;
     }
+    setTimeout(() => {
+      if (source !== es || es.readyState === EventSource.OPEN) return;
+      void api('/api/session')
+        .then((r) => {
+          if (r.status === 401 && source === es) showPairing('Your session has ended. Pair again.');
+        })
+        .catch(() => undefined);
+    }, 2500);
   };
 }
 
@@ -178,15 +189,19 @@ async function pair(code: string): Promise<string> {
   return '';
 }
 
-async function boot(): Promise<void> {
+/** A pairing URL (`#pair=CODE`), opened fresh or in a tab already on the console; true when it was one. */
+async function pairFromUrl(): Promise<boolean> {
   const m = /^#pair=([A-Za-z0-9]+)$/.exec(location.hash);
-  if (m?.[1]) {
-    // The code leaves the address bar (and the history) before anything else happens.
-    history.replaceState(null, '', '/');
-    const msg = await pair(m[1]);
-    if (msg) showPairing(msg);
-    return;
-  }
+  if (!m?.[1]) return false;
+  // The code leaves the address bar (and the history) before anything else happens.
+  history.replaceState(null, '', '/');
+  const msg = await pair(m[1]);
+  if (msg) showPairing(msg);
+  return true;
+}
+
+async function boot(): Promise<void> {
+  if (await pairFromUrl()) return;
   if (await checkSession()) {
     route();
     connect();
@@ -194,6 +209,8 @@ async function boot(): Promise<void> {
 }
 
 window.addEventListener('hashchange', () => {
-  if (main.dataset.page !== 'pair') route();
+  void pairFromUrl().then((paired) => {
+    if (!paired && main.dataset.page !== 'pair') route();
+  });
 });
 void boot();
