@@ -10,6 +10,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/log.js';
 import type { Db } from '../lib/sqlite.js';
@@ -22,7 +23,8 @@ import type { AgentEvent, Component } from '../core/ports.js';
 import type { AuditPort } from '../core/audit.js';
 import type { AdminMethod } from '../core/admin.js';
 import { ConsoleServer } from '../console/server.js';
-import { SessionStore, DEFAULT_LIMITS, type Role } from '../console/sessions.js';
+import { SessionStore, DEFAULT_LIMITS, type Role, type Session } from '../console/sessions.js';
+import { readJsonFile, writeJsonAtomic } from '../lib/atomic.js';
 import { EventRing } from '../console/stream.js';
 import { PlcFeed, type TagInfo } from '../console/plc-feed.js';
 import type { CommandPort, CommandStatusMsg, ConsoleBackend } from '../console/ports.js';
@@ -127,7 +129,25 @@ export function wireConsole(w: {
   if (!c.enabled) return { component: undefined, onEvent, url: () => undefined, adminMethods: { 'console-pair': disabled, 'console-sessions': disabled } };
 
   const listen = splitListen(c.listen) ?? { host: '127.0.0.1', port: 8080 };
-  const sessions = new SessionStore(w.clock, { ...DEFAULT_LIMITS, idleMs: c.idleMinutes * 60_000, absoluteMs: c.absoluteHours * 3_600_000 });
+  // Only the SHA-256 of each session id is written (mode 0600): the file holds no usable cookie.
+  const sessionsFile = join(w.config.dataDir, 'console-sessions.json');
+  const sessions = new SessionStore(w.clock, { ...DEFAULT_LIMITS, idleMs: c.idleMinutes * 60_000, absoluteMs: c.absoluteHours * 3_600_000 }, {
+    load: () => {
+      try {
+        const v = readJsonFile(sessionsFile);
+        return Array.isArray(v) ? (v as Session[]) : [];
+      } catch {
+        return [];
+      }
+    },
+    save: (list) => {
+      try {
+        writeJsonAtomic(sessionsFile, list, 0o600);
+      } catch (err) {
+        logger.warn({ err }, 'console: cannot write the sessions file; sessions end with this process');
+      }
+    },
+  });
   const ring = new EventRing();
   const { feed: plc } = plcTags(w.config.plcBridge.config, logger);
   const feed = plc
@@ -216,6 +236,7 @@ export function wireConsole(w: {
     stop: async () => {
       await feed?.stop();
       if (started) await server.stop();
+      sessions.flush();
     },
   };
   const roleOf = (v: unknown): Role => {

@@ -16,7 +16,8 @@ test('a code is single-use and lasts 10 minutes', async () => {
   const a = s.pair('operator');
   assert.match(a.code, /^[A-HJ-NP-Z2-9]{10}$/);
   const r = s.redeem(a.code.toLowerCase(), 'c1');
-  assert.ok(r.ok && r.session.role === 'operator' && r.session.id.length === 43);
+  assert.ok(r.ok && r.session.role === 'operator' && r.id.length === 43);
+  assert.ok(!JSON.stringify(r.session).includes(r.id), 'the store keeps only a digest of the id');
   assert.deepEqual(s.redeem(a.code, 'c1'), { ok: false, reason: 'wrong-code' });
   const b = s.pair('viewer');
   await clock.advance(10 * 60_000);
@@ -28,7 +29,7 @@ test('sessions end when idle and at their absolute expiry, and on revocation', a
   const s = new SessionStore(clock, { ...DEFAULT_LIMITS, idleMs: 60_000, absoluteMs: 150_000 });
   const r = s.redeem(s.pair('viewer').code, 'c');
   assert.ok(r.ok);
-  const id = r.session.id;
+  const id = r.id;
   await clock.advance(59_000);
   assert.ok(s.get(id), 'used within the idle time');
   await clock.advance(59_000);
@@ -38,15 +39,30 @@ test('sessions end when idle and at their absolute expiry, and on revocation', a
   const r2 = s.redeem(s.pair('viewer').code, 'c');
   assert.ok(r2.ok);
   await clock.advance(60_000);
-  assert.equal(s.get(r2.session.id), undefined, 'idle');
+  assert.equal(s.get(r2.id), undefined, 'idle');
   const r3 = s.redeem(s.pair('viewer').code, 'c');
   assert.ok(r3.ok);
   assert.equal(s.list().length, 1);
   assert.equal(s.revoke(r3.session.label), 1);
-  assert.equal(s.get(r3.session.id), undefined);
+  assert.equal(s.get(r3.id), undefined);
   assert.equal(s.get(undefined), undefined);
   assert.equal(s.get(''), undefined);
-  assert.equal(s.get(`${r3.session.id}x`), undefined);
+  assert.equal(s.get(`${r3.id}x`), undefined);
+});
+
+test('sessions persist as digests and come back after a restart', async () => {
+  const clock = fakeClock();
+  let saved: unknown[] = [];
+  const persist = { load: () => saved as never[], save: (l: readonly unknown[]) => void (saved = JSON.parse(JSON.stringify(l)) as unknown[]) };
+  const s = new SessionStore(clock, DEFAULT_LIMITS, persist);
+  const r = s.redeem(s.pair('operator').code, 'c');
+  assert.ok(r.ok);
+  assert.equal(saved.length, 1, 'written at pairing');
+  assert.ok(!JSON.stringify(saved).includes(r.id));
+  const again = new SessionStore(clock, DEFAULT_LIMITS, persist);
+  assert.equal(again.get(r.id)?.role, 'operator');
+  again.revoke('all');
+  assert.equal(saved.length, 0, 'written at revocation');
 });
 
 test('wrong codes are rate-limited per client and in total', async () => {
