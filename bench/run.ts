@@ -21,6 +21,8 @@
  *  14. event-loop lag p99 and max under a command flood (20,000     vs the same agent idle, same run (flood-bench.ts; `--only flood`)
  *      diagnostics at QoS 1; `--flood-commands N`)
  *  15. the bridge's largest poll interval under a flood of 5,000 sets  vs the same bridge without one (plc-flood-bench.ts; `--only plc-flood`)
+ *  17. web console (console-bench.ts; `--only console`): agent RSS/CPU with a tab on the PLC page vs console off,
+ *      PLC change -> DOM p50/p99 vs the same change -> a plain subscriber, overview load and bytes vs a static page
  *  16. audit append, entries/s with the hash chain, durable commits  vs plain SQLite inserts, same durability (audit-bench.ts; `--only audit`)
  *      and `edge-agent audit --verify` over 1,000,000 entries        vs a plain scan of the same table
  *
@@ -53,6 +55,7 @@ import { plcPhase } from './plc-bench.js';
 import { floodMeasurements as plcFloodMeasurements, floodPhase as plcFloodPhase } from './plc-flood-bench.js';
 import { plcMeasurements } from './plc-measure.js';
 import { auditMeasurements, auditPhase } from './audit-bench.js';
+import { consoleMeasurements, consolePhase } from './console-bench.js';
 import { formatSamples, formatTable, measurement, writeResults, type BenchResults, type Measurement } from './report.js';
 
 const MB = 1024 * 1024;
@@ -71,7 +74,7 @@ interface Config {
   otaLargeMiB: number;
 }
 
-const GROUPS = ['startup', 'outbox', 'ota', 'health', 'restore', 'diag', 'recovery', 'plc', 'flood', 'plc-flood', 'audit'] as const;
+const GROUPS = ['startup', 'outbox', 'ota', 'health', 'restore', 'diag', 'recovery', 'plc', 'flood', 'plc-flood', 'audit', 'console'] as const;
 type Group = (typeof GROUPS)[number];
 /**
  * What a run without `--only` measures (bench-smoke.test.ts expects exactly these). The other groups
@@ -287,6 +290,9 @@ async function main(): Promise<number> {
   if (run.has('audit')) {
     const runs = values.runs === undefined ? (cfg.quick ? 1 : 3) : cfg.runs;
     ms.push(...auditMeasurements(await auditPhase({ runs, appends: cfg.quick ? 500 : 5000, entries: cfg.quick ? 100_000 : 1_000_000 }, log)));
+  }
+  if (run.has('console')) {
+    ms.push(...consoleMeasurements(await consolePhase({ windowMs: cfg.quick ? 15_000 : 60_000, changes: cfg.quick ? 30 : 200 }, log)));
   }
   if (run.has('health')) {
     const runs = values.runs === undefined ? (cfg.quick ? 1 : 3) : cfg.runs;

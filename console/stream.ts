@@ -3,7 +3,8 @@
  * browser that reconnects with `Last-Event-ID` gets what it missed
  * (https://html.spec.whatwg.org/multipage/server-sent-events.html#the-last-event-id-header).
  *
- * Invariants: numbers only grow within an epoch; a new process has a new epoch, so an id from
+ * Invariants: the ring holds at most `capacity` events and `maxBytes` of data (one PLC event of
+ * 2,000 tags is about 100 kB: a count alone would let it grow to hundreds of MB); numbers only grow within an epoch; a new process has a new epoch, so an id from
  * before a restart (or one that fell out of the ring) never resumes: that browser gets a full
  * snapshot instead, and misses nothing either way.
  */
@@ -23,14 +24,21 @@ export class EventRing {
   readonly epoch = randomBytes(4).toString('hex');
   private n = 0;
   private readonly ring: StreamEvent[] = [];
+  private bytes = 0;
   private readonly listeners = new Set<Listener>();
 
-  constructor(private readonly capacity = 5000) {}
+  constructor(
+    private readonly capacity = 5000,
+    private readonly maxBytes = 4 * 1024 * 1024,
+  ) {}
 
   publish(name: StreamEventName, payload: unknown): StreamEvent {
     const e = { id: `${this.epoch}-${++this.n}`, name, data: JSON.stringify(payload) };
     this.ring.push(e);
-    if (this.ring.length > this.capacity) this.ring.splice(0, this.ring.length - this.capacity);
+    this.bytes += e.data.length;
+    let drop = 0;
+    while (drop < this.ring.length - 1 && (this.ring.length - drop > this.capacity || this.bytes > this.maxBytes)) this.bytes -= this.ring[drop++]!.data.length;
+    if (drop > 0) this.ring.splice(0, drop);
     for (const l of this.listeners) {
       try {
         l(e);

@@ -114,5 +114,10 @@ test('the ring numbers events, replays after an id it still holds, and refuses o
   assert.equal(ring.since(`00000000-1`), undefined);
   assert.equal(ring.since('garbage'), undefined);
   assert.equal(ring.since(`${ring.epoch}-999`), undefined);
+  const small = new EventRing(1000, 250);
+  const first = small.publish('plc', { v: 'x'.repeat(100) });
+  for (let i = 0; i < 5; i++) small.publish('plc', { v: 'x'.repeat(100) });
+  assert.equal(small.since(first.id), undefined, 'bounded by bytes too');
+  assert.equal(small.since(`${small.epoch}-5`)?.length, 1);
   assert.equal(formatEvent(e1), `id: ${e1.id}\nevent: status\ndata: {"a":1}\n\n`);
 });
