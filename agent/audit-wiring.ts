@@ -5,7 +5,7 @@
  */
 import { AuditLog, GENESIS, type AuditInput, type AuditPort } from '../core/audit.js';
 import type { AgentConfig } from '../core/config.js';
-import type { AgentEvent, Component, Reason } from '../core/ports.js';
+import type { AgentEvent, Component, Origin, Reason } from '../core/ports.js';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/log.js';
 import type { Db } from '../lib/sqlite.js';
@@ -23,9 +23,9 @@ export function commandTarget(op: string, params: unknown): string | undefined {
 }
 
 /** The entry of a command that reached a terminal status. Pure. */
-export function commandAudit(id: string, op: string, status: string, reason: Reason | undefined, params: unknown): AuditInput {
+export function commandAudit(id: string, op: string, status: string, reason: Reason | undefined, params: unknown, origin?: Origin): AuditInput {
   return {
-    actor: `wms:${id}`,
+    actor: origin && origin.trigger !== 'wms' ? origin.actor : `wms:${id}`,
     action: op,
     target: commandTarget(op, params),
     outcome: reason ? `${status}/${reason.code}` : status,
@@ -38,11 +38,9 @@ export interface AuditWiring {
   /** The router's port: commands sent through the admin socket are recorded as `local`. */
   port: AuditPort;
   /** The router's hook: a command's terminal status, recorded through `port`. */
-  command: (id: string, op: string, status: string, reason: Reason | undefined, params: unknown) => void;
+  command: (id: string, op: string, status: string, reason: Reason | undefined, params: unknown, origin?: Origin) => void;
   /** Marks a command id as sent through the admin socket (the console, `edge-agent rollback`). */
   fromAdmin(id: string): void;
-  /** Marks a command id as sent from the web console by this actor (`console:s-1a2b3c4d`). */
-  fromConsole(id: string, actor: string): void;
   component: Component;
 }
 
@@ -53,8 +51,7 @@ export interface AuditWiring {
 export function wireAudit(w: { db: Db; clock: Clock; logger: Logger; limits: AgentConfig['audit']; publish?: (ev: AgentEvent) => void }): AuditWiring {
   const log = new AuditLog(w.db, w.clock);
   // Node cannot read the peer's uid of a Unix socket (SO_PEERCRED): the actor is `local`.
-  // Commands from the web console carry their session (`console:s-…`) instead.
-  const local = new Map<string, string>();
+  const local = new Set<string>();
   const prune = (): void => {
     try {
       const n = log.prune(w.limits);
@@ -71,25 +68,22 @@ export function wireAudit(w: { db: Db; clock: Clock; logger: Logger; limits: Age
       w.logger.warn({ err }, 'reading the audit trail head failed; tried again tomorrow');
     }
   };
-  const remember = (id: string, actor: string): void => {
-    // Bounded: the oldest ids (long finished) are forgotten first.
-    if (local.size >= 10_000) local.delete(local.keys().next().value!);
-    local.set(id, actor);
-  };
   let timer: NodeJS.Timeout | undefined;
   let headTimer: NodeJS.Timeout | undefined;
   const port: AuditPort = (e) => {
     const id = e.actor.startsWith('wms:') ? e.actor.slice(4) : undefined;
-    const actor = id !== undefined ? local.get(id) : undefined;
-    if (actor !== undefined) log.append({ ...e, actor });
+    if (id !== undefined && local.has(id)) log.append({ ...e, actor: 'local' });
     else log.append(e);
   };
   return {
     log,
     port,
-    command: (id, op, status, reason, params) => port(commandAudit(id, op, status, reason, params)),
-    fromAdmin: (id) => remember(id, 'local'),
-    fromConsole: (id, actor) => remember(id, actor),
+    command: (id, op, status, reason, params, origin) => port(commandAudit(id, op, status, reason, params, origin)),
+    fromAdmin: (id) => {
+      // Bounded: the oldest ids (long finished) are forgotten first.
+      if (local.size >= 10_000) local.delete(local.values().next().value!);
+      local.add(id);
+    },
     component: {
       name: 'audit',
       start: async () => {

@@ -5,6 +5,7 @@
  */
 import { registerCodes } from '../lib/errors.js';
 import { parseJsonPayload } from '../lib/json-payload.js';
+import { PRIORITIES, type Priority } from '../core/ports.js';
 
 export { salvageId } from '../lib/json-payload.js';
 
@@ -36,6 +37,8 @@ export interface ParsedCommand {
   op: string;
   params: unknown;
   expiresAt: number | undefined;
+  /** The envelope's `priority` (CONTRACT.md section 2); `normal` when absent. */
+  priority: Priority;
 }
 
 export type ParseVerdict =
@@ -70,5 +73,9 @@ export function parseCommand(op: string, payload: Buffer, maxBytes: number, now:
   if (obj.params !== undefined && (obj.params === null || typeof obj.params !== 'object' || Array.isArray(obj.params))) {
     return { kind: 'reject', id, op, code: 'invalid-params', message: 'params must be an object' };
   }
-  return { kind: 'command', cmd: { id, op, params: obj.params ?? {}, expiresAt } };
+  if (obj.priority !== undefined && !(PRIORITIES as readonly unknown[]).includes(obj.priority)) {
+    return { kind: 'reject', id, op, code: 'invalid-params', message: `priority must be one of ${PRIORITIES.join(', ')}` };
+  }
+  const priority = (obj.priority as Priority | undefined) ?? 'normal';
+  return { kind: 'command', cmd: { id, op, params: obj.params ?? {}, expiresAt, priority } };
 }

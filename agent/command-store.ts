@@ -11,7 +11,7 @@
  *   parameters are not stored at all.
  */
 import type { Db, MigrationSet } from '../lib/sqlite.js';
-import type { CommandStatus } from '../core/ports.js';
+import type { CommandStatus, Origin, Priority } from '../core/ports.js';
 
 export const COMMAND_MIGRATIONS: MigrationSet = {
   domain: 'commands',
@@ -37,6 +37,14 @@ export const COMMAND_MIGRATIONS: MigrationSet = {
       version: 2,
       up: 'ALTER TABLE commands ADD COLUMN redacted INTEGER NOT NULL DEFAULT 0',
     },
+    {
+      // 2: every command came from the WMS and exclusive ones were refused while one ran; now
+      // they wait by priority (kept for the queue's order after a restart) and may come from
+      // the CLI, the console, a schedule or the watchdog (origin: who, for reports and audit).
+      version: 3,
+      up: `ALTER TABLE commands ADD COLUMN priority TEXT NOT NULL DEFAULT 'normal';
+      ALTER TABLE commands ADD COLUMN origin TEXT;`,
+    },
   ],
 };
 
@@ -51,6 +59,8 @@ export interface CommandRecord {
   updatedAt: number;
   /** Its stored params lack secrets the operation needs (held in memory by the process that accepted it). */
   redacted: boolean;
+  priority: Priority;
+  origin: Origin;
 }
 
 export const FINAL_STATUSES: readonly CommandStatus[] = ['successful', 'failed', 'cancelled', 'rejected'];
@@ -66,6 +76,10 @@ export interface NewCommandRow {
   lastMessage: string;
   now: number;
   expiresAt: number | undefined;
+  /** Default `normal`. */
+  priority?: Priority;
+  /** Default: the WMS (`wms:{id}`). */
+  origin?: Origin;
 }
 
 interface RawRow {
@@ -78,6 +92,8 @@ interface RawRow {
   received_at: number;
   updated_at: number;
   redacted: number | null;
+  priority: string | null;
+  origin: string | null;
 }
 
 function fromRow(r: RawRow): CommandRecord {
@@ -91,6 +107,8 @@ function fromRow(r: RawRow): CommandRecord {
     receivedAt: r.received_at,
     updatedAt: r.updated_at,
     redacted: r.redacted === 1,
+    priority: r.priority === 'low' || r.priority === 'high' ? r.priority : 'normal',
+    origin: r.origin ? (JSON.parse(r.origin) as Origin) : { trigger: 'wms', actor: `wms:${r.id}` },
   };
 }
 
@@ -101,7 +119,7 @@ export class CommandStore {
     this.stmts = {
       get: db.prepare<[string], RawRow>('SELECT * FROM commands WHERE id = ?'),
       insert: db.prepare(
-        'INSERT INTO commands(id, op, status, params, redacted, last_message, received_at, updated_at, expires_at) VALUES (@id, @op, @status, @params, @redacted, @last, @now, @now, @expires)',
+        'INSERT INTO commands(id, op, status, params, redacted, last_message, received_at, updated_at, expires_at, priority, origin) VALUES (@id, @op, @status, @params, @redacted, @last, @now, @now, @expires, @priority, @origin)',
       ),
       update: db.prepare(
         "UPDATE commands SET status = @status, last_message = @last, updated_at = @now WHERE id = @id AND status NOT IN ('successful', 'failed', 'cancelled', 'rejected')",
@@ -134,6 +152,8 @@ export class CommandStore {
       last: rec.lastMessage,
       now: rec.now,
       expires: rec.expiresAt ?? null,
+      priority: rec.priority ?? 'normal',
+      origin: rec.origin && rec.origin.trigger !== 'wms' ? JSON.stringify(rec.origin) : null,
     });
   }
 

@@ -42,9 +42,11 @@ import { wireAudit } from './audit-wiring.js';
 import type { AgentEvent, Component } from '../core/ports.js';
 import { ProcedureWatch } from './procedure-watch.js';
 import { shippedProceduresDir } from '../maintenance/catalog.js';
+import { MAINTENANCE_MIGRATIONS } from '../maintenance/run-store.js';
+import { wireMaintenance } from './maintenance-wiring.js';
 import { wireConsole, type ConsoleWiring } from './console-wiring.js';
 
-export const STORE_MIGRATIONS = [AGENT_INFO_MIGRATIONS, OUTBOX_MIGRATIONS, COMMAND_MIGRATIONS, HEALTH_MIGRATIONS, RECOVERY_MIGRATIONS, AUDIT_MIGRATIONS];
+export const STORE_MIGRATIONS = [AGENT_INFO_MIGRATIONS, OUTBOX_MIGRATIONS, COMMAND_MIGRATIONS, HEALTH_MIGRATIONS, RECOVERY_MIGRATIONS, AUDIT_MIGRATIONS, MAINTENANCE_MIGRATIONS];
 
 /** EX_TEMPFAIL: "restart me" for systemd's Restart=on-failure. */
 export const EXIT_RESTART = 75;
@@ -177,12 +179,25 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
   });
   // The web console keeps the alerts it sees for its history page (set once it is wired).
   const consoleEvents: { onEvent: ConsoleWiring['onEvent'] } = { onEvent: () => undefined };
+  /** Told of every event (the maintenance triggers); set once the maintenance module is wired. */
+  let eventHook: ((ev: AgentEvent) => void) | undefined;
   /** `durable`: committed before returning, for callers that tell someone it is queued. */
   const event = (ev: AgentEvent, durable = false): void => {
     const msg = { topic: topics.events, payload: JSON.stringify({ ...ev, ts: new Date(clock.now()).toISOString() }), kind: 'event' as const };
     if (durable) outbox.enqueueNow(msg);
     else outbox.enqueue(msg);
     consoleEvents.onEvent(ev);
+    if (eventHook) {
+      const hook = eventHook;
+      // After the caller's own work: a trigger never runs inside the code that raised the event.
+      setImmediate(() => {
+        try {
+          hook(ev);
+        } catch (err) {
+          logger.error({ err }, 'an event listener failed');
+        }
+      });
+    }
   };
   // The alert while the store cannot commit: in `status`, the log, and ~/events (sent once it commits again).
   storeGate.onFault((f) => event({ type: 'alert', severity: 'critical', code: f.code, message: `the state store cannot commit (${f.message}): commands are not acknowledged until it can`, since: f.since }));
@@ -265,7 +280,17 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
   );
 
   // The local web console (docs/console.md); nothing listens with console.enabled false.
-  const webConsole = wireConsole({ config, db, clock, logger, router, store, audit: { port: audit.port, fromConsole: (id, actor) => audit.fromConsole(id, actor) }, status });
+  const webConsole = wireConsole({
+    config, db, clock, logger, router, store, audit: audit.port, status,
+    operations: () => {
+      const runs = new Map(maintenance.runner.running().map((r) => [r.runId, r]));
+      return { operations: router.queue().map((q) => ({ ...q, ...(runs.has(q.id) ? { run: runs.get(q.id) } : {}) })) };
+    },
+    maintenance: () => ({
+      procedures: maintenance.catalog.get().entries.map((e) => ({ id: e.id, source: e.source, status: e.status, title: (e.procedure as { title?: unknown } | undefined)?.title, disruptive: (e.procedure as { disruptive?: unknown } | undefined)?.disruptive })),
+      reports: maintenance.runner.reports(30),
+    }),
+  });
   consoleEvents.onEvent = (ev) => webConsole.onEvent(ev);
   const admin = new AdminServer({
     path: adminSocketPath(config),
@@ -289,10 +314,16 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
       // A command from the console, routed as if the WMS had sent it (`edge-agent rollback`).
       command: (params) => {
         if (typeof params.op !== 'string') throw new EdgeError('invalid-request', 'op: a string is required');
-        const id = typeof params.id === 'string' ? params.id : `console-${clock.now()}-${Math.random().toString(16).slice(2, 10)}`;
-        audit.fromAdmin(id);
-        router.handle(params.op, Buffer.from(JSON.stringify({ id, params: params.params ?? {} })));
+        const priority = params.priority === 'low' || params.priority === 'high' || params.priority === 'normal' ? params.priority : undefined;
+        const id = router.submit(params.op, params.params ?? {}, { origin: { trigger: 'local', actor: 'local' }, ...(typeof params.id === 'string' ? { id: params.id } : {}), ...(priority ? { priority } : {}) });
+        // Commit the intake now: the caller asks for the command's status next.
+        router.flushIntake();
         return { id };
+      },
+      // The queue with what the procedure runner knows of its runs (paused, waiting for a confirm).
+      operations: () => {
+        const runs = new Map(maintenance.runner.running().map((r) => [r.runId, r]));
+        return { operations: router.queue().map((q) => ({ ...q, ...(runs.has(q.id) ? { run: runs.get(q.id) } : {}) })) };
       },
       'command-status': (params) => {
         const rec = typeof params.id === 'string' ? store.get(params.id) : undefined;
@@ -339,6 +370,26 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     incidents: recovery.incidents,
   });
 
+  // Procedures: the runner, its operations (maintenance, pause, resume, confirm) and built-in actions.
+  const maintenance = wireMaintenance({
+    config,
+    db,
+    clock,
+    logger,
+    router,
+    event,
+    setState: (state) => link.setState(state),
+    sample: health ? () => health.sampleNow() : undefined,
+    components: () => ({ 'wms-link': link.isConnected() ? 'running' : 'degraded', ...Object.fromEntries(recovery.supervisor.status().map((c) => [c.name, c.state])) }),
+    brokerConnected: () => link.isConnected(),
+    restartTargets: recovery.restartTargets,
+    bridgeSocket,
+    keeper: restore.keeper,
+    diag: { config, configPath, db, clock, logger: logger.child({ component: 'diag' }), version: build.version, builtAt: build.builtAt, facts: diagnostics },
+    incidents: recovery.incidents,
+  });
+  eventHook = (ev) => maintenance.onEvent(ev);
+
   // Invalid maintenance procedures: announced on ~/events at start and when the directory changes.
   const procedureWatch = new ProcedureWatch({
     dir: config.maintenance.proceduresDir,
@@ -353,6 +404,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     { name: 'loops', start: async () => loops.start(), stop: async () => loops.stop() },
     audit.component,
     router,
+    maintenance.component,
     link,
     admin,
     recovery.supervisor,

@@ -205,6 +205,8 @@ export interface RestoreComponent extends Component {
    */
   beforeClose(): void;
   status(): Record<string, unknown>;
+  /** The store's keeper: backups and integrity checks on demand (the maintenance actions). */
+  readonly keeper: Pick<StoreKeeper, 'backupNow' | 'checkNow'>;
 }
 
 /** The incident's row id. A restore is over by the time it is recorded: it is resolved at once. */
@@ -352,6 +354,7 @@ export function wireRestore(w: RestoreWiring): RestoreComponent {
     poll = undefined;
   };
   return {
+    keeper,
     name: 'restore',
     start: async () => {
       await keeper.start();

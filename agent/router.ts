@@ -21,8 +21,15 @@
  * - A terminal status the store cannot commit is held in memory and committed (then published)
  *   when the store gate's retry succeeds; queued commands do not start meanwhile.
  * - A command id seen before is never executed again; its latest status is published again.
- * - At most one `exclusive` operation is accepted and unfinished at a time; at most `maxConcurrent`
- *   run at once, the others wait in order (persisted as `accepted`); at most `maxPending` wait or run.
+ * - One queue for everything exclusive (updates, rollbacks, config applies, procedures with side
+ *   effects): at most one exclusive operation runs at a time; the others wait, highest priority
+ *   first, then oldest first (priority and arrival are persisted with the `accepted` row, so a
+ *   restart keeps the order); at most `maxQueued` exclusive ones wait, one more is `busy`.
+ *   Non-exclusive operations run beside them. At most `maxConcurrent` run at once; at most
+ *   `maxPending` wait or run.
+ * - Commands come from the WMS (`~/cmd/{op}`) or, through submit(), from the CLI, the console, a
+ *   schedule or the watchdog: the same lifecycle, codes, store, `~/res/{id}` and audit, with
+ *   their origin recorded.
  * - A command a previous process left `executing` is resumed by its handler's `resume`, or
  *   failed with `interrupted` when the handler has none; one left `accepted` never started and
  *   is queued again.
@@ -42,7 +49,7 @@ import type { CommandStore, CommandRecord, NewCommandRow } from './command-store
 import { parseCommand, type CommandCode } from './command-parse.js';
 import type { StoreGate } from './store-gate.js';
 import type { WalSync } from '../lib/wal-sync.js';
-import type { CommandStatus, OperationContext, OperationHandler, OperationOutcome, Reason } from '../core/ports.js';
+import type { CommandStatus, OperationContext, OperationHandler, OperationOutcome, Origin, Priority, Reason } from '../core/ports.js';
 
 export interface RouterOptions {
   db: Db;
@@ -52,7 +59,7 @@ export interface RouterOptions {
   clock: Clock;
   /** `~/res/{id}` for an id. */
   resultTopic(id: string): string;
-  limits: { maxPayloadBytes: number; maxPending: number; maxConcurrent: number; retentionDays: number };
+  limits: { maxPayloadBytes: number; maxPending: number; maxConcurrent: number; retentionDays: number; maxQueued?: number };
   /** How long stop() waits for running operations (default 5 s); they stay resumable after it. */
   stopWaitMs?: number;
   /** No progress for this long while cancellable: the operation is stalled. Undefined: never. */
@@ -62,7 +69,7 @@ export interface RouterOptions {
   /** Told of every command that reached a terminal status (after it was persisted). */
   onFinished?(id: string, op: string, outcome: Exclude<OperationOutcome, { status: 'pending' }>): void;
   /** Records each terminal status in the audit trail, in the transaction that commits it. */
-  audit?: (id: string, op: string, status: CommandStatus, reason: Reason | undefined, params: unknown) => void;
+  audit?: (id: string, op: string, status: CommandStatus, reason: Reason | undefined, params: unknown, origin?: Origin) => void;
   /** Told when the store cannot commit; retries what the router holds in memory. */
   gate?: StoreGate;
   /**
@@ -86,6 +93,7 @@ interface Staged {
   row: NewCommandRow | undefined;
   message: string;
   exclusive: boolean;
+  origin: Origin;
   /** Runs once committed. */
   after: () => void;
   ack: Ack | undefined;
@@ -98,6 +106,9 @@ interface Running {
   id: string;
   op: string;
   exclusive: boolean;
+  priority: Priority;
+  origin: Origin;
+  startedAt: number;
   abort: AbortController;
   cancellable: boolean;
   lastProgressAt: number;
@@ -127,11 +138,51 @@ export interface StatusMessage {
   result?: unknown;
 }
 
+/** An accepted command waiting for its turn. */
+interface Waiting {
+  rec: CommandRecord;
+  handler: OperationHandler<unknown>;
+  exclusive: boolean;
+}
+
+/** Options of a command that does not come from the WMS (Router.submit). */
+export interface SubmitOptions {
+  origin: Exclude<Origin, { trigger: 'wms' }> | Origin;
+  /** Default: a new `{trigger}-{time}-{random}` id. */
+  id?: string;
+  priority?: Priority;
+  /** ISO time. */
+  expiresAt?: string;
+}
+
+/** One entry of the operation queue (queue()), for `edge-agent operations` and the console. */
+export interface QueueEntry {
+  id: string;
+  op: string;
+  state: 'running' | 'waiting';
+  exclusive: boolean;
+  priority: Priority;
+  origin: Origin;
+  since: string;
+  step?: string | undefined;
+  cancellable: boolean;
+  /** 1 = next to start, among the waiting ones. */
+  position?: number;
+}
+
+const PRIORITY_RANK: Record<Priority, number> = { low: 0, normal: 1, high: 2 };
+
+/** Highest priority first, then oldest first; pure. */
+export function queueOrder(a: { rec: Pick<CommandRecord, 'priority' | 'receivedAt'> }, b: { rec: Pick<CommandRecord, 'priority' | 'receivedAt'> }): number {
+  return PRIORITY_RANK[b.rec.priority] - PRIORITY_RANK[a.rec.priority] || a.rec.receivedAt - b.rec.receivedAt;
+}
+
 export class Router {
   readonly name = 'router';
   private readonly handlers = new Map<string, OperationHandler<unknown>>();
   private readonly running = new Map<string, Running>();
-  private readonly waiting: { rec: CommandRecord; handler: OperationHandler<unknown> }[] = [];
+  private readonly waiting: Waiting[] = [];
+  private readonly statusListeners = new Set<(msg: StatusMessage) => void>();
   private readonly settled = new Set<Promise<void>>();
   private pruneTimer: NodeJS.Timeout | undefined;
   private stopping = false;
@@ -153,7 +204,7 @@ export class Router {
 
   register<P>(handler: OperationHandler<P>): void {
     if (this.handlers.has(handler.op)) throw new Error(`operation ${handler.op} registered twice`);
-    this.handlers.set(handler.op, handler);
+    this.handlers.set(handler.op, handler as OperationHandler<unknown>);
   }
 
   ops(): string[] {
@@ -169,13 +220,14 @@ export class Router {
       if (rec.redacted) {
         this.finish(rec.id, rec.op, { status: 'failed', reason: { code: 'interrupted', message: 'the agent stopped before the command finished, and its secret parameters were kept in memory only; send it again with a new id' } });
       } else if (handler && rec.status === 'accepted') {
-        this.waiting.push({ rec, handler });
+        this.waiting.push({ rec, handler, exclusive: this.isExclusive(handler, rec.params) });
       } else if (handler?.resume) {
         this.launch(rec, handler, true);
       } else {
         this.finish(rec.id, rec.op, { status: 'failed', reason: { code: 'interrupted', message: 'the agent stopped while the command was running' } });
       }
     }
+    this.waiting.sort(queueOrder);
     this.pumpQueue();
     this.prune();
     this.pruneTimer = this.opts.clock.setInterval(() => this.prune(), 3600_000);
@@ -203,6 +255,53 @@ export class Router {
     // result (and its stored and sent statuses) grow with the queue. queued() gives the count.
     const queued = this.waiting.slice(0, 10).map((w) => ({ id: w.rec.id, op: w.rec.op, cancellable: true, step: 'queued' }));
     return [...running, ...queued];
+  }
+
+  /** The operation queue: what runs, then what waits in the order it will start (at most `limit` waiting). */
+  queue(limit = 100): QueueEntry[] {
+    const iso = (ms: number): string => new Date(ms).toISOString();
+    const running: QueueEntry[] = [...this.running.values()].map((r) => ({
+      id: r.id, op: r.op, state: 'running', exclusive: r.exclusive, priority: r.priority, origin: r.origin, since: iso(r.startedAt), step: r.lastStep, cancellable: r.cancellable,
+    }));
+    const waiting: QueueEntry[] = this.waiting.slice(0, limit).map((w, i) => ({
+      id: w.rec.id, op: w.rec.op, state: 'waiting', exclusive: w.exclusive, priority: w.rec.priority, origin: w.rec.origin, since: iso(w.rec.receivedAt), cancellable: true, position: i + 1,
+    }));
+    return [...running, ...waiting];
+  }
+
+  /** Told of every status written (after it was committed or queued for the group commit). */
+  onStatus(listener: (msg: StatusMessage) => void): () => void {
+    this.statusListeners.add(listener);
+    return () => this.statusListeners.delete(listener);
+  }
+
+  /**
+   * A command that does not come from the WMS (the CLI through the admin socket, the console, a
+   * schedule, the watchdog's triggers): the same intake as `~/cmd/{op}` (parse, codes, queue,
+   * store, `~/res/{id}`, audit), with its origin kept. Returns the id; its statuses follow on
+   * onStatus() and in the store.
+   */
+  submit(op: string, params: unknown, opts: SubmitOptions): string {
+    const id = opts.id ?? `${opts.origin.trigger}-${this.opts.clock.now()}-${Math.random().toString(16).slice(2, 10)}`;
+    const payload = Buffer.from(JSON.stringify({ id, params: params ?? {}, ...(opts.priority ? { priority: opts.priority } : {}), ...(opts.expiresAt ? { expiresAt: opts.expiresAt } : {}) }));
+    this.counters.received++;
+    try {
+      this.intake(op, payload, () => undefined, opts.origin);
+    } catch (err) {
+      this.opts.logger.error({ err, op }, 'command handling failed');
+    }
+    return id;
+  }
+
+  private isExclusive(handler: OperationHandler<unknown>, params: unknown): boolean {
+    const x = handler.exclusive;
+    if (typeof x !== 'function') return !!x;
+    try {
+      return x(params);
+    } catch {
+      // Cannot tell: the safe side is to wait for the others.
+      return true;
+    }
   }
 
   /** `hung` while an operation is stalled (see the invariants); for the watchdog's `update-runner`. */
@@ -286,7 +385,7 @@ export class Router {
     try {
       this.opts.outbox.commit(() => {
         for (const s of batch) if (s.row) this.opts.store.insertRow(s.row);
-        for (const s of batch) if (s.row?.status === 'rejected') this.opts.audit?.(s.id, s.op, 'rejected', s.reason, undefined);
+        for (const s of batch) if (s.row?.status === 'rejected') this.opts.audit?.(s.id, s.op, 'rejected', s.reason, undefined, s.origin);
         return batch.map((s) => ({ topic: this.opts.resultTopic(s.id), payload: s.message, kind: 'status' as const, retain: true }));
       });
     } catch (err) {
@@ -327,7 +426,7 @@ export class Router {
     else this.intakeScheduled ??= setImmediate(() => this.flushIntake());
   }
 
-  private intake(op: string, payload: Buffer, ack: Ack): void {
+  private intake(op: string, payload: Buffer, ack: Ack, from?: Origin): void {
     const { logger, store, clock } = this.opts;
     const verdict = parseCommand(op, payload, this.opts.limits.maxPayloadBytes, clock.now());
     if (verdict.kind === 'drop') {
@@ -339,69 +438,103 @@ export class Router {
     const known = this.stagedById.get(id)?.message ?? store.get(id)?.lastMessage;
     if (known !== undefined) {
       return this.stage({
-        id, op, row: undefined, message: known, exclusive: false, ack,
+        id, op, row: undefined, message: known, exclusive: false, ack, origin: from ?? { trigger: 'wms', actor: `wms:${id}` },
         after: () => {
           this.counters.duplicates++;
           logger.info({ id, op, status: (JSON.parse(known) as StatusMessage).status }, 'duplicate command id: publishing its latest status again');
         },
       });
     }
-    if (verdict.kind === 'reject') return this.reject(id, op, verdict.code, verdict.message, ack);
+    const origin: Origin = from ?? { trigger: 'wms', actor: `wms:${id}` };
+    if (verdict.kind === 'reject') return this.reject(id, op, verdict.code, verdict.message, ack, origin);
     const cmd = verdict.cmd;
     if (cmd.op === 'cancel') {
       const target = (cmd.params as { target?: unknown }).target;
-      if (typeof target !== 'string') return this.reject(id, 'cancel', 'invalid-params', 'target: the id of the command to cancel is required', ack);
-      return this.accept(id, 'cancel', { target }, undefined, false, cmd.expiresAt, ack, () => this.cancel(id, target));
+      if (typeof target !== 'string') return this.reject(id, 'cancel', 'invalid-params', 'target: the id of the command to cancel is required', ack, origin);
+      return this.accept({ id, op: 'cancel', stored: { target }, full: undefined, exclusive: false, expiresAt: cmd.expiresAt, priority: cmd.priority, origin }, ack, () => this.cancel(id, target));
     }
     const handler = this.handlers.get(cmd.op);
-    if (!handler) return this.reject(id, op, 'unknown-op', `unknown operation "${op}"; known: ${this.ops().join(', ')}`, ack);
+    if (!handler) return this.reject(id, op, 'unknown-op', `unknown operation "${op}"; known: ${this.ops().join(', ')}`, ack, origin);
     const parsed = handler.params.safeParse(cmd.params);
     if (!parsed.success) {
       const problems = parsed.error.issues.map((i) => `${i.path.join('.') || 'params'}: ${i.message}`).join('; ');
-      return this.reject(id, op, 'invalid-params', problems, ack);
+      return this.reject(id, op, 'invalid-params', problems, ack, origin);
     }
-    if (this.stopping) return this.reject(id, op, 'shutting-down', 'the agent is shutting down; send the command again later', ack);
+    if (this.stopping) return this.reject(id, op, 'shutting-down', 'the agent is shutting down; send the command again later', ack, origin);
+    const full = parsed.data;
+    let refusal: Reason | undefined;
+    try {
+      refusal = handler.admit?.(full, origin);
+    } catch (err) {
+      refusal = { code: errorCode(err) ?? 'internal', message: errorMessage(err) };
+    }
+    if (refusal) return this.reject(id, op, refusal.code, refusal.message, ack, origin);
     const staged = [...this.syncing, ...this.staged.filter((s) => s.row?.status === 'accepted')];
     const pending = this.running.size + this.waiting.length + staged.length;
-    if (pending >= this.opts.limits.maxPending) return this.reject(id, op, 'busy', `${pending} commands are waiting or running`, ack);
-    if (handler.exclusive) {
-      const other = [...this.running.values()].find((r) => r.exclusive) ?? this.waiting.find((w) => w.handler.exclusive)?.rec ?? staged.find((s) => s.exclusive);
-      if (other) return this.reject(id, op, 'busy', `${other.op} ${other.id} is running`, ack);
+    if (pending >= this.opts.limits.maxPending) return this.reject(id, op, 'busy', `${pending} commands are waiting or running`, ack, origin);
+    const exclusive = this.isExclusive(handler, full);
+    if (exclusive) {
+      const maxQueued = this.opts.limits.maxQueued ?? 0;
+      const queued = this.waiting.filter((w) => w.exclusive).length + staged.filter((s) => s.exclusive).length;
+      const runningOne = [...this.running.values()].find((r) => r.exclusive);
+      if (runningOne && queued >= maxQueued) {
+        return this.reject(id, op, 'busy', maxQueued === 0 ? `${runningOne.op} ${runningOne.id} is running` : `${runningOne.op} ${runningOne.id} is running and ${queued} exclusive operations wait (the queue holds ${maxQueued})`, ack, origin);
+      }
+      if (!runningOne && queued > maxQueued) return this.reject(id, op, 'busy', `${queued} exclusive operations wait (the queue holds ${maxQueued})`, ack, origin);
     }
-    const full = parsed.data;
-    this.accept(id, op, handler.redactParams ? handler.redactParams(full) : full, full, !!handler.exclusive, cmd.expiresAt, ack, (rec) => {
+    this.accept({ id, op, stored: handler.redactParams ? handler.redactParams(full) : full, full, exclusive, expiresAt: cmd.expiresAt, priority: cmd.priority, origin }, ack, (rec) => {
       this.counters.executed++;
-      this.waiting.push({ rec, handler });
+      this.enqueue({ rec, handler, exclusive });
       this.pumpQueue();
     });
+  }
+
+  /** Into the waiting list at its place: highest priority first, then oldest first. */
+  private enqueue(w: Waiting): void {
+    let i = this.waiting.length;
+    while (i > 0 && queueOrder(w, this.waiting[i - 1]!) < 0) i--;
+    this.waiting.splice(i, 0, w);
   }
 
   /**
    * Stages an `accepted` row. `stored` is what is written of the params; `full`, when it differs
    * (secrets redacted), is held in memory for the run.
    */
-  private accept(id: string, op: string, stored: unknown, full: unknown, exclusive: boolean, expiresAt: number | undefined, ack: Ack, then: (rec: CommandRecord) => void): void {
+  private accept(a: { id: string; op: string; stored: unknown; full: unknown; exclusive: boolean; expiresAt: number | undefined; priority: Priority; origin: Origin }, ack: Ack, then: (rec: CommandRecord) => void): void {
+    const { id, op, stored, full, exclusive, expiresAt, priority, origin } = a;
     const paramsJson = JSON.stringify(stored ?? {});
     const redacted = full !== undefined && paramsJson !== JSON.stringify(full);
     const message = this.statusMessage(id, op, 'accepted', {});
     const now = this.opts.clock.now();
     this.stage({
-      id, op, message, exclusive, ack,
-      row: { id, op, status: 'accepted', paramsJson, redacted, lastMessage: message, now, expiresAt },
+      id, op, message, exclusive, ack, origin,
+      row: { id, op, status: 'accepted', paramsJson, redacted, lastMessage: message, now, expiresAt, priority, origin },
       after: () => {
         if (redacted) this.secretParams.set(id, full);
-        then({ id, op, status: 'accepted', params: full ?? stored, data: undefined, lastMessage: message, receivedAt: now, updatedAt: now, redacted });
+        this.emitStatus(message);
+        then({ id, op, status: 'accepted', params: full ?? stored, data: undefined, lastMessage: message, receivedAt: now, updatedAt: now, redacted, priority, origin });
       },
     });
   }
 
+  /**
+   * Starts what may start: in queue order, each waiting command unless the concurrency bound is
+   * reached (an `immediate` one starts anyway), or it is exclusive and an exclusive one runs (it
+   * keeps its place; a non-exclusive one behind it may start).
+   */
   private pumpQueue(): void {
-    while (!this.stopping && !this.launchBlocked && this.running.size < this.opts.limits.maxConcurrent) {
-      const next = this.waiting.shift();
-      if (!next) return;
-      if (this.launch(next.rec, next.handler, false) === 'unsaved') {
+    let i = 0;
+    while (!this.stopping && !this.launchBlocked && i < this.waiting.length) {
+      const next = this.waiting[i]!;
+      const full = this.running.size >= this.opts.limits.maxConcurrent;
+      if ((full && !next.handler.immediate) || (next.exclusive && [...this.running.values()].some((r) => r.exclusive))) {
+        i++;
+        continue;
+      }
+      this.waiting.splice(i, 1);
+      if (this.launch(next.rec, next.handler, false, next.exclusive) === 'unsaved') {
         // Its `executing` status is not committed: it has not started. It starts when the store commits again.
-        this.waiting.unshift(next);
+        this.waiting.splice(i, 0, next);
         this.launchBlocked = true;
         return;
       }
@@ -409,13 +542,14 @@ export class Router {
   }
 
   /** A rejection: its row (without params: a rejected command never needs them) and status, staged. */
-  private reject(id: string, op: string, code: CommandCode, message: string, ack: Ack): void {
+  private reject(id: string, op: string, code: CommandCode | string, message: string, ack: Ack, origin: Origin): void {
     const msg = this.statusMessage(id, op, 'rejected', { reason: { code, message } });
     this.stage({
-      id, op, message: msg, exclusive: false, ack, reason: { code, message },
-      row: { id, op, status: 'rejected', paramsJson: null, redacted: false, lastMessage: msg, now: this.opts.clock.now(), expiresAt: undefined },
+      id, op, message: msg, exclusive: false, ack, reason: { code, message }, origin,
+      row: { id, op, status: 'rejected', paramsJson: null, redacted: false, lastMessage: msg, now: this.opts.clock.now(), expiresAt: undefined, origin },
       after: () => {
         this.counters.rejected++;
+        this.emitStatus(msg);
         this.opts.logger.info({ id, op, code }, `command rejected: ${message}`);
       },
     });
@@ -443,7 +577,7 @@ export class Router {
   }
 
   /** Starts a command: 'unsaved' when its `executing` status could not be committed (then it has not started). */
-  private launch(rec: CommandRecord, handler: OperationHandler<unknown>, resume: boolean): Saved {
+  private launch(rec: CommandRecord, handler: OperationHandler<unknown>, resume: boolean, exclusive = this.isExclusive(handler, rec.params)): Saved {
     if (!resume) {
       const saved = this.setStatus(rec.id, rec.op, 'executing', {}, true);
       if (saved !== 'ok') {
@@ -454,7 +588,10 @@ export class Router {
     const run: Running = {
       id: rec.id,
       op: rec.op,
-      exclusive: !!handler.exclusive,
+      exclusive,
+      priority: rec.priority,
+      origin: rec.origin,
+      startedAt: this.opts.clock.now(),
       abort: new AbortController(),
       cancellable: true,
       lastProgressAt: 0,
@@ -505,6 +642,8 @@ export class Router {
       id: rec.id,
       op: rec.op,
       params: this.secretParams.get(rec.id) ?? rec.params,
+      origin: rec.origin,
+      priority: rec.priority,
       logger,
       signal: run.abort.signal,
       progress: (step, percent) => {
@@ -573,7 +712,10 @@ export class Router {
       if (durable) {
         this.opts.outbox.commit(() => {
           refused = !this.opts.store.update(id, status, message, now);
-          if (!refused && status !== 'executing' && status !== 'accepted') this.opts.audit?.(id, op, status, extra.reason, this.opts.store.get(id)?.params);
+          if (!refused && status !== 'executing' && status !== 'accepted') {
+            const rec = this.opts.store.get(id);
+            this.opts.audit?.(id, op, status, extra.reason, rec?.params, rec?.origin);
+          }
           return refused ? [] : [msg];
         });
       } else {
@@ -592,7 +734,20 @@ export class Router {
       this.opts.logger.warn({ id, op, status }, 'status refused: the command already has its terminal status');
       return 'refused';
     }
+    this.emitStatus(message);
     return 'ok';
+  }
+
+  private emitStatus(message: string): void {
+    if (this.statusListeners.size === 0) return;
+    const msg = JSON.parse(message) as StatusMessage;
+    for (const l of this.statusListeners) {
+      try {
+        l(msg);
+      } catch (err) {
+        this.opts.logger.error({ err }, 'a status listener failed');
+      }
+    }
   }
 
   private storeFailed(err: unknown, what: string): void {

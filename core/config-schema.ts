@@ -34,6 +34,11 @@ const commandsSchema = z
     maxPending: z.number().int().min(1).max(100_000).default(1000),
     /** Commands running at once; the others wait in order. */
     maxConcurrent: z.number().int().min(1).max(256).default(4),
+    /**
+     * Exclusive operations (update, rollback, config apply, procedures with side effects) waiting
+     * behind the running one, by priority; one more is rejected `busy`. 0: none waits.
+     */
+    maxQueued: z.number().int().min(0).max(1000).default(8),
     /** How long a finished command is remembered for de-duplication. */
     retentionDays: z.number().int().min(1).max(3650).default(30),
   })
@@ -304,6 +309,10 @@ const maintenanceSchema = z
   .object({
     /** Operators' procedure files, one `{id}.yaml` each (CONTRACT.md section 6); a missing directory holds none. */
     proceduresDir: z.string().min(1).default('/etc/edge-agent/procedures/'),
+    /** Finished runs whose reports are kept in the store, newest first. */
+    maxReports: z.number().int().min(1).max(100_000).default(200),
+    /** Output kept per step (command output, an http body), first and last halves. */
+    maxOutputBytes: z.number().int().min(256).max(1024 * 1024).default(16 * 1024),
   })
   .strict();
 

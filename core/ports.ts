@@ -60,10 +60,26 @@ export type OperationOutcome =
    */
   | { status: 'pending' };
 
+/**
+ * Who started a command. `wms` for `~/cmd/{op}`; the others come through Router.submit: `local`
+ * (the admin socket: the CLI), `console` (the web console), `schedule`, `incident`, `alert`.
+ */
+export interface Origin {
+  trigger: 'wms' | 'local' | 'console' | 'schedule' | 'incident' | 'alert';
+  /** `wms:{id}` for the WMS; otherwise who: `local`, `console:{session}`, `schedule:{procedure}`, ... */
+  actor: string;
+}
+
+/** Exclusive operations wait highest priority first, then oldest first (CONTRACT.md section 2). */
+export const PRIORITIES = ['low', 'normal', 'high'] as const;
+export type Priority = (typeof PRIORITIES)[number];
+
 export interface OperationContext<P> {
   readonly id: string;
   readonly op: string;
   readonly params: P;
+  readonly origin: Origin;
+  readonly priority: Priority;
   readonly logger: Logger;
   /** Aborted when a `cancel` for this command arrives while it is cancellable. */
   readonly signal: AbortSignal;
@@ -79,8 +95,21 @@ export interface OperationContext<P> {
 export interface OperationHandler<P = unknown> {
   readonly op: string;
   readonly params: z.ZodType<P>;
-  /** At most one exclusive operation runs at a time; another is rejected with `busy`. */
-  readonly exclusive?: boolean;
+  /**
+   * At most one exclusive operation runs at a time; the others wait in one queue by priority, and
+   * a full queue answers `busy`. A function decides per command (a read-only procedure is not).
+   */
+  readonly exclusive?: boolean | ((params: P) => boolean);
+  /**
+   * Checked at intake after the params' schema: a reason rejects the command (`rejected`, never
+   * executed) with its code; undefined admits it. Must be quick and must not throw.
+   */
+  admit?(params: P, origin: Origin): Reason | undefined;
+  /**
+   * Starts at once, beside everything and outside the `maxConcurrent` bound: the controls of
+   * other operations (pause, resume, confirm) must not wait behind what they control.
+   */
+  readonly immediate?: boolean;
   /**
    * What of the params may be stored: secrets (credentials, a pre-signed URL's query) replaced.
    * The router stores this, holds the full params in memory for the run only, and fails the

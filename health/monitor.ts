@@ -178,6 +178,11 @@ export class HealthMonitor implements Component {
     return this.snapshot;
   }
 
+  /** A sample taken now (the maintenance runner's checks want current values, not the last period's). */
+  async sampleNow(): Promise<Metrics> {
+    return (await this.opts.sampler.sample()).metrics;
+  }
+
   private schedule(ms: number): void {
     if (this.stopped) return;
     const gen = this.gen;

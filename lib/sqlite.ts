@@ -68,6 +68,10 @@ export function openDatabase(path: string, opts: OpenOptions = {}): Db {
   db.pragma('busy_timeout = 5000');
   db.pragma(`cache_size = -${Math.max(64, Math.floor(opts.cacheKiB ?? 2048))}`);
   if (!opts.readonly) {
+    // A new file gives freed pages back in small steps (PRAGMA incremental_vacuum), so a store
+    // is compacted without a VACUUM that holds the write lock for seconds; an existing file keeps
+    // its mode (only a full VACUUM changes it).
+    db.pragma('auto_vacuum = INCREMENTAL');
     db.pragma('journal_mode = WAL');
     db.pragma(`synchronous = ${opts.synchronous ?? 'FULL'}`);
     db.pragma('foreign_keys = ON');

@@ -12,7 +12,7 @@
  *   that were validated.
  * - Only a `valid` entry yields a procedure to run (`runnable`); the others throw their code.
  */
-import { closeSync, constants, fstatSync, openSync, readdirSync, readFileSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MaintenanceError, type Problem } from './errors.js';
@@ -143,4 +143,43 @@ export function runnableProcedure(catalog: Catalog, id: string): { procedure: Pr
   const code = e.status === 'unsafe' ? 'unsafe-procedure' : 'invalid-procedure';
   const first = e.problems.slice(0, 5).map((p) => `${p.path}: ${p.message}`);
   throw new MaintenanceError(code, `${e.file} is ${e.status === 'unsafe' ? 'refused as unsafe' : 'invalid'} (${e.problems.length} problem${e.problems.length === 1 ? '' : 's'}):\n  ${first.join('\n  ')}`, e.problems);
+}
+
+/**
+ * The catalog, read again only when a file or directory changed (name, size, mtime, ctime, mode
+ * or owner of any of them): the `maintenance` operation's admission reads it for every command,
+ * and a flood of commands must not mean a flood of YAML parsing.
+ */
+export class CatalogCache {
+  private key = '';
+  private cached: Catalog | undefined;
+
+  constructor(private readonly opts: { shippedDir: string | undefined; operatorDir: string; agentUid: number }) {}
+
+  get(): Catalog {
+    const key = [this.opts.shippedDir, this.opts.operatorDir].map((d) => (d === undefined ? '' : signature(d))).join('|');
+    if (!this.cached || key !== this.key) {
+      this.cached = loadCatalog(this.opts);
+      this.key = key;
+    }
+    return this.cached;
+  }
+}
+
+function signature(dir: string): string {
+  const st = (p: string): string => {
+    try {
+      const s = statSync(p);
+      return `${s.ino}:${s.size}:${s.mtimeMs}:${s.ctimeMs}:${s.mode}:${s.uid}`;
+    } catch {
+      return '-';
+    }
+  };
+  let names: string[] = [];
+  try {
+    names = readdirSync(dir).filter((n) => /\.ya?ml$/.test(n)).sort();
+  } catch {
+    // missing or unreadable: its signature says so
+  }
+  return `${st(dir)};${names.map((n) => `${n}=${st(join(dir, n))}`).join(';')}`;
 }

@@ -17,6 +17,7 @@
  * - Never rejects: a program that cannot be started is a `failed` outcome with the reason.
  */
 import { spawn as nodeSpawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { scrub, SECRET_ASSIGNMENT as SECRET } from '../lib/redact.js';
 import type { StepOutcome } from './run-state.js';
 
@@ -35,6 +36,8 @@ export interface CommandOptions {
   signal?: AbortSignal;
   env?: Readonly<Record<string, string>>;
   cwd?: string;
+  /** Told the process (and group) id once it is spawned: the runner records it before waiting. */
+  onStart?(pid: number): void;
   /** Injected for tests; node's spawn by default. */
   spawn?: (file: string, args: readonly string[], opts: SpawnOptions) => ChildProcess;
 }
@@ -157,6 +160,13 @@ export function runCommand(o: CommandOptions): Promise<CommandResult> {
       return;
     }
     const pid = child.pid;
+    if (pid !== undefined) {
+      try {
+        o.onStart?.(pid);
+      } catch {
+        // recording it is best effort; the step runs either way
+      }
+    }
     let stoppedBy: 'timeout' | 'cancel' | undefined;
     let exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
     let spawnError: string | undefined;
@@ -223,4 +233,50 @@ export function runCommand(o: CommandOptions): Promise<CommandResult> {
       else drainTimer = setTimeout(finish, Math.min(o.killGraceMs, 1000));
     });
   });
+}
+
+/** A process as it was when started: pid, its start time in clock ticks since boot, and the boot. */
+export interface ProcessIdentity {
+  pid: number;
+  startTicks: string;
+  bootId: string;
+}
+
+function readStart(pid: number): string | undefined {
+  try {
+    // Field 22 of /proc/PID/stat, counted after the command name (which may hold spaces).
+    const rest = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+    return rest[19];
+  } catch {
+    return undefined;
+  }
+}
+
+function bootId(): string {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** The identity of a running process, or undefined when it cannot be read (not Linux, gone). */
+export function processIdentity(pid: number): ProcessIdentity | undefined {
+  const startTicks = readStart(pid);
+  return startTicks === undefined ? undefined : { pid, startTicks, bootId: bootId() };
+}
+
+/**
+ * Kills the process group a previous agent left running (killed mid-step), but only when its
+ * leader is still that very process: same boot, same start time. A pid reused by something
+ * else (after a reboot, or much later) is never touched. Returns whether it killed.
+ */
+export function killLeftover(id: ProcessIdentity): boolean {
+  if (id.bootId !== bootId() || readStart(id.pid) !== id.startTicks) return false;
+  try {
+    process.kill(-id.pid, 'SIGKILL');
+    return true;
+  } catch {
+    return false;
+  }
 }

@@ -11,6 +11,21 @@ export const MAINTENANCE_CODES = registerCodes('maintenance', [
   'unsafe-procedure',
   'invalid-params',
   'procedures-unreadable',
+  // Admission of the other operations (rejected, nothing changed).
+  'outside-window',
+  'unknown-window',
+  'not-running',
+  'not-waiting',
+  'not-pausable',
+  // How a run ended (a failed command's reason.code, the report's reason).
+  'step-failed',
+  'step-timeout',
+  'timeout',
+  'rolled-back',
+  'rollback-failed',
+  'prerequisites-failed',
+  'success-criteria',
+  'action-unavailable',
 ] as const);
 export type MaintenanceCode = (typeof MAINTENANCE_CODES)[number];
 

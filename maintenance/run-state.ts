@@ -101,7 +101,7 @@ export function isTerminal(state: RunState): boolean {
 }
 
 /** What a record in `running` or `paused` does next; the terminal ones are finished. */
-function effectOf(run: RunRecord, shape: RunShape): Effect {
+export function effectOf(run: RunRecord, shape: RunShape): Effect {
   if (isTerminal(run.state)) return { kind: 'finished', state: run.state };
   if (run.state === 'paused' || run.state === 'pending') return { kind: 'wait' };
   const len = run.phase === 'steps' ? shape.steps : shape.rollback;

@@ -6,6 +6,7 @@
  */
 import { z } from 'zod';
 import { checkShapeProblems, METRIC_NAME, type Check } from './checks.js';
+import { BUILTIN_ACTIONS, isActionName } from './actions.js';
 
 /** Procedure and step ids. */
 export const PROCEDURE_ID = /^[a-z0-9][a-z0-9-]{0,63}$/;
@@ -161,13 +162,15 @@ export type Condition = z.infer<typeof conditionSchema>;
 /**
  * Whether a step changes anything (a dry run reports these `would-run` and runs none of them).
  * Only a `command` step may say `sideEffects: false` of itself; any step may add `true`. An
- * `action` counts as side-effecting until the built-in actions declare their own (the runner).
+ * `action` has the side effects its declaration says (actions.ts); an unknown one counts as
+ * side-effecting.
  */
 export function stepHasSideEffects(step: Step): boolean {
   switch (step.type) {
     case 'command':
       return step.sideEffects ?? true;
     case 'action':
+      return step.sideEffects === true || !isActionName(step.action) || BUILTIN_ACTIONS[step.action].sideEffects;
     case 'notify':
       return true;
     case 'http':
@@ -179,4 +182,9 @@ export function stepHasSideEffects(step: Step): boolean {
     case 'confirm':
       return step.sideEffects === true;
   }
+}
+
+/** Whether a run of it may change anything: disruptive, or a step (or rollback step) with side effects. */
+export function procedureIsExclusive(p: Pick<Procedure, 'disruptive' | 'steps' | 'rollback'>): boolean {
+  return p.disruptive || [...p.steps, ...p.rollback].some(stepHasSideEffects);
 }

@@ -11,13 +11,16 @@
  * - parameter names match [A-Za-z_][A-Za-z0-9_]{0,63};
  * - a declaration's bounds are in order, its pattern compiles, its default fits it;
  * - `<`, `<=`, `>`, `>=` against a parameter need a number parameter;
- * - a rollback step cannot itself say `onFailure: rollback`.
+ * - a rollback step cannot itself say `onFailure: rollback`;
+ * - an `action` step names a built-in action (actions.ts) and gives it only parameters it takes,
+ *   of their types.
  */
 import { createHash } from 'node:crypto';
 import { parseDocument } from 'yaml';
 import { formatPath } from '../core/config.js';
 import type { Problem } from './errors.js';
 import { declarationProblems, paramRefName } from './params.js';
+import { actionProblems } from './actions.js';
 import { PARAM_NAME, paramSchema, procedureSchema, type Procedure } from './schema.js';
 
 export interface Validated {
@@ -85,6 +88,7 @@ export function extraProblems(doc: unknown, expectedId: string | undefined): { p
         if (paramRefName(prog) !== undefined || prog.includes('{{')) out.push({ path: [...at, 'argv', 0], message: 'the program (argv[0]) must be written in the procedure, never a parameter' });
         else if (!prog.startsWith('/')) out.push({ path: [...at, 'argv', 0], message: `the program must be an absolute path (got ${JSON.stringify(prog)}): no PATH lookup` });
       }
+      if (step.type === 'action') for (const p of actionProblems(step.action, step.with, (x) => paramRefName(x) !== undefined)) out.push({ path: [...at, ...p.key], message: p.message });
       if (list === 'rollback' && step.onFailure === 'rollback') out.push({ path: [...at, 'onFailure'], message: 'a rollback step cannot roll back: use abort or continue' });
     });
   }

@@ -130,6 +130,11 @@ export class IncidentStore {
     return Number(r.lastInsertRowid);
   }
 
+  /** Appends a note to an incident's detail (a repair procedure started for it, ...). */
+  note(id: number, text: string): void {
+    this.db.prepare("UPDATE incidents SET detail = CASE WHEN detail IS NULL OR detail = '' THEN ? ELSE detail || '; ' || ? END WHERE id = ?").run(text, text, id);
+  }
+
   /** The component is healthy again: its open incidents get resolvedAt and recoveryMs. Returns them. */
   resolve(component: string, at: number): Incident[] {
     return this.db.transaction(() => {

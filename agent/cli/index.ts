@@ -260,11 +260,87 @@ ${COMMON_HELP}
     run: async (v, p) => (await import('./console.js')).consoleCommand(v, p),
   },
   maintenance: {
-    summary: 'maintenance procedures on this gateway (list|show ID|validate FILE)',
+    summary: 'maintenance procedures: list|show ID|validate FILE|run ID|reports|report RUN',
     usage: MAINTENANCE_USAGE,
     options: MAINTENANCE_OPTIONS,
     positionals: true,
     run: async (v, p) => (await import('./maintenance.js')).maintenanceCommand(v, p),
+  },
+  operations: {
+    summary: 'the operation queue: running, paused and waiting operations',
+    usage: `edge-agent operations [--json] [--config FILE] [--data-dir DIR]
+
+What runs and what waits, in the order it will start: exclusive operations (updates, rollbacks,
+config applies, procedures that change something) run one at a time, highest priority first,
+then oldest; read-only ones run beside. For a procedure run: its step, its share done, whether it
+is paused or waits for a confirmation (and the command that answers it). With the daemon down it
+lists the unfinished commands from the store. Exit 0.
+
+${COMMON_HELP}
+  --json             {daemon, operations: [{id, op, state, exclusive, priority, origin, since, step, position, run?}]}`,
+    options: { ...common, json: { type: 'boolean' } },
+    run: async (v) => (await import('./operations.js')).operationsCommand(v),
+  },
+  pause: {
+    summary: 'pause a running procedure at its next step boundary',
+    usage: `edge-agent pause ID [--timeout SEC] [--json] [--config FILE] [--data-dir DIR]
+
+Pauses procedure run ID at its next step boundary (the step that runs finishes first) and
+waits until it is paused. Exit 0 paused, 1 it ended or began rolling back first, 2 rejected
+(not-running), 3 the daemon is not running.
+
+${COMMON_HELP}
+  --timeout SEC      how long to wait for the daemon's answer (default 120)
+  --json             print the command's terminal status`,
+    options: { ...common, timeout: { type: 'string' }, json: { type: 'boolean' } },
+    positionals: true,
+    run: async (v, p) => (await import('./operations.js')).controlCommand('pause', v, p),
+  },
+  resume: {
+    summary: 'resume a paused procedure',
+    usage: `edge-agent resume ID [--timeout SEC] [--json] [--config FILE] [--data-dir DIR]
+
+Resumes paused procedure run ID. Exit 0 running again, 2 rejected (not-running), 3 the daemon
+is not running.
+
+${COMMON_HELP}
+  --timeout SEC      how long to wait for the daemon's answer (default 120)
+  --json             print the command's terminal status`,
+    options: { ...common, timeout: { type: 'string' }, json: { type: 'boolean' } },
+    positionals: true,
+    run: async (v, p) => (await import('./operations.js')).controlCommand('resume', v, p),
+  },
+  cancel: {
+    summary: 'cancel an operation: a waiting one at once, a procedure at its next step boundary (then its rollback)',
+    usage: `edge-agent cancel ID [--timeout SEC] [--json] [--config FILE] [--data-dir DIR]
+
+Cancels operation ID: one still waiting in the queue ends cancelled at once; a procedure stops
+at its next step boundary (a running command step is killed, its process group with it) and
+runs its rollback steps; an update only before its point of no return. Exit 0 requested, 1
+failed (unknown-target, not-cancellable), 3 the daemon is not running.
+
+${COMMON_HELP}
+  --timeout SEC      how long to wait for the daemon's answer (default 120)
+  --json             print the command's terminal status`,
+    options: { ...common, timeout: { type: 'string' }, json: { type: 'boolean' } },
+    positionals: true,
+    run: async (v, p) => (await import('./operations.js')).controlCommand('cancel', v, p),
+  },
+  confirm: {
+    summary: "answer a procedure's confirm step: edge-agent confirm ID STEP --yes|--no",
+    usage: `edge-agent confirm ID STEP --yes|--no [--timeout SEC] [--json] [--config FILE] [--data-dir DIR]
+
+Answers the confirm step STEP that run ID waits at (edge-agent operations shows it): --yes lets
+the run go on, --no fails the step (its onFailure decides what follows). Exit 0 answered, 2
+rejected (not-waiting: the run does not wait at that step), 3 the daemon is not running.
+
+${COMMON_HELP}
+  --yes, --no        the answer
+  --timeout SEC      how long to wait for the daemon's answer (default 120)
+  --json             print the command's terminal status`,
+    options: { ...common, yes: { type: 'boolean' }, no: { type: 'boolean' }, timeout: { type: 'string' }, json: { type: 'boolean' } },
+    positionals: true,
+    run: async (v, p) => (await import('./operations.js')).controlCommand('confirm', v, p),
   },
   install: {
     summary: 'first installation of this release into ROOT as slot A, with the boot guard',

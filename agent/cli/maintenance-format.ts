@@ -136,3 +136,58 @@ export function formatShow(e: CatalogEntry): string {
   }
   return lines.join('\n') + '\n';
 }
+
+interface StepLine {
+  id: string;
+  name?: string;
+  outcome: string;
+  elapsedMs?: number;
+  exitCode?: number | null;
+  message?: string;
+  output?: string;
+  attempts?: number;
+  validation?: { ok: boolean; reason: string };
+}
+
+function stepReportLines(steps: readonly StepLine[], indent: string): string[] {
+  const w = Math.max(4, ...steps.map((s) => s.id.length));
+  return steps.flatMap((s) => {
+    const time = s.elapsedMs !== undefined ? `${s.elapsedMs} ms` : '';
+    const extra = [s.exitCode !== undefined && s.exitCode !== null ? `exit ${s.exitCode}` : '', s.attempts !== undefined ? `${s.attempts} attempts` : '', s.message ?? ''].filter(Boolean).join('; ');
+    const out = [`${indent}${s.id.padEnd(w)}  ${s.outcome.padEnd(9)} ${time.padStart(9)}  ${extra}`.trimEnd()];
+    if (s.validation) out.push(`${indent}${' '.repeat(w)}  validate: ${s.validation.ok ? 'ok' : 'FAILED'}: ${s.validation.reason}`);
+    if (s.output) {
+      const lines = s.output.trimEnd().split('\n');
+      for (const l of lines.slice(-5)) out.push(`${indent}${' '.repeat(w)}  | ${l}`);
+      if (lines.length > 5) out.push(`${indent}${' '.repeat(w)}  | (${lines.length - 5} earlier lines: --json shows all)`);
+    }
+    return out;
+  });
+}
+
+/** A run's report for a person (`maintenance run`, `maintenance report RUN`). */
+export function formatReport(r: Record<string, unknown>): string {
+  const steps = (r.steps as StepLine[] | undefined) ?? [];
+  const rb = r.rollback as { executed: boolean; cause?: string; steps: StepLine[] } | undefined;
+  const reason = r.reason as { code: string; message: string } | undefined;
+  const crit = (r.successCriteria as { name?: string; ok: boolean; reason: string }[] | undefined) ?? [];
+  const pre = (r.prerequisites as { name?: string; ok: boolean; reason: string }[] | undefined) ?? [];
+  const lines = [
+    `run ${String(r.runId)}: ${String(r.procedure)}${r.dryRun ? ' (dry run)' : ''}: ${String(r.state).toUpperCase()}${reason ? ` (${reason.code}: ${reason.message})` : ''}`,
+    `  started ${String(r.startedAt ?? '?')} by ${String(r.startedBy ?? '?')} (${String(r.trigger ?? '?')}), ${String(r.elapsedMs ?? '?')} ms; definition sha256 ${String(r.definitionSha256 ?? '?')}`,
+    `  params: ${JSON.stringify(r.params ?? {})}`,
+    ...(pre.length > 0 ? ['  prerequisites:', ...pre.map((c) => `    ${c.ok ? 'ok' : 'FAILED'}: ${c.name ?? c.reason}${c.name ? ` (${c.reason})` : ''}`)] : []),
+    `  steps: ${String(r.stepsOk ?? 0)} ok, ${String(r.stepsFailed ?? 0)} failed, ${String(r.stepsSkipped ?? 0)} skipped of ${String(r.stepsTotal ?? steps.length)}`,
+    ...stepReportLines(steps, '    '),
+  ];
+  if (rb?.executed) lines.push(`  rollback (${rb.cause ?? 'ran'}):`, ...stepReportLines(rb.steps, '    '));
+  if (crit.length > 0) lines.push('  success criteria:', ...crit.map((c) => `    ${c.ok ? 'ok' : 'FAILED'}: ${c.name ?? c.reason}${c.name ? ` (${c.reason})` : ''}`));
+  if (typeof r.note === 'string') lines.push(`  ${r.note}`);
+  return lines.join('\n') + '\n';
+}
+
+/** `maintenance reports`: one line per run, newest first. */
+export function formatReports(list: readonly { runId: string; procedure: string; state: string; trigger: string; startedBy: string; dryRun: boolean; startedAt: string; endedAt: string | undefined }[]): string {
+  if (list.length === 0) return 'no procedure has run yet\n';
+  return list.map((r) => `${r.startedAt}  ${r.state.padEnd(11)} ${r.procedure}${r.dryRun ? ' (dry run)' : ''}  run ${r.runId}  by ${r.startedBy} (${r.trigger})`).join('\n') + '\n';
+}

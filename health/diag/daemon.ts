@@ -20,7 +20,7 @@ import { makeSupportBundle } from '../support-bundle.js';
 import { diagContext, liveIntegrity } from './context.js';
 import { DiagError } from './errors.js';
 import { runSuite } from './suite.js';
-import type { DiagContext, DiagReport } from './types.js';
+import type { DiagContext, DiagReport, GroupName } from './types.js';
 import { uploadFile, type UploadOutcome, type UploadTarget } from './upload.js';
 
 export const REUSE_MS = 5000;
@@ -77,6 +77,11 @@ export class DaemonDiagnostics {
         this.running = undefined;
       });
     return this.running;
+  }
+
+  /** Only these groups, run now (the maintenance actions: slot-verify, config-verify, cert-expiry). */
+  async groups(only: readonly GroupName[]): Promise<DiagReport> {
+    return runSuite(this.context(this.opts.facts()), only);
   }
 
   /** The operation's result; with `upload`, also the bundle's upload outcome. */

@@ -122,14 +122,24 @@ test('validate: a file not installed; every problem on stderr with its key path;
   assert.match(missing.stderr, /cannot read/);
 });
 
-test('--help, usage errors, what is not built yet, and an invalid configuration', async () => {
+test('--help, usage errors, what is not built yet, no daemon, and an invalid configuration', async () => {
   const help = await runCli(['maintenance', '--help']);
   assert.equal(help.code, 0);
   assert.match(help.stdout, /edge-agent maintenance validate FILE \[--json\]/);
+  assert.match(help.stdout, /edge-agent maintenance run ID \[--dry-run\] \[--param K=V\]/);
   assert.equal((await runCli(['maintenance'])).code, 64);
+  const sched = await runCli(['maintenance', 'schedule', '--config', config]);
+  assert.equal(sched.code, 64);
+  assert.match(sched.stderr, /not built yet/);
+  // run asks the daemon: none runs here.
   const run = await runCli(['maintenance', 'run', 'spool-repair', '--config', config]);
-  assert.equal(run.code, 64);
-  assert.match(run.stderr, /not built yet/);
+  assert.equal(run.code, 3);
+  assert.match(run.stderr, /the daemon is not running/);
+  // reports read the store: none yet.
+  const reps = await runCli(['maintenance', 'reports', '--json', '--config', config]);
+  assert.equal(reps.code, 0, reps.stderr);
+  assert.deepEqual(JSON.parse(reps.stdout), { reports: [] });
+  assert.equal((await runCli(['maintenance', 'report', 'nope', '--config', config])).code, 2);
   assert.equal((await runCli(['maintenance', 'show', '--config', config])).code, 64);
   const badConfig = join(dir, 'bad-config.yaml');
   writeFileSync(badConfig, stringify({ gatewayId: 'gw', maintenance: { proceduresDir: 5 } }));

@@ -85,6 +85,9 @@ async function gateway(id: string): Promise<Gateway> {
     gatewayId: id,
     mqtt: { url: broker.url, reconnect: { initialMs: 100, maxMs: 1000 } },
     ota: { trustAnchors: trustPath, healthGate: HEALTH_GATE, download: { idleTimeoutMs: 10_000, retries: 2 } },
+    // No exclusive operation waits behind the running one: a second update is `busy` (u4-busy).
+    // The queue itself (waiting by priority) is tested in router.test.ts and maintenance-queue.
+    commands: { maxQueued: 0 },
     shutdownTimeoutMs: 10_000,
   };
   const r = makeOtaRoot({ releaseDir: releaseV1, version: '1.0.0', config });

@@ -6,7 +6,11 @@ const NOW = Date.parse('2026-11-25T10:00:00Z');
 const p = (op: string, text: string, max = 1024): ReturnType<typeof parseCommand> => parseCommand(op, Buffer.from(text), max, NOW);
 
 test('a well-formed command parses with defaults', () => {
-  assert.deepEqual(p('diagnostics', '{"id":"a-1"}'), { kind: 'command', cmd: { id: 'a-1', op: 'diagnostics', params: {}, expiresAt: undefined } });
+  assert.deepEqual(p('diagnostics', '{"id":"a-1"}'), { kind: 'command', cmd: { id: 'a-1', op: 'diagnostics', params: {}, expiresAt: undefined, priority: 'normal' } });
+  const hi = p('update', '{"id":"h","priority":"high"}');
+  assert.equal(hi.kind === 'command' && hi.cmd.priority, 'high');
+  const bad = p('update', '{"id":"b","priority":"urgent"}');
+  assert.equal(bad.kind === 'reject' && bad.code, 'invalid-params');
   const v = p('update', '{"id":"u:1","params":{"url":"x"},"expiresAt":"2026-11-25T11:00:00Z"}');
   assert.equal(v.kind, 'command');
   if (v.kind === 'command') assert.equal(v.cmd.expiresAt, Date.parse('2026-11-25T11:00:00Z'));

@@ -373,3 +373,113 @@ test('every terminal status is recorded in the audit trail in its own commit: re
   assert.equal(auditDb.verify().ok, true);
   await h.router.stop();
 });
+
+test('exclusive operations wait in one queue, highest priority then oldest first; a full queue is busy; non-exclusive ones run beside', async () => {
+  const path = join(mkdtempSync(join(tmpdir(), 'router-')), 'a.db');
+  const h = routerHarness(path, { limits: { maxPayloadBytes: 4096, maxPending: 20, maxConcurrent: 4, retentionDays: 30, maxQueued: 2 }, stopWaitMs: 50 });
+  routers.push(h.router);
+  const started: string[] = [];
+  const releases = new Map<string, (o: OperationOutcome) => void>();
+  // Exclusive per command: `ro: true` (a read-only procedure) runs beside the others.
+  h.router.register({
+    op: 'job',
+    params: z.object({ ro: z.boolean().default(false) }),
+    exclusive: (p) => !p.ro,
+    execute: (ctx) => new Promise((r) => (started.push(ctx.id), releases.set(ctx.id, r))),
+  });
+  await h.router.start();
+  send(h.router, 'job', { id: 'x1' });
+  await settle();
+  send(h.router, 'job', { id: 'x2', priority: 'low' });
+  send(h.router, 'job', { id: 'x3', priority: 'high' });
+  send(h.router, 'job', { id: 'x4' });
+  send(h.router, 'job', { id: 'r1', params: { ro: true } });
+  await settle();
+  h.outbox.flush();
+  assert.deepEqual(started, ['x1', 'r1'], 'the read-only one runs beside the exclusive one');
+  assert.deepEqual(of(h.statuses, 'x4'), ['rejected:busy'], 'two wait already: the queue is full');
+  assert.match(h.statuses.find((s) => s.id === 'x4')!.reason!.message, /queue holds 2/);
+  assert.deepEqual(h.router.queue().map((q) => [q.id, q.state, q.priority, q.position ?? null]), [
+    ['x1', 'running', 'normal', null],
+    ['r1', 'running', 'normal', null],
+    ['x3', 'waiting', 'high', 1],
+    ['x2', 'waiting', 'low', 2],
+  ]);
+  releases.get('x1')!({ status: 'successful' });
+  await settle();
+  assert.deepEqual(started, ['x1', 'r1', 'x3'], 'high before low, though low came first');
+  releases.get('x3')!({ status: 'successful' });
+  await settle();
+  assert.deepEqual(started, ['x1', 'r1', 'x3', 'x2']);
+  releases.get('x2')!({ status: 'successful' });
+  releases.get('r1')!({ status: 'successful' });
+  await settle();
+});
+
+test('the queue order survives a restart: waiting exclusive commands start by their persisted priority', async () => {
+  const path = join(mkdtempSync(join(tmpdir(), 'router-')), 'a.db');
+  const limits = { maxPayloadBytes: 4096, maxPending: 20, maxConcurrent: 4, retentionDays: 30, maxQueued: 5 };
+  const first = routerHarness(path, { limits, stopWaitMs: 50 });
+  const startedA: string[] = [];
+  first.router.register({ op: 'job', params: z.object({}), exclusive: true, execute: (ctx) => new Promise(() => startedA.push(ctx.id)) });
+  await first.router.start();
+  send(first.router, 'job', { id: 'a' });
+  await settle();
+  send(first.router, 'job', { id: 'b', priority: 'low' });
+  send(first.router, 'job', { id: 'c' });
+  send(first.router, 'job', { id: 'd', priority: 'high' });
+  await settle();
+  assert.deepEqual(startedA, ['a']);
+  await first.router.stop();
+  first.db.close();
+  const second = routerHarness(path, { limits, stopWaitMs: 50 });
+  routers.push(second.router);
+  const startedB: string[] = [];
+  const releases: ((o: OperationOutcome) => void)[] = [];
+  // `a` was running: without resume it fails `interrupted`; the waiting ones start in order.
+  second.router.register({ op: 'job', params: z.object({}), exclusive: true, execute: (ctx) => new Promise((r) => (startedB.push(ctx.id), releases.push(r))) });
+  await second.router.start();
+  for (let i = 0; i < 3; i++) {
+    await settle();
+    releases.shift()?.({ status: 'successful' });
+  }
+  await settle();
+  assert.deepEqual(startedB, ['d', 'c', 'b']);
+  second.outbox.flush();
+  assert.equal(of(second.statuses, 'a').at(-1), 'failed:interrupted');
+});
+
+test('admit() rejects with the operation\'s own code; submit() keeps the origin in the store, the queue and the audit actor', async () => {
+  const path = join(mkdtempSync(join(tmpdir(), 'router-')), 'a.db');
+  const db = openDatabase(path + '.audit', { migrations: [AUDIT_MIGRATIONS] });
+  const log = new AuditLog(db, systemClock);
+  const h = routerHarness(path, {
+    limits: { maxPayloadBytes: 4096, maxPending: 20, maxConcurrent: 4, retentionDays: 30 },
+    stopWaitMs: 50,
+    audit: (id, op, status, reason, params, origin) => log.append(commandAudit(id, op, status, reason, params, origin)),
+  });
+  routers.push(h.router);
+  const seen: string[] = [];
+  h.router.onStatus((m) => seen.push(`${m.id}:${m.status}`));
+  h.router.register({
+    op: 'proc',
+    params: z.object({ name: z.string() }),
+    admit: (p) => (p.name === 'ghost' ? { code: 'unknown-procedure', message: 'no procedure "ghost"' } : undefined),
+    execute: async (ctx) => ({ status: 'successful', result: { trigger: ctx.origin.trigger, actor: ctx.origin.actor } }),
+  });
+  await h.router.start();
+  send(h.router, 'proc', { id: 'g1', params: { name: 'ghost' } });
+  const id = h.router.submit('proc', { name: 'real' }, { origin: { trigger: 'schedule', actor: 'schedule:nightly' }, priority: 'low' });
+  assert.match(id, /^schedule-\d+-[0-9a-f]+$/);
+  await settle();
+  h.outbox.flush();
+  assert.deepEqual(of(h.statuses, 'g1'), ['rejected:unknown-procedure']);
+  assert.deepEqual(h.statuses.find((s) => s.id === id && s.status === 'successful')?.result, { trigger: 'schedule', actor: 'schedule:nightly' });
+  const rec = new CommandStore(h.db).get(id)!;
+  assert.deepEqual([rec.priority, rec.origin], ['low', { trigger: 'schedule', actor: 'schedule:nightly' }]);
+  assert.deepEqual(log.list({}).map((e) => [e.actor, e.action, e.outcome]), [
+    ['wms:g1', 'proc', 'rejected/unknown-procedure'],
+    ['schedule:nightly', 'proc', 'successful'],
+  ]);
+  assert.ok(seen.includes('g1:rejected') && seen.includes(`${id}:accepted`) && seen.includes(`${id}:successful`), seen.join(' '));
+});
