@@ -1,14 +1,12 @@
 /**
  * The web console's wiring (docs/console.md): its backend over the agent's own parts (status,
- * stores, log ring, router), the PLC feed from the bridge's topics, the server, and the admin
- * methods behind `edge-agent console pair|sessions`.
+ * stores, log ring, router, maintenance runner), the PLC feed from the bridge's topics, the
+ * server, and the admin methods behind `edge-agent console pair|sessions`.
  *
- * Commands from the page enter the router exactly as the WMS's do (`router.handle` with a
- * `console-…` id: the same parsing, lifecycle, codes, result topic and audit), with the session
- * as the audit actor. Their statuses are followed from the command store until terminal. When the
- * router offers local submissions itself, this adapter is the one place to switch.
+ * Commands from the page go through `Router.submit` with origin `console` and the session as
+ * actor: the same parsing, lifecycle, codes, `~/res/{id}` and audit as the WMS's commands. Every
+ * status the router writes goes on the stream (`operation`).
  */
-import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import type { Clock } from '../lib/clock.js';
@@ -51,39 +49,15 @@ export interface ConsoleWiring {
   url(): string | undefined;
 }
 
-/** Follows console commands in the store until terminal; one timer while any is open. */
-function commandPort(w: { router: Router; store: CommandStore; fromConsole: (id: string, actor: string) => void; clock: Clock }): CommandPort {
-  const listeners = new Set<(m: CommandStatusMsg) => void>();
-  const open = new Map<string, string>();
-  let timer: NodeJS.Timeout | undefined;
-  const poll = (): void => {
-    for (const [id, last] of open) {
-      const rec = w.store.get(id);
-      if (!rec || rec.lastMessage === last) continue;
-      open.set(id, rec.lastMessage);
-      const msg = JSON.parse(rec.lastMessage) as CommandStatusMsg;
-      for (const l of listeners) l(msg);
-      if (['successful', 'failed', 'cancelled', 'rejected'].includes(msg.status)) open.delete(id);
-    }
-    if (open.size === 0) {
-      clearInterval(timer);
-      timer = undefined;
-    }
-  };
+/** Local submissions through the router (the same intake as `~/cmd/{op}`), the session as actor. */
+function commandPort(router: Router): CommandPort {
   return {
     submit: (op, params, meta) => {
-      const id = `console-${w.clock.now()}-${randomBytes(4).toString('hex')}`;
-      w.fromConsole(id, meta.actor);
-      open.set(id, '');
-      w.router.handle(op, Buffer.from(JSON.stringify({ id, params })));
-      timer ??= setInterval(poll, 200);
-      setImmediate(poll);
+      const id = router.submit(op, params, { origin: { trigger: 'console', actor: meta.actor } });
+      router.flushIntake();
       return { id };
     },
-    onStatus: (l) => {
-      listeners.add(l);
-      return () => listeners.delete(l);
-    },
+    onStatus: (l) => router.onStatus((m) => l(m as unknown as CommandStatusMsg)),
   };
 }
 
@@ -112,8 +86,11 @@ export function wireConsole(w: {
   logger: Logger;
   router: Router;
   store: CommandStore;
-  audit: { port: AuditPort; fromConsole: (id: string, actor: string) => void };
+  audit: AuditPort;
   status: () => Record<string, unknown>;
+  /** The operation queue with the runner's view of each run; the procedures and their reports. */
+  operations: () => unknown;
+  maintenance: () => unknown;
 }): ConsoleWiring {
   const c = w.config.console;
   const logger = w.logger.child({ component: 'console' });
@@ -165,8 +142,8 @@ export function wireConsole(w: {
     : undefined;
   const backend: ConsoleBackend = {
     status: w.status,
-    commands: commandPort({ router: w.router, store: w.store, fromConsole: w.audit.fromConsole, clock: w.clock }),
-    audit: (e) => w.audit.port(e),
+    commands: commandPort(w.router),
+    audit: (e) => w.audit(e),
     read: (page, q) => {
       switch (page) {
         case 'health': {
@@ -192,6 +169,10 @@ export function wireConsole(w: {
         }
         case 'logs':
           return { lines: logLines(logRingDir(w.config), q) };
+        case 'operations':
+          return w.operations();
+        case 'maintenance':
+          return w.maintenance();
         default:
           return {};
       }
@@ -253,13 +234,13 @@ export function wireConsole(w: {
         const base = url();
         if (!base) throw new EdgeError('console-disabled', `the web console is not listening (see the agent's log for ${c.listen})`);
         const p = sessions.pair(roleOf(params.role));
-        w.audit.port({ actor: 'local', action: 'console-pair-code', target: p.role, outcome: 'successful' });
+        w.audit({ actor: 'local', action: 'console-pair-code', target: p.role, outcome: 'successful' });
         return { url: `${base}#pair=${p.code}`, code: p.code, role: p.role, expiresAt: new Date(p.expiresAt).toISOString() };
       },
       'console-sessions': (params) => {
         if (typeof params.revoke === 'string') {
           const n = sessions.revoke(params.revoke);
-          w.audit.port({ actor: 'local', action: 'console-revoke', target: params.revoke, outcome: n > 0 ? 'successful' : 'failed/not-found' });
+          w.audit({ actor: 'local', action: 'console-revoke', target: params.revoke, outcome: n > 0 ? 'successful' : 'failed/not-found' });
           return { revoked: n, sessions: sessions.list() };
         }
         return { sessions: sessions.list() };

@@ -39,7 +39,7 @@ export const STATIC: Record<string, [string, string]> = {
   '/vendor/uPlot.min.css': ['vendor/uPlot.min.css', 'text/css; charset=utf-8'],
 };
 
-export const READ_PAGES = ['health', 'alerts', 'incidents', 'updates', 'logs'] as const;
+export const READ_PAGES = ['health', 'alerts', 'incidents', 'updates', 'logs', 'operations', 'maintenance'] as const;
 
 export interface ConsoleServerOptions {
   host: string;

@@ -7,7 +7,7 @@ import { h } from './dom.js';
 import { PAGES, type AppState, type Ctx } from './pages.js';
 import { plcApply } from './plc.js';
 
-const state: AppState = { status: {}, plc: null, ops: new Map(), role: 'viewer', pid: undefined };
+const state: AppState = { status: {}, plc: null, ops: new Map(), opsVersion: 0, role: 'viewer', pid: undefined };
 let csrf = '';
 let source: EventSource | undefined;
 let page = 'overview';
@@ -91,6 +91,7 @@ function onEvent(name: string, data: string): void {
       break;
     case 'operation':
       state.ops.set(String(d.id), d);
+      state.opsVersion++;
       break;
     default:
       return;

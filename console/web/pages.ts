@@ -12,6 +12,8 @@ export interface AppState {
   plc: PlcSnapshot | null;
   /** The latest status of each command this browser knows of, by id. */
   ops: Map<string, Record<string, unknown>>;
+  /** Counts `operation` events: pages showing the queue fetch it again when it moved. */
+  opsVersion: number;
   role: 'viewer' | 'operator';
   pid: number | undefined;
 }
@@ -264,10 +266,119 @@ const logs: Page = {
   },
 };
 
+/** Fetches again when an operation's status moved since the last fetch (one fetch at a time). */
+function follow(ctx: Ctx, key: string, path: string): void {
+  const seen = fetched.get(`${key}:v`);
+  if (seen === ctx.state.opsVersion || fetched.get(`${key}:busy`) === true) return;
+  fetched.set(`${key}:v`, ctx.state.opsVersion);
+  fetched.set(`${key}:busy`, true);
+  ctx
+    .get(path)
+    .then((d) => fetched.set(key, d))
+    .catch(() => undefined)
+    .finally(() => {
+      fetched.set(`${key}:busy`, false);
+      ctx.rerender();
+    });
+}
+
+function controls(ctx: Ctx, q: Record<string, unknown>): Child {
+  if (ctx.state.role !== 'operator') return null;
+  const run = obj(q.run);
+  const id = String(q.id);
+  const box = h('span', { class: 'controls' });
+  const add = (label: string, op: string, params: Record<string, unknown>, question: string): void => {
+    const b = operatorButton(ctx, label, question, op, params);
+    if (b) box.append(b as Node, ' ');
+  };
+  if (q.op === 'maintenance' && q.state === 'running') {
+    if (run.state === 'paused') add('Resume', 'resume', { target: id }, `Resume ${id}?`);
+    else add('Pause', 'pause', { target: id }, `Pause ${id} at its next step boundary?`);
+  }
+  const confirm = obj(run.confirm);
+  if (typeof confirm.step === 'string') {
+    add('Confirm: yes', 'confirm', { target: id, step: confirm.step, answer: 'yes' }, `${text(confirm.message)}\n\nAnswer yes?`);
+    add('Confirm: no', 'confirm', { target: id, step: confirm.step, answer: 'no' }, 'Answer no?');
+  }
+  if (q.cancellable === true) add('Cancel', 'cancel', { target: id }, `Cancel ${id}?`);
+  return box;
+}
+
+const operations: Page = {
+  title: 'Operations',
+  render: (root, ctx) => {
+    follow(ctx, 'operations', '/api/data/operations');
+    const list = arr(obj(fetched.get('operations')).operations);
+    fill(
+      live(root),
+      h('h1', {}, 'Operations'),
+      table(
+        ['id', 'operation', 'state', 'step', 'progress', 'priority', 'from', 'since', ''],
+        list.map((q) => {
+          const run = obj(q.run);
+          const confirm = obj(run.confirm);
+          return [
+            h('span', { class: 'mono' }, text(q.id)),
+            `${text(q.op)}${run.procedure ? ` ${text(run.procedure)}` : ''}${run.dryRun === true ? ' (dry run)' : ''}`,
+            `${text(q.state)}${run.state ? ` / ${text(run.state)}` : ''}${q.position !== undefined ? ` #${text(q.position)}` : ''}`,
+            `${text(run.step ?? q.step)}${confirm.step ? ` — waiting: ${text(confirm.message)}` : ''}`,
+            typeof run.percent === 'number' ? `${run.percent} %` : '—',
+            text(q.priority),
+            text(obj(q.origin).actor),
+            ago(q.since),
+            controls(ctx, q),
+          ];
+        }),
+        'no operation running or waiting',
+      ),
+    );
+  },
+};
+
+const maintenance: Page = {
+  title: 'Maintenance',
+  render: (root, ctx) => {
+    follow(ctx, 'maintenance', '/api/data/maintenance');
+    const d = obj(fetched.get('maintenance'));
+    const procs = arr(d.procedures);
+    const reports = arr(d.reports);
+    fill(
+      live(root),
+      h('h1', {}, 'Maintenance'),
+      h('h2', {}, 'Procedures'),
+      table(
+        ['procedure', 'title', 'source', 'status', ''],
+        procs.map((p) => [
+          h('span', { class: 'mono' }, text(p.id)),
+          text(p.title),
+          text(p.source),
+          h('span', { class: p.status === 'valid' ? 'q-good' : 'q-bad' }, text(p.status)),
+          p.status === 'valid'
+            ? h(
+                'span',
+                {},
+                operatorButton(ctx, 'Dry run', `Dry run ${text(p.id)}?`, 'maintenance', { procedure: p.id, dryRun: true }),
+                ' ',
+                operatorButton(ctx, 'Run', `Run ${text(p.id)} now?${p.disruptive === true ? ' It is disruptive.' : ''}`, 'maintenance', { procedure: p.id }),
+              )
+            : '',
+        ]),
+        'no procedures',
+      ),
+      h('h2', {}, 'Reports'),
+      table(
+        ['run', 'procedure', 'state', 'trigger', 'started by', 'started', 'ended'],
+        reports.map((r) => [h('span', { class: 'mono' }, text(r.runId)), `${text(r.procedure)}${r.dryRun === true ? ' (dry run)' : ''}`, text(r.state), text(r.trigger), text(r.startedBy), text(r.startedAt), text(r.endedAt)]),
+        'no reports yet',
+      ),
+    );
+  },
+};
+
 const plc: Page = {
   title: 'PLC',
   open: (root, ctx) => plcOpen(root, ctx),
   render: (root, ctx) => plcRender(root, ctx),
 };
 
-export const PAGES: Record<string, Page> = { overview, components, alerts, health, plc, updates, incidents, diagnostics, logs };
+export const PAGES: Record<string, Page> = { overview, components, alerts, health, plc, operations, maintenance, updates, incidents, diagnostics, logs };
