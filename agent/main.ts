@@ -51,6 +51,7 @@ import { ProcedureWatch } from './procedure-watch.js';
 import { shippedProceduresDir } from '../maintenance/catalog.js';
 import { MAINTENANCE_MIGRATIONS } from '../maintenance/run-store.js';
 import { wireMaintenance } from './maintenance-wiring.js';
+import { wireConsole, type ConsoleWiring } from './console-wiring.js';
 
 export const STORE_MIGRATIONS = [AGENT_INFO_MIGRATIONS, OUTBOX_MIGRATIONS, COMMAND_MIGRATIONS, HEALTH_MIGRATIONS, RECOVERY_MIGRATIONS, AUDIT_MIGRATIONS, MAINTENANCE_MIGRATIONS, SCHEDULE_MIGRATIONS];
 
@@ -183,6 +184,8 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     onCommand: (op, payload, ack) => router.handle(op, payload, ack),
     stallFault: faultOnce(faultFromEnv(env), 'link-stall'),
   });
+  // The web console keeps the alerts it sees for its history page (set once it is wired).
+  const consoleEvents: { onEvent: ConsoleWiring['onEvent'] } = { onEvent: () => undefined };
   /** Told of every event (the maintenance triggers); set once the maintenance module is wired. */
   const eventHooks: ((ev: AgentEvent) => void)[] = [];
   /** `durable`: committed before returning, for callers that tell someone it is queued. */
@@ -190,6 +193,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     const msg = { topic: topics.events, payload: JSON.stringify({ ...ev, ts: new Date(clock.now()).toISOString() }), kind: 'event' as const };
     if (durable) outbox.enqueueNow(msg);
     else outbox.enqueue(msg);
+    consoleEvents.onEvent(ev);
     // After the caller's own work: a trigger never runs inside the code that raised the event.
     for (const hook of eventHooks) {
       setImmediate(() => {
@@ -320,11 +324,25 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
   // Trust anchors of update bundles: only through a signed trust update (docs/trust-updates.md).
   router.register(trustOperation({ anchorsPath: config.ota.trustAnchors, clock, audit: audit.port, actorOf: (id) => actorOf(id) }));
 
+  // The local web console (docs/console.md); nothing listens with console.enabled false.
+  const webConsole = wireConsole({
+    config, db, clock, logger, router, store, audit: audit.port, status,
+    operations: () => {
+      const runs = new Map(maintenance.runner.running().map((r) => [r.runId, r]));
+      return { operations: router.queue().map((q) => ({ ...q, ...(runs.has(q.id) ? { run: runs.get(q.id) } : {}) })) };
+    },
+    maintenance: () => ({
+      procedures: maintenance.catalog.get().entries.map((e) => ({ id: e.id, source: e.source, status: e.status, title: (e.procedure as { title?: unknown } | undefined)?.title, disruptive: (e.procedure as { disruptive?: unknown } | undefined)?.disruptive })),
+      reports: maintenance.runner.reports(30),
+    }),
+  });
+  consoleEvents.onEvent = (ev) => webConsole.onEvent(ev);
   const admin = new AdminServer({
     path: adminSocketPath(config),
     logger: logger.child({ component: 'admin' }),
     methods: {
       ...recovery.adminMethods,
+      ...webConsole.adminMethods,
       status,
       diagnostics,
       'event-loop': (params) => {
@@ -448,6 +466,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     restore,
     procedureWatch,
     certificates,
+    ...(webConsole.component ? [webConsole.component] : []),
   ];
   const started: Component[] = [];
   let watchdog: NodeJS.Timeout | undefined;

@@ -21,6 +21,8 @@
  *  14. event-loop lag p99 and max under a command flood (20,000     vs the same agent idle, same run (flood-bench.ts; `--only flood`)
  *      diagnostics at QoS 1; `--flood-commands N`)
  *  15. the bridge's largest poll interval under a flood of 5,000 sets  vs the same bridge without one (plc-flood-bench.ts; `--only plc-flood`)
+ *  17. web console (console-bench.ts; `--only console`): agent RSS/CPU with a tab on the PLC page vs console off,
+ *      PLC change -> DOM p50/p99 vs the same change -> a plain subscriber, overview load and bytes vs a static page
  *  16. audit append, entries/s with the hash chain, durable commits  vs plain SQLite inserts, same durability (audit-bench.ts; `--only audit`)
  *      and `edge-agent audit --verify` over 1,000,000 entries        vs a plain scan of the same table
  *  17. config apply -> confirmed (restart, reconnect, confirm)       vs a plain `restart {component: agent}` (config-bench.ts; `--only config`)
@@ -61,6 +63,7 @@ import { plcMeasurements } from './plc-measure.js';
 import { auditMeasurements, auditPhase } from './audit-bench.js';
 import { configMeasurements, configPhase } from './config-bench.js';
 import { maintenanceMeasurements, maintenancePhase } from './maintenance-bench.js';
+import { consoleMeasurements, consolePhase } from './console-bench.js';
 import { formatSamples, formatTable, measurement, writeResults, type BenchResults, type Measurement } from './report.js';
 
 const MB = 1024 * 1024;
@@ -79,7 +82,7 @@ interface Config {
   otaLargeMiB: number;
 }
 
-const GROUPS = ['startup', 'outbox', 'ota', 'health', 'restore', 'diag', 'recovery', 'plc', 'flood', 'plc-flood', 'audit', 'config', 'maintenance'] as const;
+const GROUPS = ['startup', 'outbox', 'ota', 'health', 'restore', 'diag', 'recovery', 'plc', 'flood', 'plc-flood', 'audit', 'config', 'maintenance', 'console'] as const;
 type Group = (typeof GROUPS)[number];
 /**
  * What a run without `--only` measures (bench-smoke.test.ts expects exactly these). The other groups
@@ -305,6 +308,9 @@ async function main(): Promise<number> {
     const m = await maintenancePhase({ quick: cfg.quick, runs: values.runs === undefined ? (cfg.quick ? 3 : 7) : cfg.runs, prefer }, log);
     ms.push(...maintenanceMeasurements(m));
     if (broker.kind === 'none') broker = m.broker;
+  }
+  if (run.has('console')) {
+    ms.push(...consoleMeasurements(await consolePhase({ windowMs: cfg.quick ? 15_000 : 60_000, changes: cfg.quick ? 30 : 200 }, log)));
   }
   if (run.has('health')) {
     const runs = values.runs === undefined ? (cfg.quick ? 1 : 3) : cfg.runs;

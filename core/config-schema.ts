@@ -377,6 +377,46 @@ const maintenanceSchema = z
   })
   .strict();
 
+/** Hosts that are the loopback interface: listening there needs no TLS. */
+const LOOPBACK = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|\[?::1\]?)$/;
+
+/** `host:port` split at its last colon; `[::1]:8080` keeps its brackets off. Pure. */
+export function splitListen(listen: string): { host: string; port: number } | undefined {
+  const m = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(listen);
+  if (!m?.[1] || m[2] === undefined) return undefined;
+  const port = Number(m[2]);
+  return port <= 65_535 ? { host: m[1].replace(/^\[|\]$/g, ''), port } : undefined;
+}
+
+export function isLoopbackHost(host: string): boolean {
+  return LOOPBACK.test(host);
+}
+
+/** The local web console (CONTRACT.md section 8, docs/console.md). */
+const consoleSchema = z
+  .object({
+    enabled: z.boolean().default(true),
+    /** `host:port`; any address but the loopback needs `tls`. Port 0 lets the OS choose (tests). */
+    listen: z.string().refine((v) => splitListen(v) !== undefined, { message: 'must be host:port, e.g. 127.0.0.1:8080' }).default('127.0.0.1:8080'),
+    /** Extra names the `Host` header may carry (127.0.0.1, localhost and the listen address always may). */
+    hostnames: z.array(z.string().regex(/^[A-Za-z0-9.:[\]-]{1,253}$/)).default([]),
+    /** PEM files; both null (the default) serves plain HTTP, which only the loopback allows. */
+    tls: z
+      .object({ cert: z.string().min(1).nullable().default(null), key: z.string().min(1).nullable().default(null) })
+      .strict()
+      .refine((t) => (t.cert === null) === (t.key === null), { message: 'set both cert and key, or neither' })
+      .default({ cert: null, key: null }),
+    /** A session unused this long ends. */
+    idleMinutes: z.number().int().min(1).max(24 * 60).default(30),
+    /** A session ends this long after pairing, used or not. */
+    absoluteHours: z.number().int().min(1).max(24 * 30).default(12),
+  })
+  .strict()
+  .refine((c) => !c.enabled || c.tls.cert !== null || isLoopbackHost(splitListen(c.listen)?.host ?? ''), {
+    message: 'listening on a non-loopback address needs console.tls (cert and key): the session cookie and the pairing code must not cross the network in clear text',
+    path: ['tls'],
+  });
+
 export const configSchema = z
   .object({
     gatewayId: z.string().regex(GATEWAY_ID, 'must match [A-Za-z0-9_-]{1,64}'),
@@ -398,6 +438,7 @@ export const configSchema = z
     maintenance: maintenanceSchema.default(() => maintenanceSchema.parse({})),
     audit: auditSchema.default(() => auditSchema.parse({})),
     certificates: certificatesSchema.default(() => certificatesSchema.parse({})),
+    console: consoleSchema.default(() => consoleSchema.parse({})),
     shutdownTimeoutMs: z.number().int().min(100).max(120_000).default(10_000),
   })
   .strict();

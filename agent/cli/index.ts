@@ -281,6 +281,27 @@ ${COMMON_HELP}
     positionals: true,
     run: async (v, p) => (await import('./bundle.js')).bundleCommand(v, p),
   },
+  console: {
+    summary: 'the local web console: a one-time pairing code (pair), its sessions (sessions)',
+    usage: `edge-agent console pair [--role viewer|operator] [--json] [--config FILE] [--data-dir DIR]
+edge-agent console sessions [--revoke LABEL|all] [--json] [--config FILE] [--data-dir DIR]
+
+pair: asks the running daemon for a one-time code and prints the URL that opens the web console
+(docs/console.md) with it, valid for 10 minutes: http://127.0.0.1:8080/#pair=CODE. The browser
+that opens it gets a session with the role given (default viewer: reads only; operator: also
+restarts, rollbacks, cancels). sessions: lists the live sessions; --revoke ends one by its label
+(or all). Needs the daemon (sessions live in it only) and the admin socket (root or the agent's
+group). Exit status 3 when the daemon is not running, 1 when --revoke matched nothing, 64 for a
+malformed option. --json: pair prints {url, code, role, expiresAt}; sessions {sessions, revoked?}.
+
+${COMMON_HELP}
+  --role R           viewer (default) or operator
+  --revoke LABEL     end the session with this label (from the list), or all
+  --json             machine-readable output`,
+    options: { ...common, role: { type: 'string' }, revoke: { type: 'string' }, json: { type: 'boolean' } },
+    positionals: true,
+    run: async (v, p) => (await import('./console.js')).consoleCommand(v, p),
+  },
   maintenance: {
     summary: 'maintenance procedures: list|show ID|validate FILE|run ID|reports|report RUN',
     usage: MAINTENANCE_USAGE,

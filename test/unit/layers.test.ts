@@ -22,6 +22,8 @@ const ALLOWED: Record<string, readonly string[]> = {
   health: ['lib', 'core', 'ota', 'certs', 'plc-bridge', 'maintenance'],
   // Its runner's built-in actions (health/, recovery/, ota/) come in through the composition root.
   maintenance: ['lib', 'core'],
+  // The web console's server and pages: the agent's parts come in through console/ports.ts.
+  console: ['lib', 'core'],
 };
 
 function sources(dir: string): string[] {

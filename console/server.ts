@@ -1,0 +1,298 @@
+/**
+ * The local web console's HTTP(S) server (docs/console.md): the static pages from a fixed list,
+ * the JSON API, and one Server-Sent Events stream per tab.
+ *
+ * Invariants:
+ * - Every request's Host is one of ours or it gets 421 (DNS rebinding); every answer carries the
+ *   security headers of guard.ts (a CSP without inline script).
+ * - Everything under /api/ but pairing needs a live session (401); every POST needs the exact
+ *   Origin and the session's CSRF token (403), and an operator session for operator actions (403).
+ * - Nothing from a request names a file: static files come from STATIC, downloads by opaque id.
+ * - Commands go to the agent's router through the injected CommandPort; the page has no other
+ *   way to change anything.
+ */
+import { createServer as createHttp, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttps } from 'node:https';
+import { randomBytes } from 'node:crypto';
+import { createReadStream, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Clock } from '../lib/clock.js';
+import type { Logger } from '../lib/log.js';
+import { errorCode, errorMessage } from '../lib/errors.js';
+import { allowedHosts, clearCookie, COOKIE, hostAllowed, originAllowed, readCookie, SECURITY_HEADERS, sessionCookie, streamOriginAllowed } from './guard.js';
+import { SessionStore, sameSecret, type Role, type Session } from './sessions.js';
+import { EventRing, formatEvent } from './stream.js';
+import { OPS_BY_ROLE, type ConsoleBackend } from './ports.js';
+import type { PlcFeed } from './plc-feed.js';
+
+/** URL path -> file under the static directory, with its type. Nothing else is ever read. */
+export const STATIC: Record<string, [string, string]> = {
+  '/': ['index.html', 'text/html; charset=utf-8'],
+  '/index.html': ['index.html', 'text/html; charset=utf-8'],
+  '/style.css': ['style.css', 'text/css; charset=utf-8'],
+  '/app.js': ['app.js', 'text/javascript; charset=utf-8'],
+  '/dom.js': ['dom.js', 'text/javascript; charset=utf-8'],
+  '/pages.js': ['pages.js', 'text/javascript; charset=utf-8'],
+  '/plc.js': ['plc.js', 'text/javascript; charset=utf-8'],
+  '/charts.js': ['charts.js', 'text/javascript; charset=utf-8'],
+  '/vendor/uPlot.esm.js': ['vendor/uPlot.esm.js', 'text/javascript; charset=utf-8'],
+  '/vendor/uPlot.min.css': ['vendor/uPlot.min.css', 'text/css; charset=utf-8'],
+};
+
+export const READ_PAGES = ['health', 'alerts', 'incidents', 'updates', 'logs', 'operations', 'maintenance'] as const;
+
+export interface ConsoleServerOptions {
+  host: string;
+  port: number;
+  hostnames: readonly string[];
+  tls: { cert: string; key: string } | null;
+  idleMs: number;
+  absoluteMs: number;
+  staticDir: string;
+  backend: ConsoleBackend;
+  plc?: PlcFeed | undefined;
+  sessions: SessionStore;
+  ring: EventRing;
+  clock: Clock;
+  logger: Logger;
+  /** How often the status is sampled for the stream while a browser listens. */
+  statusEveryMs?: number;
+}
+
+const MAX_BODY = 64 * 1024;
+
+export class ConsoleServer {
+  readonly name = 'console';
+  private server: Server | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private lastComponents = '';
+  private lastAlerts = '';
+  private readonly hosts: Set<string>;
+  private readonly downloads = new Map<string, { path: string; expiresAt: number }>();
+  private readonly streams = new Set<{ res: ServerResponse; session: Session; end: () => void }>();
+  private unsubscribe: (() => void) | undefined;
+
+  constructor(private readonly o: ConsoleServerOptions) {
+    this.hosts = allowedHosts(o.host.includes(':') ? `[${o.host}]` : o.host, o.hostnames);
+  }
+
+  /** The bound address (port 0 resolved), once started. */
+  address(): { host: string; port: number } | undefined {
+    const a = this.server?.address();
+    return a && typeof a === 'object' ? { host: this.o.host, port: a.port } : undefined;
+  }
+
+  async start(): Promise<void> {
+    const handler = (req: IncomingMessage, res: ServerResponse): void => {
+      this.handle(req, res).catch((err: unknown) => {
+        this.o.logger.error({ err, url: req.url }, 'console request failed');
+        if (!res.headersSent) this.json(res, 500, { error: 'internal', message: 'internal error' });
+        else res.destroy();
+      });
+    };
+    const server = this.o.tls ? createHttps({ cert: readFileSync(this.o.tls.cert), key: readFileSync(this.o.tls.key) }, handler) : createHttp(handler);
+    server.headersTimeout = 10_000;
+    server.requestTimeout = 30_000;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.o.port, this.o.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.server = server;
+    this.unsubscribe = this.o.backend.commands.onStatus((msg) => this.o.ring.publish('operation', msg));
+    this.timer = setInterval(() => this.tick(), this.o.statusEveryMs ?? 2000);
+    this.timer.unref();
+    this.o.logger.info({ url: `${this.o.tls ? 'https' : 'http'}://${this.o.host}:${this.address()?.port ?? this.o.port}/` }, 'console listening');
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    this.unsubscribe?.();
+    for (const s of [...this.streams]) s.end();
+    const server = this.server;
+    this.server = undefined;
+    if (server) {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+  }
+
+  /** What the stream carries on its own: status every tick, component and alert changes. */
+  private tick(): void {
+    for (const s of [...this.streams]) if (!this.o.sessions.has(s.session)) s.end();
+    this.o.sessions.flush();
+    if (this.o.ring.subscribers === 0) return;
+    const status = this.o.backend.status();
+    this.o.ring.publish('status', status);
+    const components = JSON.stringify(status.components ?? null);
+    if (components !== this.lastComponents) this.o.ring.publish('component', status.components ?? null);
+    this.lastComponents = components;
+    const alerts = JSON.stringify(status.alerts ?? null);
+    if (alerts !== this.lastAlerts) this.o.ring.publish('alert', status.alerts ?? null);
+    this.lastAlerts = alerts;
+    if (status.health !== undefined) this.o.ring.publish('health', status.health);
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    for (const [k, v] of Object.entries(SECURITY_HEADERS)) res.setHeader(k, v);
+    if (!hostAllowed(req.headers.host, this.hosts)) return this.json(res, 421, { error: 'wrong-host', message: 'this console answers only to its configured host names' });
+    const url = new URL(req.url ?? '/', 'http://x');
+    const path = url.pathname;
+    const method = req.method ?? 'GET';
+    if (method === 'GET' && STATIC[path]) return this.file(res, STATIC[path]);
+    if (!path.startsWith('/api/')) return this.json(res, 404, { error: 'not-found', message: 'no such page' });
+
+    const tls = this.o.tls !== null;
+    const post = method === 'POST';
+    if (post && !originAllowed(req.headers.origin, req.headers.host, tls)) return this.json(res, 403, { error: 'foreign-origin', message: 'requests from other origins are refused' });
+    if (path === '/api/pair' && post) return this.pair(req, res);
+
+    const session = this.o.sessions.get(readCookie(req.headers.cookie, COOKIE), path !== '/api/stream');
+    if (!session) return this.json(res, 401, { error: 'no-session', message: 'pair this browser first: edge-agent console pair' });
+    if (post) {
+      const token = req.headers['x-csrf-token'];
+      if (typeof token !== 'string' || !sameSecret(token, session.csrf)) return this.json(res, 403, { error: 'csrf', message: 'missing or wrong CSRF token' });
+    }
+
+    if (method === 'GET' && path === '/api/session') return this.json(res, 200, { role: session.role, csrf: session.csrf, label: session.label });
+    if (method === 'GET' && path === '/api/stream') return this.stream(req, res, session);
+    if (method === 'GET' && path.startsWith('/api/data/')) {
+      const page = path.slice('/api/data/'.length);
+      if (!(READ_PAGES as readonly string[]).includes(page)) return this.json(res, 404, { error: 'not-found', message: 'no such data' });
+      return this.json(res, 200, this.o.backend.read(page, url.searchParams));
+    }
+    if (method === 'GET' && path.startsWith('/api/download/')) return this.download(res, path.slice('/api/download/'.length));
+    if (post && path === '/api/logout') {
+      this.o.sessions.revoke(session.label);
+      res.setHeader('Set-Cookie', clearCookie(tls));
+      return this.json(res, 200, { ok: true });
+    }
+    if (post && path === '/api/command') return this.command(req, res, session);
+    if (post && path === '/api/bundle') return this.bundle(res, session);
+    return this.json(res, 404, { error: 'not-found', message: 'no such endpoint' });
+  }
+
+  private async pair(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const body = await this.body(req);
+    const code = typeof body?.code === 'string' ? body.code : '';
+    const client = req.socket.remoteAddress ?? 'unknown';
+    const r = this.o.sessions.redeem(code, client);
+    if (!r.ok) {
+      this.o.logger.warn({ client, reason: r.reason }, 'console pairing refused');
+      if (r.reason === 'rate-limited') res.setHeader('Retry-After', '60');
+      return this.json(res, r.reason === 'rate-limited' ? 429 : 401, {
+        error: r.reason,
+        message: r.reason === 'rate-limited' ? 'too many attempts: wait a minute' : 'wrong or expired pairing code',
+      });
+    }
+    const s = r.session;
+    this.o.backend.audit({ actor: `console:${s.label}`, action: 'console-pair', target: s.role, outcome: 'successful' });
+    res.setHeader('Set-Cookie', sessionCookie(r.id, this.o.tls !== null, Math.floor(this.o.absoluteMs / 1000)));
+    this.json(res, 200, { role: s.role, csrf: s.csrf, label: s.label });
+  }
+
+  private stream(req: IncomingMessage, res: ServerResponse, session: Session): void {
+    const site = req.headers['sec-fetch-site'];
+    if (!streamOriginAllowed(req.headers.origin, typeof site === 'string' ? site : undefined, req.headers.host, this.o.tls !== null)) {
+      return this.json(res, 403, { error: 'foreign-origin', message: 'the stream is for this origin only' });
+    }
+    res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
+    res.write('retry: 1000\n\n');
+    const last = req.headers['last-event-id'];
+    const missed = this.o.ring.since(typeof last === 'string' ? last : undefined);
+    if (missed) for (const e of missed) res.write(formatEvent(e));
+    else {
+      const snap = { status: this.o.backend.status(), plc: this.o.plc?.snapshot() ?? null, role: session.role };
+      res.write(formatEvent({ id: this.o.ring.lastId(), name: 'snapshot', data: JSON.stringify(snap) }));
+    }
+    // Everything the stream holds is released at once when it ends, by either side: a write
+    // after end would be an unhandled 'error' on the response.
+    const end = (): void => {
+      off();
+      clearInterval(ping);
+      this.streams.delete(entry);
+      if (!res.writableEnded) res.end();
+    };
+    const entry = { res, session, end };
+    this.streams.add(entry);
+    const off = this.o.ring.subscribe((e) => {
+      // A browser that does not read is cut off rather than buffered without end; it resumes.
+      if (res.writableLength > 4 * 1024 * 1024) res.destroy();
+      else if (!res.writableEnded) res.write(formatEvent(e));
+    });
+    const ping = setInterval(() => {
+      if (!res.writableEnded) res.write(': ping\n\n');
+    }, 15_000);
+    res.on('close', end);
+    res.on('error', (err) => this.o.logger.debug({ err }, 'console stream error'));
+  }
+
+  private async command(req: IncomingMessage, res: ServerResponse, session: Session): Promise<void> {
+    const body = await this.body(req);
+    const op = typeof body?.op === 'string' ? body.op : '';
+    const params = body?.params !== null && typeof body?.params === 'object' && !Array.isArray(body.params) ? (body.params as Record<string, unknown>) : {};
+    if (!OPS_BY_ROLE[session.role].includes(op)) {
+      const known = OPS_BY_ROLE.operator.includes(op);
+      return this.json(res, known ? 403 : 400, { error: known ? 'forbidden' : 'unknown-op', message: known ? `${op} needs an operator session` : `no operation ${JSON.stringify(op)} from the console` });
+    }
+    const { id } = this.o.backend.commands.submit(op, params, { actor: `console:${session.label}`, origin: 'console' });
+    this.json(res, 202, { id });
+  }
+
+  private async bundle(res: ServerResponse, session: Session): Promise<void> {
+    if (!this.o.backend.supportBundle) return this.json(res, 404, { error: 'not-found', message: 'support bundles are not available' });
+    const path = await this.o.backend.supportBundle();
+    const id = randomBytes(16).toString('base64url');
+    this.downloads.set(id, { path, expiresAt: this.o.clock.now() + 10 * 60_000 });
+    this.o.backend.audit({ actor: `console:${session.label}`, action: 'support-bundle', outcome: 'successful' });
+    this.json(res, 200, { id });
+  }
+
+  private download(res: ServerResponse, id: string): void {
+    const now = this.o.clock.now();
+    for (const [k, d] of this.downloads) if (d.expiresAt <= now) this.downloads.delete(k);
+    const d = this.downloads.get(id);
+    if (!d) return this.json(res, 404, { error: 'not-found', message: 'no such download (they last 10 minutes)' });
+    const size = statSync(d.path).size;
+    res.writeHead(200, { 'Content-Type': 'application/gzip', 'Content-Length': size, 'Content-Disposition': 'attachment; filename="support-bundle.tar.gz"' });
+    createReadStream(d.path).pipe(res);
+  }
+
+  private file(res: ServerResponse, [name, type]: [string, string]): void {
+    let data: Buffer;
+    try {
+      data = readFileSync(join(this.o.staticDir, name));
+    } catch (err) {
+      this.o.logger.error({ err: errorMessage(err), code: errorCode(err) }, 'console static file missing');
+      return this.json(res, 404, { error: 'not-found', message: 'file missing from this release' });
+    }
+    res.writeHead(200, { 'Content-Type': type, 'Content-Length': data.length });
+    res.end(data);
+  }
+
+  private async body(req: IncomingMessage): Promise<Record<string, unknown> | undefined> {
+    const chunks: Buffer[] = [];
+    let n = 0;
+    for await (const c of req as AsyncIterable<Buffer>) {
+      n += c.length;
+      if (n > MAX_BODY) return undefined;
+      chunks.push(c);
+    }
+    try {
+      const v: unknown = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+      return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private json(res: ServerResponse, code: number, body: unknown): void {
+    const text = JSON.stringify(body);
+    res.writeHead(code, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text) });
+    res.end(text);
+  }
+}
+
+export type { Role };
