@@ -30,6 +30,8 @@ export function makeRelease(dir: string, version: string, from = REPO): void {
   cpSync(join(from, 'dist'), join(dir, 'dist'), { recursive: true, filter: (src) => !src.endsWith('.map') });
 }
 
+export { keepBundleHead } from '../../ota/delta-base.js';
+
 /** Replaces `search` by `replace` in a release's file; throws when the text is not there. */
 export function patchFile(path: string, search: string | RegExp, replace: string): void {
   const before = readFileSync(path, 'utf8');
@@ -49,8 +51,8 @@ export function makeOtaRoot(opts: { releaseDir: string; version: string; config:
   const root = tempDir('ota-root');
   cpSync(opts.releaseDir, join(root, 'slots', 'A'), { recursive: true });
   symlinkSync(join(REPO, 'node_modules'), join(root, 'node_modules'));
-  initSlots(root, { version: opts.version });
   installGuard(REPO_DIST, root);
+  initSlots(root, { version: opts.version });
   const dataDir = join(root, 'data');
   mkdirSync(dataDir, { recursive: true });
   const configPath = join(root, 'config.yaml');
@@ -147,6 +149,8 @@ export interface BundleServer {
   requests: string[];
   /** The Range header of each request (undefined: the whole file), in order. */
   ranges: (string | undefined)[];
+  /** Body bytes handed to the sockets for NAME so far (what a gateway downloaded of it, at most). */
+  sent(name: string): number;
   close(): Promise<void>;
 }
 
@@ -154,6 +158,10 @@ export interface BundleServer {
 export async function serveBundles(dir: string): Promise<BundleServer> {
   const requests: string[] = [];
   const ranges: (string | undefined)[] = [];
+  const sent = new Map<string, number>();
+  const count = (name: string, n: number): void => {
+    sent.set(name, (sent.get(name) ?? 0) + n);
+  };
   const server: Server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
     requests.push(path);
@@ -168,18 +176,20 @@ export async function serveBundles(dir: string): Promise<BundleServer> {
       res.writeHead(404).end();
       return;
     }
-    // Byte ranges as RFC 9110 14.2 (one open range, the form a resuming client sends).
-    const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+    // Byte ranges as RFC 9110 14.2: one range, open (a resuming client) or closed (a head probe).
+    const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
     const etag = `"${size}-${Math.floor(statSync(join(dir, name)).mtimeMs)}"`;
+    const counted = (stream: ReturnType<typeof createReadStream>): ReturnType<typeof createReadStream> => stream.on('data', (c) => count(name, c.length));
     if (!slow && range && Number(range[1]) < size && (req.headers['if-range'] === undefined || req.headers['if-range'] === etag)) {
       const start = Number(range[1]);
-      res.writeHead(206, { 'content-type': 'application/octet-stream', 'content-length': size - start, 'content-range': `bytes ${start}-${size - 1}/${size}`, etag });
-      createReadStream(join(dir, name), { start }).pipe(res);
+      const end = range[2] === '' ? size - 1 : Math.min(Number(range[2]), size - 1);
+      res.writeHead(206, { 'content-type': 'application/octet-stream', 'content-length': end - start + 1, 'content-range': `bytes ${start}-${end}/${size}`, etag });
+      counted(createReadStream(join(dir, name), { start, end })).pipe(res);
       return;
     }
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': size, etag });
     if (!slow) {
-      createReadStream(join(dir, name)).pipe(res);
+      counted(createReadStream(join(dir, name))).pipe(res);
       return;
     }
     const data = readFileSync(join(dir, name));
@@ -201,6 +211,7 @@ export async function serveBundles(dir: string): Promise<BundleServer> {
     url: (name, slow = false) => `http://127.0.0.1:${port}/${slow ? 'slow/' : ''}${name}`,
     requests,
     ranges,
+    sent: (name) => sent.get(name) ?? 0,
     close: async () => {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
