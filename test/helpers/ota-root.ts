@@ -46,12 +46,21 @@ export interface OtaRoot {
   configPath: string;
 }
 
-/** ROOT with slot A = the release in `releaseDir` (version `version`), slots.json, the guard, and an agent config. */
-export function makeOtaRoot(opts: { releaseDir: string; version: string; config: Record<string, unknown> }): OtaRoot {
+/**
+ * ROOT with slot A = the release in `releaseDir` (version `version`), slots.json, the guard, and
+ * an agent config. A self-contained release (`selfContained`: its own node_modules and
+ * runtime/bin/node, deploy/release.ts) gets no ROOT/node_modules, and the guard is installed
+ * with the release's runtime as its own (ROOT/guard/runtime/bin/node), as the package does.
+ */
+export function makeOtaRoot(opts: { releaseDir: string; version: string; config: Record<string, unknown>; selfContained?: boolean }): OtaRoot {
   const root = tempDir('ota-root');
-  cpSync(opts.releaseDir, join(root, 'slots', 'A'), { recursive: true });
-  symlinkSync(join(REPO, 'node_modules'), join(root, 'node_modules'));
-  installGuard(REPO_DIST, root);
+  cpSync(opts.releaseDir, join(root, 'slots', 'A'), { recursive: true, verbatimSymlinks: true });
+  if (opts.selfContained === true) {
+    installGuard(join(root, 'slots', 'A', 'dist'), root, { runtime: join(root, 'slots', 'A', 'runtime', 'bin', 'node') });
+  } else {
+    symlinkSync(join(REPO, 'node_modules'), join(root, 'node_modules'));
+    installGuard(REPO_DIST, root);
+  }
   initSlots(root, { version: opts.version });
   const dataDir = join(root, 'data');
   mkdirSync(dataDir, { recursive: true });
@@ -95,13 +104,13 @@ export function alive(pid: number): boolean {
 }
 
 /** Runs ROOT/guard/ota/boot-guard.js as systemd would, with `run --config CONFIG` for the agent. */
-export function startGuard(r: OtaRoot, guardArgs: string[], extraEnv: NodeJS.ProcessEnv = {}): GuardRun {
+export function startGuard(r: OtaRoot, guardArgs: string[], extraEnv: NodeJS.ProcessEnv = {}, node = process.execPath): GuardRun {
   const env = { ...process.env };
   for (const k of ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID', 'INVOCATION_ID']) delete env[k];
   for (const k of Object.keys(env)) if (k.startsWith('EDGE_AGENT_')) delete env[k];
   Object.assign(env, extraEnv);
   const argv = [guardEntry(r.root), '--root', r.root, ...guardArgs, '--', 'run', '--config', r.configPath];
-  const proc = spawn(process.execPath, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(node, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines = collectLines(proc);
   let done = false;
   proc.on('exit', () => {
