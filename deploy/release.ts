@@ -18,11 +18,16 @@
  *    machine's stops with that explanation instead of shipping x64 binaries under an arm64 name.
  *  - node_modules: the production closure as `npm ls --omit=dev` sees it, without what no
  *    runtime loads (type declarations, TypeScript sources, source maps, Markdown, test and doc
- *    folders, a native module's sources and build intermediates): fewer files, a smaller manifest.
+ *    folders, a native module's sources and build intermediates, dot files, the packages' own
+ *    command-line scripts named in their "bin"): fewer files, a smaller manifest.
+ *  - Binaries are stripped (`strip --strip-unneeded`: the runtime and the native modules, as
+ *    Debian ships them) and native modules are 0644 (loaded with dlopen, never executed), in the
+ *    release itself, so the release directory, its bundle and the Debian package hold the same
+ *    bytes (a delta made from one applies to a slot installed from another).
  */
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, join, relative, resolve, sep } from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -53,6 +58,8 @@ export interface ReleaseOptions {
 /** Copies `from` to `to` keeping only what a runtime loads (see the top of this file). */
 function copyPackage(from: string, to: string): void {
   const native = existsSync(join(from, 'binding.gyp'));
+  const pkg = JSON.parse(readFileSync(join(from, 'package.json'), 'utf8')) as { bin?: string | Record<string, string> };
+  const bins = new Set((typeof pkg.bin === 'string' ? [pkg.bin] : Object.values(pkg.bin ?? {})).map((b) => join(from, b)));
   cpSync(from, to, {
     recursive: true,
     verbatimSymlinks: true,
@@ -60,6 +67,7 @@ function copyPackage(from: string, to: string): void {
       const rel = relative(from, src);
       if (rel === '') return true;
       const parts = rel.split(sep);
+      if ((parts.at(-1) ?? '').startsWith('.') || bins.has(src)) return false;
       if (parts.includes('node_modules')) return false; // nested packages are listed on their own
       const st = statSync(src);
       if (st.isDirectory()) {
@@ -141,8 +149,24 @@ export function buildRelease(o: ReleaseOptions): { dir: string; version: string;
   } finally {
     rmSync(unpack, { recursive: true, force: true });
   }
+  strip(dir);
   smokeTest(dir, runtimeVersion);
   return { dir, version, runtimeVersion };
+}
+
+/** Strips the runtime and the native modules; native modules become 0644. */
+function strip(dir: string): void {
+  const natives: string[] = [];
+  const walk = (d: string): void => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile() && e.name.endsWith('.node')) natives.push(p);
+    }
+  };
+  walk(join(dir, 'node_modules'));
+  for (const n of natives) chmodSync(n, 0o644);
+  execFileSync('strip', ['--strip-unneeded', join(dir, 'runtime', 'bin', 'node'), ...natives]);
 }
 
 /** The release's own runtime runs its CLI and loads its native modules (the ABI matches). */

@@ -87,6 +87,13 @@ export async function installCommand(v: Values): Promise<number> {
   const from = resolve(typeof v.from === 'string' ? v.from : ownPackageRoot());
   const slotDir = join(root, 'slots', 'A');
   try {
+    if (v.upgrade === true && existsSync(slotsPath(root))) {
+      const version = readRelease(from);
+      const entries = [...RELEASE_ENTRIES, ...OPTIONAL_RELEASE_ENTRIES.filter((e) => existsSync(join(from, e)))];
+      const { upgradeInstalled } = await import('./install-upgrade.js');
+      for (const line of upgradeInstalled(root, from, version, entries)) process.stdout.write(line + '\n');
+      return 0;
+    }
     if (existsSync(slotsPath(root))) {
       throw new Error(`already installed under ${root} (${slotsPath(root)} exists); use an update bundle to change the release`);
     }
