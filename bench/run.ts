@@ -31,6 +31,9 @@
  *      and store-optimize + store-backup on a 200 MB store while the   vs the same agent, no procedure, same length
  *      bridge polls 2,000 tags at 100 ms: largest cycle gap, admin
  *      `status` p50/p99, agent CPU with children (maintenance-bench.ts; `--only maintenance`)
+ *  19. bytes downloaded by a delta bundle, patch release and         vs the full bundle of the same release (release-bench.ts; `--only release`)
+ *      dependency upgrade; its install time; bundle size gzip         vs full install; plain bundle
+ *      idle RSS on the release's own runtime                          vs the same agent on the system's Node.js
  *
  * `--only startup,outbox,ota,health` picks groups (default: startup, outbox, ota; `ota` is 5-8;
  * `health` is 9, minutes long, so only when asked for, e.g. `--only health`; health-bench.ts). 1-4 use a real mosquitto
@@ -64,6 +67,7 @@ import { auditMeasurements, auditPhase } from './audit-bench.js';
 import { configMeasurements, configPhase } from './config-bench.js';
 import { maintenanceMeasurements, maintenancePhase } from './maintenance-bench.js';
 import { consoleMeasurements, consolePhase } from './console-bench.js';
+import { releaseMeasurements, releasePhase } from './release-bench.js';
 import { formatSamples, formatTable, measurement, writeResults, type BenchResults, type Measurement } from './report.js';
 
 const MB = 1024 * 1024;
@@ -82,7 +86,7 @@ interface Config {
   otaLargeMiB: number;
 }
 
-const GROUPS = ['startup', 'outbox', 'ota', 'health', 'restore', 'diag', 'recovery', 'plc', 'flood', 'plc-flood', 'audit', 'config', 'maintenance', 'console'] as const;
+const GROUPS = ['startup', 'outbox', 'ota', 'health', 'restore', 'diag', 'recovery', 'plc', 'flood', 'plc-flood', 'audit', 'config', 'maintenance', 'console', 'release'] as const;
 type Group = (typeof GROUPS)[number];
 /**
  * What a run without `--only` measures (bench-smoke.test.ts expects exactly these). The other groups
@@ -311,6 +315,9 @@ async function main(): Promise<number> {
   }
   if (run.has('console')) {
     ms.push(...consoleMeasurements(await consolePhase({ windowMs: cfg.quick ? 15_000 : 60_000, changes: cfg.quick ? 30 : 200 }, log)));
+  }
+  if (run.has('release')) {
+    ms.push(...releaseMeasurements(await releasePhase({ runs: values.runs === undefined ? (cfg.quick ? 1 : 3) : cfg.runs, prefer }, log)));
   }
   if (run.has('health')) {
     const runs = values.runs === undefined ? (cfg.quick ? 1 : 3) : cfg.runs;

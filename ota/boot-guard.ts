@@ -19,11 +19,17 @@
  * exits on its own only when slots.json is missing at its first start (78: not installed) or
  * on bad arguments (64); a corrupt or vanished file later is logged and retried.
  *
+ * Runtime: a self-contained release (docs/releases.md) carries its own Node.js in
+ * `runtime/bin/node`; the agent of such a slot runs on it, so a runtime change is updated,
+ * health-gated and rolled back with the release (a runtime that does not start is a failed
+ * start like any other). A slot without one runs on the guard's own runtime (process.execPath),
+ * which lives outside the slots (ROOT/guard/runtime with the Debian package).
+ *
  * Imports: node: builtins and ./slots.js only (GUARD_FILES). Logs: one pino-compatible JSON
  * line (level, ISO time, msg, as the agent's) per decision on stderr, `component: "boot-guard"`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { realpathSync } from 'node:fs';
+import { existsSync, realpathSync } from 'node:fs';
 import { constants } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -49,6 +55,12 @@ const DEFAULTS = {
 type NumericOption = keyof typeof DEFAULTS;
 export type GuardOptions = typeof DEFAULTS & { root: string; nodeFlags: string[]; agentArgs: string[] };
 const NUMERIC = new Map(Object.keys(DEFAULTS).map((k) => [`--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`, k as NumericOption]));
+
+/** The Node.js a slot's agent runs on: the slot's own runtime when it has one, else the guard's. */
+export function slotRuntime(root: string, slot: SlotName): string {
+  const own = join(root, 'slots', slot, 'runtime', 'bin', 'node');
+  return existsSync(own) ? own : process.execPath;
+}
 
 /** Pure. Throws an Error whose message is meant for a person. `--node-flag` takes the next word as is. */
 export function parseGuardArgs(argv: readonly string[]): GuardOptions {
@@ -228,6 +240,7 @@ export class BootGuard {
   private runChild(slot: SlotName, trial: boolean): Promise<ChildOutcome> {
     const o = this.o;
     const entry = join(o.root, 'slots', slot, 'dist', 'agent', 'cli', 'index.js');
+    const node = slotRuntime(o.root, slot);
     const env: NodeJS.ProcessEnv = { ...this.env, EDGE_AGENT_SLOT: slot, EDGE_AGENT_ROOT: o.root, EDGE_AGENT_GUARD: '1' };
     // systemd's WATCHDOG_PID names the guard (the main PID); unset, the agent takes the
     // watchdog as its own (sd_watchdog_enabled(3)) and its pings count (NotifyAccess=all).
@@ -259,14 +272,14 @@ export class BootGuard {
         }, o.killGraceMs);
       };
       try {
-        child = spawn(process.execPath, [...o.nodeFlags, entry, ...o.agentArgs], { stdio: 'inherit', env });
+        child = spawn(node, [...o.nodeFlags, entry, ...o.agentArgs], { stdio: 'inherit', env });
       } catch (err) {
         this.log('error', 'spawn-failed', err instanceof Error ? err.message : String(err), { slot });
         finish(null, null);
         return;
       }
       this.stopChild = stopChild;
-      this.log('info', 'spawned', `agent of slot ${slot} started`, { slot, childPid: child.pid, trial });
+      this.log('info', 'spawned', `agent of slot ${slot} started`, { slot, childPid: child.pid, trial, node });
       child.once('error', (err) => {
         this.log('error', 'spawn-failed', err.message, { slot });
         finish(null, null);

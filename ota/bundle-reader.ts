@@ -17,6 +17,11 @@
  *    failures keep their TrustCode). What was already written under `extractTo` stays: the
  *    caller removes it (the updater extracts into an inactive slot it wipes first). `extractTo`
  *    should be empty or missing: an existing file of the same name fails the extraction.
+ *  - A delta bundle's base files (`"source": "base"`) are never taken from the archive (a member
+ *    of that path is 'unlisted-member'); with `baseDir` each one is read from there (O_NOFOLLOW,
+ *    a regular file), hashed while it is copied and refused on the first difference
+ *    ('delta-base-modified'): a file is never trusted because its name matches. They are copied
+ *    after the archive's last member, so a checkpoint never lists one.
  */
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
@@ -26,7 +31,7 @@ import type { Readable } from 'node:stream';
 import { TrustError, verifySignedManifest, type VerifiedSigner } from '../certs/trust.js';
 import { OtaError } from './errors.js';
 import { ancestors } from './manifest-paths.js';
-import { entryMode, parseManifest, totalPayloadBytes, type DirEntry, type FileEntry, type Manifest } from './manifest.js';
+import { entryMode, fromBase, parseManifest, totalPayloadBytes, type DirEntry, type FileEntry, type Manifest } from './manifest.js';
 import { bundleEntries, canonicalPem, gzipError, headMember, HEAD_NAMES, normaliseName, PRE_MANIFEST_TAR_BYTES, type InputState } from './bundle-input.js';
 import type { TarEntry } from './tar-reader.js';
 
@@ -50,6 +55,12 @@ export interface ReadBundleOptions {
   onCheckpoint?: (offset: number, take: () => Checkpoint) => void;
   /** Go on from a checkpoint: `source` starts at `offset`; the head members are not in it. */
   resume?: Checkpoint;
+  /**
+   * The running release (its slot): where a delta's base files come from. Without it a delta's
+   * base files are not checked when only verifying, and refused ('delta-base-mismatch') when
+   * extracting.
+   */
+  baseDir?: string;
 }
 
 /** A point to resume a plain tar bundle at; JSON-safe except for the Buffers. */
@@ -76,6 +87,9 @@ export interface ReadBundleResult {
   files: number;
   /** Their total size. */
   bytesOut: number;
+  /** A delta's files taken from baseDir (checked, and copied with extractTo), and their size. */
+  baseFiles: number;
+  baseBytes: number;
 }
 
 const PERMS = 0o755;
@@ -83,7 +97,10 @@ const PERMS = 0o755;
 const END_SLACK = 1024 * 1024;
 
 interface Plan {
+  /** The files the archive carries. */
   files: Map<string, FileEntry>;
+  /** A delta's files taken from the running release. */
+  base: Map<string, FileEntry>;
   links: Map<string, string>;
   dirs: Map<string, DirEntry>;
   /** Directories that hold listed entries: allowed in the archive, not required. */
@@ -91,9 +108,9 @@ interface Plan {
 }
 
 function plan(m: Manifest): Plan {
-  const p: Plan = { files: new Map(), links: new Map(), dirs: new Map(), parents: new Set() };
+  const p: Plan = { files: new Map(), base: new Map(), links: new Map(), dirs: new Map(), parents: new Set() };
   for (const f of m.files) {
-    if (f.type === 'file') p.files.set(f.path, f);
+    if (f.type === 'file') (fromBase(f) ? p.base : p.files).set(f.path, f);
     else if (f.type === 'symlink') p.links.set(f.path, f.target);
     else p.dirs.set(f.path, f);
     for (const a of ancestors(f.path)) p.parents.add(a);
@@ -146,11 +163,14 @@ class PayloadChecker {
   readonly dirsToSync = new Set<string>();
   files = 0;
   bytesOut = 0;
+  baseFiles = 0;
+  baseBytes = 0;
 
   constructor(
     private readonly p: Plan,
     private readonly extractTo: string | undefined,
     done: readonly string[] = [],
+    private readonly baseDir?: string,
   ) {
     for (const rel of done) {
       this.seen.add(rel);
@@ -196,20 +216,24 @@ class PayloadChecker {
       return; // created at the end
     }
     const f = this.p.files.get(rel);
+    if (f === undefined && this.p.base.has(rel)) throw new OtaError('unlisted-member', `payload/${rel} is in the archive, but the manifest takes it from the base release`);
     if (f === undefined) throw new OtaError('unlisted-member', `payload/${rel} is not listed in the manifest${this.p.dirs.has(rel) ? ' as a file' : ''}`);
     if (e.header.size !== f.size) throw new OtaError('size-mismatch', `payload/${rel} is ${e.header.size} bytes in the archive, the manifest says ${f.size}`);
     await this.file(rel, f, e.body);
   }
 
+  /** Creates the file at `rel` new (O_EXCL, O_NOFOLLOW) with its directories, when extracting. */
+  private async create(rel: string, mode: number): Promise<FileHandle | undefined> {
+    if (this.extractTo === undefined) return undefined;
+    const path = this.dest(rel);
+    await mkdir(dirname(path), { recursive: true, mode: PERMS });
+    return open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
+  }
+
   private async file(rel: string, f: FileEntry, body: AsyncIterable<Buffer>): Promise<void> {
     const hash = createHash('sha256');
     const mode = (entryMode(f) ?? 0o644) & PERMS;
-    const path = this.extractTo === undefined ? undefined : this.dest(rel);
-    let fh: FileHandle | undefined;
-    if (path !== undefined) {
-      await mkdir(dirname(path), { recursive: true, mode: PERMS });
-      fh = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
-    }
+    const fh = await this.create(rel, mode);
     try {
       // One batch is written while the next is read and hashed.
       let batch: Buffer[] = [];
@@ -248,10 +272,63 @@ class PayloadChecker {
     this.bytesOut += f.size;
   }
 
-  /** After the archive: every listed entry present, then listed dirs and symlinks created. */
+  /** A delta's base file: read from baseDir, hashed while copied, refused on any difference. */
+  private async fromBase(rel: string, f: FileEntry, baseDir: string): Promise<void> {
+    const modified = (why: string): OtaError =>
+      new OtaError('delta-base-modified', `${rel} of the running release ${why}; the delta cannot be installed on it: send the full bundle (and check the gateway: edge-agent diag)`);
+    let src: FileHandle;
+    try {
+      // O_NONBLOCK: a FIFO put in the file's place must not hang the install.
+      src = await open(join(baseDir, ...rel.split('/')), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    } catch (err) {
+      throw Object.assign(modified(`cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)})`), { cause: err });
+    }
+    try {
+      const st = await src.stat();
+      if (!st.isFile()) throw modified('is no longer a regular file');
+      if (st.size !== f.size) throw modified(`is ${st.size} bytes, the manifest says ${f.size}`);
+      const mode = (entryMode(f) ?? 0o644) & PERMS;
+      const out = await this.create(rel, mode);
+      try {
+        const hash = createHash('sha256');
+        const buf = Buffer.alloc(Math.min(WRITE_BATCH, Math.max(f.size, 1)));
+        let total = 0;
+        for (;;) {
+          const { bytesRead } = await src.read(buf, 0, buf.length, null);
+          if (bytesRead === 0) break;
+          total += bytesRead;
+          if (total > f.size) break;
+          hash.update(buf.subarray(0, bytesRead));
+          if (out) await writeAll(out, [buf.subarray(0, bytesRead)]);
+        }
+        const digest = hash.digest('hex');
+        if (total !== f.size || digest !== f.sha256) throw modified(total !== f.size ? `changed size while it was read` : `has sha256 ${digest}, the manifest says ${f.sha256}`);
+        if (out) {
+          await out.chmod(mode);
+          await out.sync();
+          this.changed(rel);
+        }
+      } finally {
+        await out?.close();
+      }
+    } finally {
+      await src.close();
+    }
+    this.baseFiles++;
+    this.baseBytes += f.size;
+  }
+
+  /** After the archive: every listed entry present, a delta's base files copied, then listed dirs and symlinks created. */
   async finish(): Promise<void> {
     for (const path of [...this.p.files.keys(), ...this.p.links.keys()]) {
       if (!this.seen.has(path)) throw new OtaError('missing-file', `payload/${path} is listed in the manifest but not in the archive`);
+    }
+    if (this.p.base.size > 0) {
+      if (this.baseDir !== undefined) {
+        for (const [rel, f] of this.p.base) await this.fromBase(rel, f, this.baseDir);
+      } else if (this.extractTo !== undefined) {
+        throw new OtaError('delta-base-mismatch', `a delta bundle takes ${this.p.base.size} files from its base release, and there is none to take them from`);
+      }
     }
     if (this.extractTo === undefined) return;
     for (const [rel, d] of this.p.dirs) {
@@ -291,7 +368,7 @@ async function run(source: Readable, opts: ReadBundleOptions, st: InputState): P
     if (!from) opts.checkManifest?.(manifest);
     const p = plan(manifest);
     st.tarLimit = st.tarBytes + allowance(manifest, p);
-    const checker = new PayloadChecker(p, opts.extractTo, from?.seen);
+    const checker = new PayloadChecker(p, opts.extractTo, from?.seen, opts.baseDir);
     for (let e = await next(); e !== undefined; e = await next()) {
       if (opts.onCheckpoint && st.gzip !== true && !e.header.afterGlobal) {
         const offset = e.header.offset;
@@ -300,7 +377,7 @@ async function run(source: Readable, opts: ReadBundleOptions, st: InputState): P
       await checker.member(e);
     }
     await checker.finish();
-    return { manifest, manifestBytes, signature, signerPem: signerPemBytes, signer, bytesIn: st.bytesIn, files: checker.files, bytesOut: checker.bytesOut };
+    return { manifest, manifestBytes, signature, signerPem: signerPemBytes, signer, bytesIn: st.bytesIn, files: checker.files, bytesOut: checker.bytesOut, baseFiles: checker.baseFiles, baseBytes: checker.baseBytes };
   } finally {
     await entries.return();
   }

@@ -16,6 +16,13 @@
  *    changed meanwhile fails the creation rather than yielding a bundle no device accepts.
  *  - The gzip header's OS byte is set to 3 (Unix) whatever the platform: the reader requires
  *    the plain header (see ota/bundle-input.ts).
+ *  - A top-level `.edge-agent-bundle/` (SLOT_MANIFEST_DIR: the signed manifest an installed slot
+ *    or a release directory keeps of its own bundle) is never part of the payload.
+ *  - With `deltaFrom` (the base release's manifest.json bytes) it makes a delta bundle: every
+ *    regular file whose path, size and sha256 are the same in the base is listed with
+ *    `"source": "base"` and left out of the payload, and so is every directory that then holds
+ *    nothing of the payload (the reader creates the directories of what it writes). The base's
+ *    files themselves are not needed: the device verifies each one it copies against the hash.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream, type Stats } from 'node:fs';
@@ -29,7 +36,8 @@ import { checkKeyMatchesCert, signManifest } from '../certs/trust.js';
 import { fsyncDir } from '../lib/atomic.js';
 import { canonicalizePem, HEAD_MEMBERS } from './bundle-input.js';
 import { OtaError } from './errors.js';
-import { MANIFEST_FORMAT, parseManifest, PRODUCT, type Manifest, type ManifestEntry } from './manifest.js';
+import { ancestors } from './manifest-paths.js';
+import { MANIFEST_FORMAT, parseManifest, PRODUCT, SLOT_MANIFEST_DIR, type Manifest, type ManifestEntry } from './manifest.js';
 
 export interface CreateBundleOptions {
   inDir: string;
@@ -45,6 +53,8 @@ export interface CreateBundleOptions {
   securityVersion?: number;
   product?: 'edge-agent';
   now?: Date;
+  /** Make a delta against this base release: the exact bytes of its manifest.json. */
+  deltaFrom?: Buffer;
 }
 
 interface Walked {
@@ -53,6 +63,8 @@ interface Walked {
   stat: Stats;
   id: string;
   entry?: ManifestEntry;
+  /** Not packed: a delta's base file, or a directory that holds no packed member. */
+  skip?: boolean;
 }
 
 const kindOf = (s: Stats): string => (s.isSocket() ? 'a socket' : s.isFIFO() ? 'a FIFO' : s.isCharacterDevice() ? 'a character device' : s.isBlockDevice() ? 'a block device' : 'not a file');
@@ -67,6 +79,7 @@ async function sha256File(path: string): Promise<string> {
 async function walk(root: string, rel: string, out: Walked[]): Promise<void> {
   const names = (await readdir(rel === '' ? root : join(root, rel))).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   for (const name of names) {
+    if (rel === '' && name === SLOT_MANIFEST_DIR) continue;
     const r = rel === '' ? name : `${rel}/${name}`;
     const abs = join(root, r);
     const stat = await lstat(abs);
@@ -126,7 +139,7 @@ async function* tarStream(head: Buffer[], inDir: string, walked: Walked[], now: 
   yield member({ path: 'payload/', type: 'Directory', mode: 0o755, mtime: now });
   const statCache = new Map(walked.map((w) => [w.abs, w.stat] as const));
   const pack = new Pack({ cwd: inDir, prefix: 'payload', portable: true, noDirRecurse: true, mtime: now, linkCache: new NoLinkCache(), statCache, strict: true });
-  for (const w of walked) pack.add(w.rel);
+  for (const w of walked) if (w.skip !== true) pack.add(w.rel);
   pack.end();
   for await (const chunk of pack as AsyncIterable<Buffer>) yield chunk;
 }
@@ -135,6 +148,7 @@ async function* tarStream(head: Buffer[], inDir: string, walked: Walked[], now: 
 async function manifestOf(o: CreateBundleOptions, inDir: string, now: Date): Promise<{ walked: Walked[]; bytes: Buffer; manifest: Manifest }> {
   const walked: Walked[] = [];
   await walk(inDir, '', walked);
+  const delta = o.deltaFrom === undefined ? undefined : markBase(walked, o.deltaFrom);
   const m = {
     format: MANIFEST_FORMAT,
     product: o.product ?? PRODUCT,
@@ -143,11 +157,38 @@ async function manifestOf(o: CreateBundleOptions, inDir: string, now: Date): Pro
     ...(o.requires === undefined ? {} : { requires: o.requires }),
     securityVersion: o.securityVersion ?? 0,
     created: now.toISOString().replace(/\.\d{3}Z$/, 'Z'),
+    ...(delta === undefined ? {} : { delta }),
     files: walked.flatMap((w) => (w.entry ? [w.entry] : [])),
   };
   const bytes = Buffer.from(JSON.stringify(m, null, 2) + '\n', 'utf8');
   if (bytes.length > HEAD_MEMBERS[0].max) throw new OtaError('too-large', `manifest.json would be ${bytes.length} bytes, over the limit of ${HEAD_MEMBERS[0].max}`);
   return { walked, bytes, manifest: parseManifest(bytes) };
+}
+
+/** Marks the files the base has unchanged (and the directories left empty of payload) as skipped. */
+function markBase(walked: Walked[], baseBytes: Buffer): { baseVersion: string; baseManifestSha256: string } {
+  let base: Manifest;
+  try {
+    base = parseManifest(baseBytes);
+  } catch (err) {
+    throw new OtaError('manifest-invalid', `the base release's manifest.json: ${(err as Error).message}`, { cause: err });
+  }
+  const same = new Map(base.files.flatMap((f) => (f.type === 'file' ? [[f.path, f] as const] : [])));
+  const needed = new Set<string>();
+  for (const w of walked) {
+    const e = w.entry;
+    if (e?.type === 'file') {
+      const b = same.get(e.path);
+      if (b !== undefined && b.sha256 === e.sha256 && b.size === e.size) {
+        w.entry = { ...e, source: 'base' };
+        w.skip = true;
+        continue;
+      }
+    }
+    if (e !== undefined) for (const a of ancestors(w.rel)) needed.add(a);
+  }
+  for (const w of walked) if (w.stat.isDirectory() && w.entry === undefined && !needed.has(w.rel)) w.skip = true;
+  return { baseVersion: base.version, baseManifestSha256: createHash('sha256').update(baseBytes).digest('hex') };
 }
 
 export async function createBundle(o: CreateBundleOptions): Promise<{ manifest: Manifest; bytes: number }> {

@@ -235,7 +235,11 @@ function pump(res: IncomingMessage, out: PassThrough, at: { offset: number }, sk
   });
 }
 
-function get(url: string, opts: DownloadOptions, offset: number, validator: string | undefined, redirects = 0): Promise<IncomingMessage> {
+/**
+ * One GET of `url` from `offset` (and up to `end`, inclusive, when given: a bounded Range), with
+ * redirects followed; resolves with a 200 or 206 response, rejects with an OtaError otherwise.
+ */
+export function get(url: string, opts: Pick<DownloadOptions, 'ca' | 'idleTimeoutMs' | 'signal'>, offset: number, validator: string | undefined, redirects = 0, end?: number): Promise<IncomingMessage> {
   return new Promise((resolve, reject) => {
     let u: URL;
     try {
@@ -249,7 +253,8 @@ function get(url: string, opts: DownloadOptions, offset: number, validator: stri
       return;
     }
     const headers: Record<string, string> = { 'user-agent': 'edge-agent', 'accept-encoding': 'identity' };
-    if (offset > 0) {
+    if (end !== undefined) headers.range = `bytes=${offset}-${end}`;
+    else if (offset > 0) {
       headers.range = `bytes=${offset}-`;
       if (validator) headers['if-range'] = validator;
     }
@@ -258,7 +263,7 @@ function get(url: string, opts: DownloadOptions, offset: number, validator: stri
       if (status >= 300 && status < 400 && res.headers.location) {
         res.resume();
         if (redirects >= MAX_REDIRECTS) return reject(new OtaError('download-failed', 'too many redirects'));
-        get(new URL(res.headers.location, u).toString(), opts, offset, validator, redirects + 1).then(resolve, reject);
+        get(new URL(res.headers.location, u).toString(), opts, offset, validator, redirects + 1, end).then(resolve, reject);
         return;
       }
       if (status === 416 && offset > 0) {

@@ -37,6 +37,9 @@ export const OTA_CODES = registerCodes('ota', [
   // the install
   'disk-full', // the inactive slot's filesystem ran out of space (the slot is given back)
   'install-interrupted', // the agent stopped during this install more often than it is resumed
+  // delta bundles (CONTRACT.md section 4)
+  'delta-base-mismatch', // a delta built on another release than the running one (or the running one has no signed manifest)
+  'delta-base-modified', // a file taken from the running release no longer matches its hash (modified on disk)
   // after activation
   'rolled-back', // the new release failed its health gate or crashed on trial; the old one runs again
 ] as const);

@@ -8,6 +8,12 @@
  * rename. After a power cut ROOT/guard is either the old complete guard or the new one, never
  * a new boot-guard.js next to an old slots.js. A running guard has loaded its modules already,
  * so the swap does not disturb it; it runs the new code from its next start.
+ *
+ * With `runtime` (a self-contained release's `runtime/bin/node`), the set includes the guard's own
+ * Node.js at ROOT/guard/runtime/bin/node: what the units start the guard (and the PLC bridge's
+ * slot entry) with, outside the slots, so a release with a broken runtime cannot take the guard
+ * down. It changes only with the set (the Debian package, `edge-agent install`), never with an
+ * update bundle.
  */
 import { createHash } from 'node:crypto';
 import { lstatSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync } from 'node:fs';
@@ -31,6 +37,12 @@ export function guardEntry(root: string): string {
   return join(root, GUARD_DIR, 'ota', 'boot-guard.js');
 }
 
+/** The guard's own Node.js under an install root, when it was installed with one. */
+export function guardRuntime(root: string): string {
+  return join(root, GUARD_DIR, GUARD_RUNTIME);
+}
+export const GUARD_RUNTIME = 'runtime/bin/node';
+
 /** The slot entry point (ota/slot-entry.ts) under an install root. */
 export function slotEntry(root: string): string {
   return join(root, GUARD_DIR, 'ota', 'slot-entry.js');
@@ -40,13 +52,14 @@ export function slotEntry(root: string): string {
  * Copies GUARD_FILES from `distDir` (the compiled tree: dist/) into ROOT/guard, atomically as a
  * set. Returns the directory ROOT/guard now points to. Idempotent for the same files.
  */
-export function installGuard(distDir: string, root: string): string {
-  const contents = GUARD_FILES.map((f) => ({ path: f, data: readFileSync(join(distDir, f)) }));
+export function installGuard(distDir: string, root: string, opts: { runtime?: string } = {}): string {
+  const contents: { path: string; data: Buffer; mode: number }[] = GUARD_FILES.map((f) => ({ path: f, data: readFileSync(join(distDir, f)), mode: 0o644 }));
+  if (opts.runtime !== undefined) contents.push({ path: GUARD_RUNTIME, data: readFileSync(opts.runtime), mode: 0o755 });
   const hash = createHash('sha256');
   for (const c of contents) hash.update(c.path).update('\0').update(c.data).update('\0');
   const name = hash.digest('hex').slice(0, 16);
   const target = join(root, VERSIONS_DIR, name);
-  for (const c of contents) writeFileAtomic(join(target, c.path), c.data, 0o644);
+  for (const c of contents) writeFileAtomic(join(target, c.path), c.data, c.mode);
   writeFileAtomic(join(target, 'package.json'), PACKAGE_JSON, 0o644);
   fsyncDir(join(root, VERSIONS_DIR));
 

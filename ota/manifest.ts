@@ -12,6 +12,9 @@
  *    sticky bits are refused. `sha256` may be upper case; it is returned lower case.
  *  - `files` lists at least one entry: a release that installs nothing is always a mistake.
  *  - `version` is a canonical semantic version (no `v` prefix).
+ *  - A delta bundle (CONTRACT.md section 4) names its base in `delta` and marks the files taken
+ *    from the running release with `"source": "base"`; a `source` without `delta` is refused as a
+ *    malformed manifest.
  * Pure; no I/O.
  */
 import semver from 'semver';
@@ -34,6 +37,8 @@ const fileEntry = z.strictObject({
   sha256: z.string().regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex digits').transform((s) => s.toLowerCase()),
   size: z.number().int().min(0),
   mode: mode.optional(),
+  /** Taken from the running release (a delta bundle), not from the payload. */
+  source: z.literal('base').optional(),
 });
 const symlinkEntry = z.strictObject({ path: z.string(), type: z.literal('symlink'), target: z.string() });
 const dirEntry = z.strictObject({ path: z.string(), type: z.literal('dir'), mode: mode.optional() });
@@ -52,6 +57,12 @@ export const manifestSchema = z.object({
   securityVersion: z.number().int().min(0).default(0),
   created: z.iso.datetime({ offset: true }),
   files: z.array(entry).min(1, 'must list at least one entry'),
+  delta: z
+    .strictObject({
+      baseVersion: version,
+      baseManifestSha256: z.string().regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex digits').transform((s) => s.toLowerCase()),
+    })
+    .optional(),
 });
 
 export type Manifest = z.output<typeof manifestSchema>;
@@ -113,6 +124,10 @@ export function parseManifest(bytes: Buffer): Manifest {
     throw new OtaError('manifest-invalid', `manifest.json is invalid: ${problems.slice(0, 10).join('; ')}`, { details: { problems } });
   }
   checkEntries(parsed.data.files);
+  const fromBase = parsed.data.files.filter((f) => f.type === 'file' && f.source === 'base').length;
+  if (fromBase > 0 && parsed.data.delta === undefined) {
+    throw new OtaError('manifest-invalid', `manifest.json marks ${fromBase} files "source": "base" but names no base release (delta)`);
+  }
   return parsed.data;
 }
 
@@ -123,9 +138,14 @@ export function entryMode(e: ManifestEntry): number | undefined {
   return e.type === 'dir' ? DEFAULT_DIR_MODE : DEFAULT_FILE_MODE;
 }
 
-/** The sum of the listed regular files' sizes: what the payload unpacks to, before metadata. */
+/** True when the file is taken from the running release rather than from the payload. */
+export function fromBase(e: ManifestEntry): boolean {
+  return e.type === 'file' && e.source === 'base';
+}
+
+/** The sum of the sizes of the regular files the payload carries (a delta's base files are not in it). */
 export function totalPayloadBytes(m: Manifest): number {
-  return m.files.reduce((sum, f) => sum + (f.type === 'file' ? f.size : 0), 0);
+  return m.files.reduce((sum, f) => sum + (f.type === 'file' && !fromBase(f) ? f.size : 0), 0);
 }
 
 export { checkPolicy, type DeviceFacts, type PolicyOptions } from './manifest-policy.js';

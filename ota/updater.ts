@@ -19,14 +19,23 @@
  * - A failure anywhere in the pipeline (download, reader, hashing, writes) stops all of it: the
  *   install settles only after the download and the reader have both ended, and no progress
  *   is reported once it has failed.
+ * - A delta bundle installs only on the release it was made from: its `delta` must name the
+ *   running version and the sha256 of the running slot's signed manifest.json, checked on the
+ *   head alone (ota/head-probe.ts) before the payload is downloaded, and again by the reader
+ *   before the slot is touched. Its base files come from the running slot, each verified while
+ *   copied (ota/bundle-reader.ts); the running slot is only read.
  */
+import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../lib/log.js';
 import { fsyncDir, readJsonFile, writeFileAtomic, writeJsonAtomic } from '../lib/atomic.js';
 import { download } from './download.js';
 import { readBundle, type Checkpoint } from './bundle-reader.js';
-import { checkPolicy, SLOT_MANIFEST_DIR, type Manifest } from './manifest.js';
+import { canonicalPem } from './bundle-input.js';
+import { probeHead } from './head-probe.js';
+import { verifySignedManifest } from '../certs/trust.js';
+import { checkPolicy, parseManifest, SLOT_MANIFEST_DIR, type Manifest } from './manifest.js';
 import { OtaError } from './errors.js';
 import { abortInstall, activate, beginInstall, loadSlots, markVerified, otherSlot, saveSlots, type SlotName, type SlotsFile } from './slots.js';
 
@@ -119,12 +128,17 @@ export class Updater {
     ctx.save(data);
     const dir = this.slotDir(toSlot);
     let began = false;
-    const checkManifest = (m: Manifest): void => {
+    const policy = (m: Manifest): void => {
       checkPolicy(
         m,
         { deviceClass: this.opts.deviceClass, runningVersion, installedVersion: runningVersion, highestSecurityVersion: slots.highestSecurityVersion },
         { allowDowngrade: params.allowDowngrade ?? false },
       );
+      this.checkDeltaBase(m);
+    };
+    await this.precheck(params, ctx, policy);
+    const checkManifest = (m: Manifest): void => {
+      policy(m);
       ctx.progress('verify');
       // Persist the slot as forfeit before removing what it held (invariant 1).
       saveSlots(root, beginInstall(loadSlots(root), toSlot, { version: m.version, securityVersion: m.securityVersion, updateId: id }));
@@ -139,6 +153,49 @@ export class Updater {
     };
     const manifest = await this.fill(id, params, ctx, toSlot, undefined, checkManifest, () => began);
     return { data, manifest };
+  }
+
+  /**
+   * The head alone, fetched with a bounded Range request: a signed manifest the policy (or the
+   * delta's base) refuses fails the install before its payload is downloaded. Anything short of
+   * a verified, parsed manifest is left to the streaming reader (see ota/head-probe.ts).
+   */
+  private async precheck(params: UpdateParams, ctx: UpdateContext, policy: (m: Manifest) => void): Promise<void> {
+    const ca = this.opts.download.caPath ? readFileSync(this.opts.download.caPath) : undefined;
+    const head = await probeHead({ url: params.url, ca, idleTimeoutMs: this.opts.download.idleTimeoutMs, signal: ctx.signal });
+    if (!head) return;
+    let m: Manifest;
+    try {
+      const trustPem = readFileSync(this.opts.trustPath, 'utf8');
+      verifySignedManifest({ manifest: head.manifestBytes, signature: head.signature, signerPem: canonicalPem(head.signerPem), trustPem, now: new Date() });
+      m = parseManifest(head.manifestBytes);
+    } catch {
+      return; // the reader reports it, with its code, on the real download
+    }
+    policy(m);
+  }
+
+  /** Throws 'delta-base-mismatch' unless a delta's base is exactly the running release. */
+  private checkDeltaBase(m: Manifest): void {
+    const d = m.delta;
+    if (!d) return;
+    const { runningSlot, runningVersion } = this.opts;
+    const path = join(this.slotDir(runningSlot), SLOT_MANIFEST_DIR, 'manifest.json');
+    let sha: string | undefined;
+    try {
+      sha = createHash('sha256').update(readFileSync(path)).digest('hex');
+    } catch {
+      sha = undefined;
+    }
+    const why =
+      d.baseVersion !== runningVersion
+        ? `it is a delta from ${d.baseVersion}, and this gateway runs ${runningVersion}`
+        : sha === undefined
+          ? `it is a delta from ${d.baseVersion}, and the running release keeps no signed manifest to compare (${path})`
+          : sha !== d.baseManifestSha256
+            ? `it is a delta from a ${d.baseVersion} whose manifest has sha256 ${d.baseManifestSha256}; the running ${runningVersion} has ${sha} (another build of that version)`
+            : undefined;
+    if (why !== undefined) throw new OtaError('delta-base-mismatch', `${m.version} not installed: ${why}; send the full bundle`);
   }
 
   /**
@@ -225,6 +282,7 @@ export class Updater {
       maxBundleBytes: this.opts.maxBundleBytes,
       signal: stop.signal,
       onCheckpoint,
+      baseDir: this.slotDir(this.opts.runningSlot),
       ...(checkManifest ? { checkManifest } : {}),
       ...(from ? { resume: from.checkpoint } : {}),
     });
@@ -237,7 +295,7 @@ export class Updater {
       saveSlots(root, markVerified(loadSlots(root), toSlot));
       rmSync(this.resumePath(toSlot), { force: true });
       this.opts.fault?.('install:verified');
-      this.opts.logger.info({ slot: toSlot, version: res.manifest.version, files: res.files, bytes: res.bytesOut }, 'bundle installed and verified');
+      this.opts.logger.info({ slot: toSlot, version: res.manifest.version, files: res.files, bytes: res.bytesOut, baseFiles: res.baseFiles, baseBytes: res.baseBytes }, 'bundle installed and verified');
       return res.manifest;
     } catch (err) {
       live = false;

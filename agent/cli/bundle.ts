@@ -11,6 +11,7 @@ import { errorCode, errorMessage } from '../../lib/errors.js';
 import { readBundleHead } from '../../ota/bundle-input.js';
 import { readBundle } from '../../ota/bundle-reader.js';
 import { createBundle } from '../../ota/bundle-writer.js';
+import { readBaseManifest } from '../../ota/delta-base.js';
 import type { Manifest } from '../../ota/manifest.js';
 
 type Values = Record<string, string | boolean | undefined>;
@@ -40,7 +41,9 @@ async function create(v: Values): Promise<number> {
   if (!inDir || !version || !key || !cert || !out || compatible.length === 0) return usage('create needs --in, --version, --compatible, --key, --cert and -o');
   const sv = str(v['security-version']);
   if (sv !== undefined && !/^(0|[1-9][0-9]{0,8})$/.test(sv)) return usage('--security-version must be a non-negative integer');
+  const old = str(v['delta-from']);
   try {
+    const deltaFrom = old === undefined ? undefined : await readBaseManifest(old);
     const { manifest, bytes } = await createBundle({
       inDir,
       version,
@@ -51,8 +54,11 @@ async function create(v: Values): Promise<number> {
       gzip: v.gzip === true,
       ...(str(v.requires) === undefined ? {} : { requires: str(v.requires) }),
       ...(sv === undefined ? {} : { securityVersion: Number(sv) }),
+      ...(deltaFrom === undefined ? {} : { deltaFrom }),
     });
-    process.stdout.write(`wrote ${out}: ${manifest.product} ${manifest.version}, ${manifest.files.length} entries, ${bytes} bytes\n`);
+    const base = manifest.files.filter((f) => f.type === 'file' && f.source === 'base').length;
+    const delta = manifest.delta ? ` (delta from ${manifest.delta.baseVersion}: ${base} files taken from the base)` : '';
+    process.stdout.write(`wrote ${out}: ${manifest.product} ${manifest.version}, ${manifest.files.length} entries, ${bytes} bytes${delta}\n`);
     return 0;
   } catch (err) {
     return failure(err, false);
@@ -79,13 +85,17 @@ async function verify(file: string, v: Values): Promise<number> {
   if (!trust) return usage('verify needs --trust PEM (the trust anchors)');
   const json = v.json === true;
   try {
-    const r = await readBundle(createReadStream(file), { trustPem: readFileSync(trust, 'utf8') });
+    const baseDir = str(v.base);
+    const r = await readBundle(createReadStream(file), { trustPem: readFileSync(trust, 'utf8'), ...(baseDir === undefined ? {} : { baseDir }) });
+    const d = r.manifest.delta;
+    const fromBase = r.manifest.files.filter((f) => f.type === 'file' && f.source === 'base').length;
+    const deltaLine = d ? `  delta       from ${d.baseVersion} (manifest sha256 ${d.baseManifestSha256}): ${fromBase} files from the base, ${baseDir === undefined ? 'NOT checked (give --base DIR)' : `checked against ${baseDir}`}\n` : '';
     if (json) {
-      process.stdout.write(JSON.stringify({ ok: true, manifest: r.manifest, signer: r.signer.chain, files: r.files, bytesOut: r.bytesOut, bytesIn: r.bytesIn }, null, 2) + '\n');
+      process.stdout.write(JSON.stringify({ ok: true, manifest: r.manifest, signer: r.signer.chain, files: r.files, bytesOut: r.bytesOut, bytesIn: r.bytesIn, baseFiles: r.baseFiles }, null, 2) + '\n');
     } else {
       process.stdout.write(
         `OK: ${file} is a valid bundle (signature chain, archive safety, ${r.files} file hashes)\n${manifestLines(r.manifest)}\n` +
-          `  payload     ${r.manifest.files.length} entries, ${r.files} files, ${r.bytesOut} bytes\n  signed by   ${chainLine(r.signer.chain)}\n`,
+          `  payload     ${r.manifest.files.length} entries, ${r.files} files, ${r.bytesOut} bytes\n${deltaLine}  signed by   ${chainLine(r.signer.chain)}\n`,
       );
     }
     return 0;
@@ -130,8 +140,8 @@ async function inspect(file: string, v: Values): Promise<number> {
 }
 
 const ALLOWED: Record<string, string[]> = {
-  create: ['in', 'version', 'compatible', 'key', 'cert', 'output', 'requires', 'security-version', 'gzip'],
-  verify: ['trust', 'json'],
+  create: ['in', 'version', 'compatible', 'key', 'cert', 'output', 'requires', 'security-version', 'gzip', 'delta-from'],
+  verify: ['trust', 'json', 'base'],
   inspect: ['json'],
 };
 

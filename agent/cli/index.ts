@@ -387,7 +387,7 @@ ${COMMON_HELP}
   },
   install: {
     summary: 'first installation of this release into ROOT as slot A, with the boot guard',
-    usage: `edge-agent install --root ROOT [--from DIR] [--config FILE]
+    usage: `edge-agent install --root ROOT [--from DIR] [--config FILE] [--upgrade]
 
 Copies package.json, dist/ and node_modules/ of the release (default: the one this command runs
 from; symbolic links as they are) into ROOT/slots/A, installs the boot guard in ROOT/guard,
@@ -397,8 +397,11 @@ when ROOT is already installed: releases change through update bundles.
 
 ${COMMON_HELP}
   --root ROOT        the install root, e.g. /opt/edge-agent
-  --from DIR         the release to install (a package root with dist/ and node_modules/)`,
-    options: { ...common, root: { type: 'string' }, from: { type: 'string' } },
+  --from DIR         the release to install (a package root with dist/ and node_modules/)
+  --upgrade          when ROOT is installed: copy the release into the inactive slot and
+                     activate it as a trial through the boot guard (the Debian package's
+                     upgrade); refused while a trial runs`,
+    options: { ...common, root: { type: 'string' }, from: { type: 'string' }, upgrade: { type: 'boolean' } },
     run: async (v) => (await import('./install.js')).installCommand(v),
   },
 };

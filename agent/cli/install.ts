@@ -17,7 +17,8 @@ import { cpSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, r
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import semver from 'semver';
-import { guardEntry, installGuard } from '../../ota/guard-install.js';
+import { guardEntry, guardRuntime, installGuard } from '../../ota/guard-install.js';
+import { SLOT_MANIFEST_DIR } from '../../ota/manifest.js';
 import { initSlots, slotsPath } from '../../ota/slots.js';
 import { DEFAULT_CONFIG_PATH } from '../../core/config.js';
 
@@ -25,6 +26,11 @@ type Values = Record<string, string | boolean | undefined>;
 
 /** What a release is made of, relative to its package root (and to ROOT/slots/A). */
 export const RELEASE_ENTRIES = ['package.json', 'dist', 'node_modules'] as const;
+/**
+ * What a self-contained release (npm run release, docs/releases.md) adds: its own Node.js, and
+ * the signed manifest of its bundle (what delta bundles are checked against). Copied when there.
+ */
+export const OPTIONAL_RELEASE_ENTRIES = ['runtime', SLOT_MANIFEST_DIR] as const;
 const ENTRY_POINT = join('dist', 'agent', 'cli', 'index.js');
 
 /** The package root of the running CLI: dist/agent/cli/install.js -> three directories up. */
@@ -67,7 +73,8 @@ function linkStaysInside(from: string): (src: string) => boolean {
 }
 
 export function execStartLine(root: string, configPath: string): string {
-  return `ExecStart=${process.execPath} --max-semi-space-size=1 ${guardEntry(root)} --root ${root} --node-flag --max-semi-space-size=1 -- run --config ${configPath}`;
+  const node = existsSync(guardRuntime(root)) ? guardRuntime(root) : process.execPath;
+  return `ExecStart=${node} --max-semi-space-size=1 ${guardEntry(root)} --root ${root} --node-flag --max-semi-space-size=1 -- run --config ${configPath}`;
 }
 
 export async function installCommand(v: Values): Promise<number> {
@@ -80,6 +87,13 @@ export async function installCommand(v: Values): Promise<number> {
   const from = resolve(typeof v.from === 'string' ? v.from : ownPackageRoot());
   const slotDir = join(root, 'slots', 'A');
   try {
+    if (v.upgrade === true && existsSync(slotsPath(root))) {
+      const version = readRelease(from);
+      const entries = [...RELEASE_ENTRIES, ...OPTIONAL_RELEASE_ENTRIES.filter((e) => existsSync(join(from, e)))];
+      const { upgradeInstalled } = await import('./install-upgrade.js');
+      for (const line of upgradeInstalled(root, from, version, entries)) process.stdout.write(line + '\n');
+      return 0;
+    }
     if (existsSync(slotsPath(root))) {
       throw new Error(`already installed under ${root} (${slotsPath(root)} exists); use an update bundle to change the release`);
     }
@@ -93,13 +107,15 @@ export async function installCommand(v: Values): Promise<number> {
     process.stdout.write(`copying ${from} into ${slotDir}\n`);
     const filter = linkStaysInside(from);
     try {
-      for (const e of RELEASE_ENTRIES) cpSync(join(from, e), join(slotDir, e), { recursive: true, verbatimSymlinks: true, dereference: false, errorOnExist: true, force: false, filter });
+      const entries = [...RELEASE_ENTRIES, ...OPTIONAL_RELEASE_ENTRIES.filter((e) => existsSync(join(from, e)))];
+      for (const e of entries) cpSync(join(from, e), join(slotDir, e), { recursive: true, verbatimSymlinks: true, dereference: false, errorOnExist: true, force: false, filter });
     } catch (err) {
       rmSync(slotDir, { recursive: true, force: true });
       throw err;
     }
     flushToDisk();
-    installGuard(join(slotDir, 'dist'), root);
+    const runtime = join(slotDir, 'runtime', 'bin', 'node');
+    installGuard(join(slotDir, 'dist'), root, existsSync(runtime) ? { runtime } : {});
     initSlots(root, { version });
     const configPath = resolve(typeof v.config === 'string' ? v.config : DEFAULT_CONFIG_PATH);
     process.stdout.write(

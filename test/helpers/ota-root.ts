@@ -30,6 +30,8 @@ export function makeRelease(dir: string, version: string, from = REPO): void {
   cpSync(join(from, 'dist'), join(dir, 'dist'), { recursive: true, filter: (src) => !src.endsWith('.map') });
 }
 
+export { keepBundleHead } from '../../ota/delta-base.js';
+
 /** Replaces `search` by `replace` in a release's file; throws when the text is not there. */
 export function patchFile(path: string, search: string | RegExp, replace: string): void {
   const before = readFileSync(path, 'utf8');
@@ -44,13 +46,22 @@ export interface OtaRoot {
   configPath: string;
 }
 
-/** ROOT with slot A = the release in `releaseDir` (version `version`), slots.json, the guard, and an agent config. */
-export function makeOtaRoot(opts: { releaseDir: string; version: string; config: Record<string, unknown> }): OtaRoot {
+/**
+ * ROOT with slot A = the release in `releaseDir` (version `version`), slots.json, the guard, and
+ * an agent config. A self-contained release (`selfContained`: its own node_modules and
+ * runtime/bin/node, deploy/release.ts) gets no ROOT/node_modules, and the guard is installed
+ * with the release's runtime as its own (ROOT/guard/runtime/bin/node), as the package does.
+ */
+export function makeOtaRoot(opts: { releaseDir: string; version: string; config: Record<string, unknown>; selfContained?: boolean }): OtaRoot {
   const root = tempDir('ota-root');
-  cpSync(opts.releaseDir, join(root, 'slots', 'A'), { recursive: true });
-  symlinkSync(join(REPO, 'node_modules'), join(root, 'node_modules'));
+  cpSync(opts.releaseDir, join(root, 'slots', 'A'), { recursive: true, verbatimSymlinks: true });
+  if (opts.selfContained === true) {
+    installGuard(join(root, 'slots', 'A', 'dist'), root, { runtime: join(root, 'slots', 'A', 'runtime', 'bin', 'node') });
+  } else {
+    symlinkSync(join(REPO, 'node_modules'), join(root, 'node_modules'));
+    installGuard(REPO_DIST, root);
+  }
   initSlots(root, { version: opts.version });
-  installGuard(REPO_DIST, root);
   const dataDir = join(root, 'data');
   mkdirSync(dataDir, { recursive: true });
   const configPath = join(root, 'config.yaml');
@@ -93,13 +104,13 @@ export function alive(pid: number): boolean {
 }
 
 /** Runs ROOT/guard/ota/boot-guard.js as systemd would, with `run --config CONFIG` for the agent. */
-export function startGuard(r: OtaRoot, guardArgs: string[], extraEnv: NodeJS.ProcessEnv = {}): GuardRun {
+export function startGuard(r: OtaRoot, guardArgs: string[], extraEnv: NodeJS.ProcessEnv = {}, node = process.execPath): GuardRun {
   const env = { ...process.env };
   for (const k of ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID', 'INVOCATION_ID']) delete env[k];
   for (const k of Object.keys(env)) if (k.startsWith('EDGE_AGENT_')) delete env[k];
   Object.assign(env, extraEnv);
   const argv = [guardEntry(r.root), '--root', r.root, ...guardArgs, '--', 'run', '--config', r.configPath];
-  const proc = spawn(process.execPath, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(node, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const lines = collectLines(proc);
   let done = false;
   proc.on('exit', () => {
@@ -147,6 +158,8 @@ export interface BundleServer {
   requests: string[];
   /** The Range header of each request (undefined: the whole file), in order. */
   ranges: (string | undefined)[];
+  /** Body bytes handed to the sockets for NAME so far (what a gateway downloaded of it, at most). */
+  sent(name: string): number;
   close(): Promise<void>;
 }
 
@@ -154,6 +167,10 @@ export interface BundleServer {
 export async function serveBundles(dir: string): Promise<BundleServer> {
   const requests: string[] = [];
   const ranges: (string | undefined)[] = [];
+  const sent = new Map<string, number>();
+  const count = (name: string, n: number): void => {
+    sent.set(name, (sent.get(name) ?? 0) + n);
+  };
   const server: Server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
     requests.push(path);
@@ -168,18 +185,20 @@ export async function serveBundles(dir: string): Promise<BundleServer> {
       res.writeHead(404).end();
       return;
     }
-    // Byte ranges as RFC 9110 14.2 (one open range, the form a resuming client sends).
-    const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+    // Byte ranges as RFC 9110 14.2: one range, open (a resuming client) or closed (a head probe).
+    const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
     const etag = `"${size}-${Math.floor(statSync(join(dir, name)).mtimeMs)}"`;
+    const counted = (stream: ReturnType<typeof createReadStream>): ReturnType<typeof createReadStream> => stream.on('data', (c) => count(name, c.length));
     if (!slow && range && Number(range[1]) < size && (req.headers['if-range'] === undefined || req.headers['if-range'] === etag)) {
       const start = Number(range[1]);
-      res.writeHead(206, { 'content-type': 'application/octet-stream', 'content-length': size - start, 'content-range': `bytes ${start}-${size - 1}/${size}`, etag });
-      createReadStream(join(dir, name), { start }).pipe(res);
+      const end = range[2] === '' ? size - 1 : Math.min(Number(range[2]), size - 1);
+      res.writeHead(206, { 'content-type': 'application/octet-stream', 'content-length': end - start + 1, 'content-range': `bytes ${start}-${end}/${size}`, etag });
+      counted(createReadStream(join(dir, name), { start, end })).pipe(res);
       return;
     }
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': size, etag });
     if (!slow) {
-      createReadStream(join(dir, name)).pipe(res);
+      counted(createReadStream(join(dir, name))).pipe(res);
       return;
     }
     const data = readFileSync(join(dir, name));
@@ -201,6 +220,7 @@ export async function serveBundles(dir: string): Promise<BundleServer> {
     url: (name, slow = false) => `http://127.0.0.1:${port}/${slow ? 'slow/' : ''}${name}`,
     requests,
     ranges,
+    sent: (name) => sent.get(name) ?? 0,
     close: async () => {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
