@@ -21,7 +21,7 @@ import { adminSocketPath, faultFromEnv, slotFromEnv, ConfigError, EXIT_CONFIG, l
 import { Outbox, OUTBOX_MIGRATIONS } from './outbox.js';
 import { CommandStore, COMMAND_MIGRATIONS } from './command-store.js';
 import { AGENT_INFO_MIGRATIONS, writeAgentInfo } from '../core/agent-info.js';
-import { Router } from './router.js';
+import { Router, rolloutField } from './router.js';
 import { StoreGate } from './store-gate.js';
 import { WalSync } from '../lib/wal-sync.js';
 import { WmsLink } from './wms-link.js';
@@ -155,6 +155,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
         code: `${op}-${outcome.status}`,
         message: reason ? `${op} ${id} ${outcome.status}: ${reason.message}` : `${op} ${id} ${outcome.status}`,
         command: id,
+        ...rolloutField(store.get(id)?.params),
         ...(reason ? { reason } : {}),
         ...(outcome.result !== undefined ? { result: outcome.result } : {}),
       });

@@ -122,6 +122,8 @@ export function wireOta(w: OtaWiring): Component {
     underGuard: w.underGuard,
     restart: () => setImmediate(() => w.restart('update activated')),
     setUpdating: (on: boolean) => w.link.setState(on ? 'updating' : 'online'),
+    clock: w.clock,
+    // nextWindowStart: wired when the maintenance windows land (issue 13); until then `window: true` is rejected.
   };
   w.router.register(updateOperation(deps));
   w.router.register(rollbackOperation({ ...deps, restart: () => setImmediate(() => w.restart('rollback')) }));

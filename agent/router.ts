@@ -31,7 +31,10 @@
  *   cancelled and has reported no progress for `stallMs` is hung; the watchdog's restart aborts it
  *   through its signal and it fails with `stalled`. One past its point of no return is never
  *   touched (an activation is not interrupted). One that ignores the abort is failed with
- *   `stalled` after `stallGraceMs` and forgotten: whatever it returns later is dropped.
+ *   `stalled` after `stallGraceMs` and forgotten: whatever it returns later is dropped. One whose
+ *   last step is `waiting` (an update waiting for its rollout moment) waits on purpose: not stalled.
+ * - A command whose params carry a string `rolloutId` (fleet rollouts) has it as a top-level
+ *   `rolloutId` in every status it gets, the rejection at arrival included.
  */
 import type { Logger } from '../lib/log.js';
 import type { Clock } from '../lib/clock.js';
@@ -39,7 +42,7 @@ import type { Db } from '../lib/sqlite.js';
 import { EdgeError, errorCode, errorMessage } from '../lib/errors.js';
 import type { Outbox } from './outbox.js';
 import type { CommandStore, CommandRecord, NewCommandRow } from './command-store.js';
-import { parseCommand, type CommandCode } from './command-parse.js';
+import { parseCommand } from './command-parse.js';
 import type { StoreGate } from './store-gate.js';
 import type { WalSync } from '../lib/wal-sync.js';
 import type { CommandStatus, OperationContext, OperationHandler, OperationOutcome, Reason } from '../core/ports.js';
@@ -122,7 +125,8 @@ export interface StatusMessage {
   op: string;
   status: CommandStatus;
   ts: string;
-  progress?: { step: string; percent?: number };
+  rolloutId?: string;
+  progress?: { step: string; percent?: number; [detail: string]: string | number | undefined };
   reason?: Reason;
   result?: unknown;
 }
@@ -142,6 +146,8 @@ export class Router {
   private intakeScheduled: NodeJS.Immediate | undefined;
   /** Full params of running or queued commands whose stored params are redacted. */
   private readonly secretParams = new Map<string, unknown>();
+  /** The `rolloutId` of unfinished commands that carry one, echoed in each of their statuses. */
+  private readonly rollouts = new Map<string, string>();
   /** Terminal statuses decided but not yet committed (the store could not). */
   private readonly unsaved = new Map<string, { op: string; outcome: Exclude<OperationOutcome, { status: 'pending' }> }>();
   /** The store could not commit an `executing` status: nothing starts until it can. */
@@ -165,6 +171,7 @@ export class Router {
     this.stopping = false;
     this.opts.gate?.addRetry(() => this.retryUnsaved());
     for (const rec of this.opts.store.unfinished()) {
+      this.noteRollout(rec.id, rec.params);
       const handler = this.handlers.get(rec.op);
       if (rec.redacted) {
         this.finish(rec.id, rec.op, { status: 'failed', reason: { code: 'interrupted', message: 'the agent stopped before the command finished, and its secret parameters were kept in memory only; send it again with a new id' } });
@@ -225,7 +232,7 @@ export class Router {
     const ms = this.opts.stallMs;
     if (ms === undefined) return [];
     const now = this.opts.clock.now();
-    return [...this.running.values()].filter((r) => r.cancellable && !r.stalled && now - r.aliveAt >= ms);
+    return [...this.running.values()].filter((r) => r.cancellable && !r.stalled && r.lastStep !== 'waiting' && now - r.aliveAt >= ms);
   }
 
   private stalledReason(run: Running, detail: string | undefined): Reason {
@@ -293,7 +300,10 @@ export class Router {
       this.storeFailed(err, 'command intake');
       this.counters.unacknowledged += batch.length;
       this.opts.logger.warn({ commands: batch.length, ids: batch.slice(0, 5).map((s) => s.id) }, 'commands not acknowledged: the store cannot commit; the broker sends them again after the next connect');
-      for (const s of batch) s.ack?.(false);
+      for (const s of batch) {
+        if (s.row?.status === 'accepted') this.rollouts.delete(s.id);
+        s.ack?.(false);
+      }
       return;
     }
     const accepted = batch.filter((s) => s.row?.status === 'accepted');
@@ -360,6 +370,11 @@ export class Router {
       const problems = parsed.error.issues.map((i) => `${i.path.join('.') || 'params'}: ${i.message}`).join('; ');
       return this.reject(id, op, 'invalid-params', problems, ack);
     }
+    const refusal = handler.admit?.(parsed.data, clock.now());
+    if (refusal) {
+      const rolloutId = rolloutIdOf(parsed.data);
+      return this.reject(id, op, refusal.code, refusal.message, ack, rolloutId === undefined ? {} : { rolloutId });
+    }
     if (this.stopping) return this.reject(id, op, 'shutting-down', 'the agent is shutting down; send the command again later', ack);
     const staged = [...this.syncing, ...this.staged.filter((s) => s.row?.status === 'accepted')];
     const pending = this.running.size + this.waiting.length + staged.length;
@@ -383,6 +398,7 @@ export class Router {
   private accept(id: string, op: string, stored: unknown, full: unknown, exclusive: boolean, expiresAt: number | undefined, ack: Ack, then: (rec: CommandRecord) => void): void {
     const paramsJson = JSON.stringify(stored ?? {});
     const redacted = full !== undefined && paramsJson !== JSON.stringify(full);
+    this.noteRollout(id, full ?? stored);
     const message = this.statusMessage(id, op, 'accepted', {});
     const now = this.opts.clock.now();
     this.stage({
@@ -409,8 +425,8 @@ export class Router {
   }
 
   /** A rejection: its row (without params: a rejected command never needs them) and status, staged. */
-  private reject(id: string, op: string, code: CommandCode, message: string, ack: Ack): void {
-    const msg = this.statusMessage(id, op, 'rejected', { reason: { code, message } });
+  private reject(id: string, op: string, code: string, message: string, ack: Ack, extra: Partial<StatusMessage> = {}): void {
+    const msg = this.statusMessage(id, op, 'rejected', { ...extra, reason: { code, message } });
     this.stage({
       id, op, message: msg, exclusive: false, ack, reason: { code, message },
       row: { id, op, status: 'rejected', paramsJson: null, redacted: false, lastMessage: msg, now: this.opts.clock.now(), expiresAt: undefined },
@@ -507,7 +523,7 @@ export class Router {
       params: this.secretParams.get(rec.id) ?? rec.params,
       logger,
       signal: run.abort.signal,
-      progress: (step, percent) => {
+      progress: (step, percent, detail) => {
         // A run that has ended (or was abandoned) reports nothing more: its terminal status is final.
         if (run.done || this.running.get(rec.id) !== run) return;
         const now = this.opts.clock.now();
@@ -515,7 +531,7 @@ export class Router {
         if (step === run.lastStep && now - run.lastProgressAt < PROGRESS_MIN_INTERVAL_MS) return;
         run.lastStep = step;
         run.lastProgressAt = now;
-        this.setStatus(rec.id, rec.op, 'executing', { progress: percent === undefined ? { step } : { step, percent } }, false);
+        this.setStatus(rec.id, rec.op, 'executing', { progress: { step, ...(percent === undefined ? {} : { percent }), ...detail } }, false);
       },
       setCancellable: (c) => {
         run.cancellable = c;
@@ -537,6 +553,7 @@ export class Router {
     }
     this.unsaved.delete(id);
     this.secretParams.delete(id);
+    this.rollouts.delete(id);
     if (saved === 'refused') return;
     this.opts.logger.info({ id, op, status: outcome.status, code: extra.reason?.code }, 'command finished');
     try {
@@ -601,8 +618,14 @@ export class Router {
   }
 
   private statusMessage(id: string, op: string, status: CommandStatus, extra: Partial<StatusMessage>): string {
-    const m: StatusMessage = { id, op, status, ts: new Date(this.opts.clock.now()).toISOString(), ...extra };
+    const rolloutId = this.rollouts.get(id);
+    const m: StatusMessage = { id, op, status, ts: new Date(this.opts.clock.now()).toISOString(), ...(rolloutId === undefined ? {} : { rolloutId }), ...extra };
     return JSON.stringify(m);
+  }
+
+  private noteRollout(id: string, params: unknown): void {
+    const r = rolloutIdOf(params);
+    if (r !== undefined) this.rollouts.set(id, r);
   }
 
   private prune(): void {
@@ -614,4 +637,16 @@ export class Router {
       this.opts.logger.warn({ err }, 'pruning old commands failed; tried again in an hour');
     }
   }
+}
+
+/** A command's `rolloutId` param, when it has one (echoed in its statuses and events). */
+export function rolloutIdOf(params: unknown): string | undefined {
+  const r = params !== null && typeof params === 'object' ? (params as { rolloutId?: unknown }).rolloutId : undefined;
+  return typeof r === 'string' ? r : undefined;
+}
+
+/** `{rolloutId}` to spread into a status or an event of the command, or nothing. */
+export function rolloutField(params: unknown): { rolloutId?: string } {
+  const r = rolloutIdOf(params);
+  return r === undefined ? {} : { rolloutId: r };
 }

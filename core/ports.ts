@@ -67,8 +67,11 @@ export interface OperationContext<P> {
   readonly logger: Logger;
   /** Aborted when a `cancel` for this command arrives while it is cancellable. */
   readonly signal: AbortSignal;
-  /** Publishes an `executing` status with progress (rate-limited by the router). */
-  progress(step: string, percent?: number): void;
+  /**
+   * Publishes an `executing` status with progress (rate-limited by the router). `detail` adds
+   * fields to `progress` (e.g. `startsAt` of an update that waits for its moment).
+   */
+  progress(step: string, percent?: number, detail?: Record<string, string | number>): void;
   /** Whether `cancel` may still stop the operation; false once past its point of no return. */
   setCancellable(cancellable: boolean): void;
   /** Operation-private data, persisted durably with the command (for resume after a restart). */
@@ -87,6 +90,11 @@ export interface OperationHandler<P = unknown> {
    * command `interrupted` when a restart lost them. Without it the params are stored as they are.
    */
   redactParams?(params: P): unknown;
+  /**
+   * Checked at arrival, after the params parsed: a reason rejects the command (`rejected` with
+   * that code), e.g. an update whose deadline has already passed.
+   */
+  admit?(params: P, now: number): Reason | undefined;
   execute(ctx: OperationContext<P>): Promise<OperationOutcome>;
   /**
    * Called at start for a command of this op that a previous process left non-terminal.

@@ -147,6 +147,8 @@ export interface BundleServer {
   requests: string[];
   /** The Range header of each request (undefined: the whole file), in order. */
   ranges: (string | undefined)[];
+  /** When each request came (Date.now()), in order. */
+  times: number[];
   close(): Promise<void>;
 }
 
@@ -154,9 +156,11 @@ export interface BundleServer {
 export async function serveBundles(dir: string): Promise<BundleServer> {
   const requests: string[] = [];
   const ranges: (string | undefined)[] = [];
+  const times: number[] = [];
   const server: Server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
     requests.push(path);
+    times.push(Date.now());
     ranges.push(req.headers.range);
     const slow = path.startsWith('/slow/');
     const name = path.replace(/^\/(slow\/)?/, '');
@@ -201,6 +205,7 @@ export async function serveBundles(dir: string): Promise<BundleServer> {
     url: (name, slow = false) => `http://127.0.0.1:${port}/${slow ? 'slow/' : ''}${name}`,
     requests,
     ranges,
+    times,
     close: async () => {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -1,0 +1,178 @@
+/**
+ * Rollout-aware updates (CONTRACT.md section 2: `notBefore`, `spreadSec`, `deadline`, `rolloutId`)
+ * with a real Mosquitto, the real boot guard and the real agent in an A/B install root, and a
+ * signed bundle served by a local HTTP server that counts its requests. The test plays the WMS.
+ * One gateway runs through the cases in order; the successful update comes last (it changes the
+ * running version).
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { MqttClient } from 'mqtt';
+import { createCa, issueCert } from '../../certs/devca.js';
+import { createBundle } from '../../ota/bundle-writer.js';
+import { startBroker, type Broker } from '../helpers/broker.js';
+import { agentStatus, makeOtaRoot, makeRelease, resOf, serveBundles, startGuard, terminalsOf, TERMINAL, until, type BundleServer, type GuardRun, type OtaRoot, type Res } from '../helpers/ota-root.js';
+import { collect, mqttClient, tempDir, waitFor, type Received } from '../helpers/util.js';
+
+const GUARD_ARGS = ['--max-trial-starts', '3', '--trial-timeout-ms', '30000', '--backoff-min-ms', '200', '--backoff-max-ms', '1000', '--poll-ms', '100'];
+const GW = 'gw-rollout';
+
+type RolloutRes = Res & { ts?: string; rolloutId?: string; progress?: { step: string; percent?: number; startsAt?: string } };
+
+let broker: Broker;
+let server: BundleServer;
+let work: string;
+let r: OtaRoot;
+let g: GuardRun;
+let wms: MqttClient;
+let got: Received[];
+
+before(async () => {
+  broker = await startBroker();
+  work = tempDir('update-rollout');
+  const ca = createCa({ commonName: 'rollout release CA' });
+  const signer = issueCert(ca, { commonName: 'rollout release signer', kind: 'codeSigning' });
+  const trustPath = join(work, 'trust.pem');
+  writeFileSync(trustPath, ca.certPem);
+  const v1 = join(work, 'rel-1.0.0');
+  makeRelease(v1, '1.0.0');
+  const v11 = join(work, 'rel-1.1.0');
+  makeRelease(v11, '1.1.0', v1);
+  mkdirSync(join(work, 'bundles'));
+  await createBundle({ inDir: v11, version: '1.1.0', compatible: ['wms-gateway'], keyPem: signer.keyPem, certPem: signer.certPem, out: join(work, 'bundles', 'v1.1.0.tar') });
+  server = await serveBundles(join(work, 'bundles'));
+  r = makeOtaRoot({
+    releaseDir: v1,
+    version: '1.0.0',
+    config: {
+      gatewayId: GW,
+      mqtt: { url: broker.url, reconnect: { initialMs: 100, maxMs: 1000 } },
+      ota: { trustAnchors: trustPath, healthGate: { stableMs: 1000, timeoutMs: 8000 }, download: { idleTimeoutMs: 10_000, retries: 2 } },
+      shutdownTimeoutMs: 10_000,
+    },
+  });
+  wms = await mqttClient(broker.url, { clientId: 'wms-rollout' });
+  got = await collect(wms, `edge/${GW}/#`);
+  g = startGuard(r, GUARD_ARGS);
+  await ready();
+});
+
+after(async () => {
+  await g?.stop();
+  await wms?.endAsync(true);
+  await server?.close();
+  await broker?.stop();
+  if (r) rmSync(r.root, { recursive: true, force: true });
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+let readyN = 0;
+/** The agent answers commands (it is subscribed). */
+async function ready(): Promise<void> {
+  for (let n = 1; ; n++) {
+    const id = `ready-${++readyN}`;
+    send('ping', { id });
+    try {
+      await until(g, () => res(id).length > 0, `the agent to answer ${id}`, 1000);
+      return;
+    } catch (err) {
+      if (n >= 30 || !g.running()) throw err;
+    }
+  }
+}
+
+function send(op: string, payload: Record<string, unknown>): void {
+  wms.publish(`edge/${GW}/cmd/${op}`, JSON.stringify(payload), { qos: 1 });
+}
+
+const res = (id: string): RolloutRes[] => resOf(got, GW, id);
+const dump = (id: string): string => res(id).map((p) => JSON.stringify(p)).join('\n');
+const iso = (ms: number): string => new Date(ms).toISOString();
+const waiting = (id: string): RolloutRes[] => res(id).filter((p) => p.status === 'executing' && p.progress?.step === 'waiting');
+const bundleRequests = (): number => server.requests.filter((p) => p.endsWith('v1.1.0.tar')).length;
+
+async function terminal(id: string, timeoutMs = 60_000): Promise<RolloutRes> {
+  await until(g, () => terminalsOf(got, GW, id).length > 0, () => `a terminal status for ${id}\n${dump(id)}`, timeoutMs);
+  return res(id).find((p) => TERMINAL.includes(p.status))!;
+}
+
+function everyStatusCarries(id: string, rolloutId: string): void {
+  const all = res(id);
+  assert.ok(all.length > 0);
+  for (const p of all) assert.equal(p.rolloutId, rolloutId, `a status of ${id} without rolloutId ${rolloutId}:\n${dump(id)}`);
+}
+
+test('an update whose deadline has passed on arrival is rejected deadline-passed, with its rolloutId', async () => {
+  send('update', { id: 'late-1', params: { url: server.url('v1.1.0.tar'), deadline: iso(Date.now() - 60_000), rolloutId: 'ro-late' } });
+  const t = await terminal('late-1');
+  assert.equal(t.status, 'rejected', dump('late-1'));
+  assert.equal(t.reason?.code, 'deadline-passed');
+  everyStatusCarries('late-1', 'ro-late');
+  assert.equal(bundleRequests(), 0);
+});
+
+test('a spread update waits at its chosen moment, keeps it across a kill -9, and a cancel ends the wait', async () => {
+  const notBefore = Date.now() + 1000;
+  send('update', { id: 'spread-1', params: { url: server.url('v1.1.0.tar'), notBefore: iso(notBefore), spreadSec: 3600, rolloutId: 'ro-spread' } });
+  await until(g, () => waiting('spread-1').length > 0, () => `spread-1 waiting\n${dump('spread-1')}`);
+  const startsAt = Date.parse(waiting('spread-1')[0]!.progress!.startsAt!);
+  assert.ok(startsAt >= notBefore && startsAt <= notBefore + 3600_000, `startsAt ${iso(startsAt)} outside [notBefore, notBefore + 1 h]`);
+  const before = await agentStatus(r);
+  assert.equal(before.version, '1.0.0');
+  const killedAt = Date.now();
+  process.kill(before.pid, 'SIGKILL');
+  // The guard starts the agent again; the resumed update shows the same moment again.
+  const again = (): RolloutRes[] => waiting('spread-1').filter((p) => Date.parse(p.ts ?? '') > killedAt);
+  await until(g, () => again().length > 0, () => `spread-1 waiting again after the restart\n${dump('spread-1')}`);
+  assert.notEqual((await agentStatus(r)).pid, before.pid);
+  assert.deepEqual([...new Set(waiting('spread-1').map((p) => p.progress!.startsAt))], [iso(startsAt)]);
+  send('cancel', { id: 'cancel-spread-1', params: { target: 'spread-1' } });
+  const t = await terminal('spread-1');
+  assert.equal(t.status, 'cancelled', dump('spread-1'));
+  assert.equal((await terminal('cancel-spread-1')).status, 'successful');
+  everyStatusCarries('spread-1', 'ro-spread');
+  assert.equal(bundleRequests(), 0, 'nothing was downloaded while it waited');
+  const status = got.filter((m) => m.topic === `edge/${GW}/status`).map((m) => (m.payload as { state: string }).state);
+  assert.ok(!status.includes('updating'), `the gateway said updating while it only waited: ${status.join(', ')}`);
+});
+
+test('a deadline that passes while the agent is down ends the waiting update failed deadline-passed', async () => {
+  const notBefore = Date.now() + 1500;
+  const deadline = notBefore + 1000;
+  send('update', { id: 'deadline-1', params: { url: server.url('v1.1.0.tar'), notBefore: iso(notBefore), deadline: iso(deadline), rolloutId: 'ro-deadline' } });
+  await until(g, () => waiting('deadline-1').length > 0, () => `deadline-1 waiting\n${dump('deadline-1')}`);
+  assert.equal(waiting('deadline-1')[0]!.progress!.startsAt, iso(notBefore));
+  // Down before its moment (guard and agent killed), back after its deadline.
+  const pid = (await agentStatus(r)).pid;
+  process.kill(g.proc.pid!, 'SIGKILL');
+  process.kill(pid, 'SIGKILL');
+  await g.stop();
+  await waitFor(() => Date.now() > deadline + 200, { what: 'the deadline to pass', timeoutMs: 10_000, intervalMs: 50 });
+  g = startGuard(r, GUARD_ARGS);
+  const t = await terminal('deadline-1');
+  assert.equal(t.status, 'failed', dump('deadline-1'));
+  assert.equal(t.reason?.code, 'deadline-passed');
+  everyStatusCarries('deadline-1', 'ro-deadline');
+  assert.equal(bundleRequests(), 0);
+  await ready();
+});
+
+test('notBefore: the download starts no earlier, and every status and the update event carry the rolloutId', async () => {
+  const notBefore = Date.now() + 2000;
+  send('update', { id: 'nb-1', params: { url: server.url('v1.1.0.tar'), notBefore: iso(notBefore), rolloutId: 'ro-nb' } });
+  await until(g, () => waiting('nb-1').length > 0, () => `nb-1 waiting\n${dump('nb-1')}`);
+  assert.equal(waiting('nb-1')[0]!.progress!.startsAt, iso(notBefore));
+  assert.equal(bundleRequests(), 0);
+  const t = await terminal('nb-1', 90_000);
+  assert.equal(t.status, 'successful', dump('nb-1'));
+  const first = server.times[server.requests.findIndex((p) => p.endsWith('v1.1.0.tar'))];
+  assert.ok(first !== undefined && first >= notBefore, `the bundle was requested at ${first === undefined ? 'never' : iso(first)}, before notBefore ${iso(notBefore)}`);
+  everyStatusCarries('nb-1', 'ro-nb');
+  const events = (): { type: string; command?: string; rolloutId?: string }[] => got.filter((m) => m.topic === `edge/${GW}/events`).map((m) => m.payload as { type: string; command?: string; rolloutId?: string });
+  const ev = (): ReturnType<typeof events>[number] | undefined => events().find((e) => e.type === 'update' && e.command === 'nb-1');
+  await until(g, () => ev() !== undefined, () => `the update event of nb-1: ${JSON.stringify(events())}`);
+  assert.equal(ev()?.rolloutId, 'ro-nb');
+  assert.equal((await agentStatus(r)).version, '1.1.0');
+});
