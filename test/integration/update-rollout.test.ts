@@ -2,12 +2,16 @@
  * Rollout-aware updates (CONTRACT.md section 2: `notBefore`, `spreadSec`, `deadline`, `rolloutId`)
  * with a real Mosquitto, the real boot guard and the real agent in an A/B install root, and a
  * signed bundle served by a local HTTP server that counts its requests. The test plays the WMS.
- * One gateway runs through the cases in order; the successful update comes last (it changes the
- * running version).
+ * One gateway runs through the cases in order; the successful updates come last (they change the
+ * running version). The expired-URL case has a server of its own: presigned-style URLs
+ * (`?token=`) it stops honouring, and a count of the bytes it sent for each.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { createReadStream, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { createCa, issueCert } from '../../certs/devca.js';
@@ -28,6 +32,51 @@ let r: OtaRoot;
 let g: GuardRun;
 let wms: MqttClient;
 let got: Received[];
+let bigPath: string;
+let expiring: Expiring;
+
+interface Expiring {
+  server: Server;
+  base: string;
+  /** Tokens that answer 403 from now on. */
+  revoked: Set<string>;
+  /** Per token: the bytes sent and the Range headers asked. */
+  sent: Map<string, number>;
+  ranges: Map<string, (string | undefined)[]>;
+  /** The first response of this token ends after this many bytes, and the token is revoked. */
+  cutAfter: Map<string, number>;
+}
+
+/** Serves `file` at /bundle.tar?token=T with Range support; see Expiring. */
+async function expiringServer(file: string): Promise<Expiring> {
+  const size = statSync(file).size;
+  const e: Expiring = { server: createServer(), base: '', revoked: new Set(), sent: new Map(), ranges: new Map(), cutAfter: new Map() };
+  e.server.on('request', (req, res) => {
+    const u = new URL(req.url ?? '/', 'http://x');
+    const token = u.searchParams.get('token') ?? '';
+    e.ranges.set(token, [...(e.ranges.get(token) ?? []), req.headers.range]);
+    if (u.pathname !== '/bundle.tar' || e.revoked.has(token)) return void res.writeHead(403).end();
+    const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+    const start = m ? Number(m[1]) : 0;
+    const cut = e.cutAfter.get(token);
+    const end = cut !== undefined ? Math.min(size, start + cut) : size;
+    if (m) res.writeHead(206, { 'content-length': size - start, 'content-range': `bytes ${start}-${size - 1}/${size}`, etag: '"big"' });
+    else res.writeHead(200, { 'content-length': size, etag: '"big"' });
+    const body = createReadStream(file, { start, end: end - 1 });
+    body.on('data', (c: Buffer | string) => e.sent.set(token, (e.sent.get(token) ?? 0) + c.length));
+    body.pipe(res, { end: cut === undefined });
+    if (cut !== undefined) {
+      body.on('end', () => {
+        e.revoked.add(token);
+        // Let what was written reach the socket, then break the connection mid-body.
+        setTimeout(() => res.destroy(), 200);
+      });
+    }
+  });
+  await new Promise<void>((r) => e.server.listen(0, '127.0.0.1', r));
+  e.base = `http://127.0.0.1:${(e.server.address() as AddressInfo).port}`;
+  return e;
+}
 
 before(async () => {
   broker = await startBroker();
@@ -42,6 +91,14 @@ before(async () => {
   makeRelease(v11, '1.1.0', v1);
   mkdirSync(join(work, 'bundles'));
   await createBundle({ inDir: v11, version: '1.1.0', compatible: ['wms-gateway'], keyPem: signer.keyPem, certPem: signer.certPem, out: join(work, 'bundles', 'v1.1.0.tar') });
+  // 1.2.0 with 12 MiB more in files of 1 MiB: the install keeps checkpoints between them.
+  const v12 = join(work, 'rel-1.2.0');
+  makeRelease(v12, '1.2.0', v1);
+  mkdirSync(join(v12, 'pad'));
+  for (let i = 0; i < 12; i++) writeFileSync(join(v12, 'pad', `p${String(i).padStart(2, '0')}.bin`), randomBytes(1024 * 1024));
+  bigPath = join(work, 'v1.2.0-big.tar');
+  await createBundle({ inDir: v12, version: '1.2.0', compatible: ['wms-gateway'], keyPem: signer.keyPem, certPem: signer.certPem, out: bigPath });
+  expiring = await expiringServer(bigPath);
   server = await serveBundles(join(work, 'bundles'));
   r = makeOtaRoot({
     releaseDir: v1,
@@ -61,6 +118,8 @@ before(async () => {
 
 after(async () => {
   await g?.stop();
+  expiring?.server.closeAllConnections();
+  await new Promise<void>((res) => (expiring ? expiring.server.close(() => res()) : res()));
   await wms?.endAsync(true);
   await server?.close();
   await broker?.stop();
@@ -175,4 +234,23 @@ test('notBefore: the download starts no earlier, and every status and the update
   await until(g, () => ev() !== undefined, () => `the update event of nb-1: ${JSON.stringify(events())}`);
   assert.equal(ev()?.rolloutId, 'ro-nb');
   assert.equal((await agentStatus(r)).version, '1.1.0');
+});
+
+test('a URL that expires mid-download fails url-expired; the same update with a fresh URL resumes where the checkpoint was', async () => {
+  const size = statSync(bigPath).size;
+  expiring.cutAfter.set('a', 9 * 1024 * 1024);
+  send('update', { id: 'exp-1', params: { url: `${expiring.base}/bundle.tar?token=a`, rolloutId: 'ro-exp' } });
+  const t1 = await terminal('exp-1', 90_000);
+  assert.equal(t1.status, 'failed', dump('exp-1'));
+  assert.equal(t1.reason?.code, 'url-expired', dump('exp-1'));
+  // The retry after the break asked for the rest with the old token and was refused: no more.
+  assert.equal(expiring.ranges.get('a')?.length, 2, JSON.stringify([...expiring.ranges]));
+  send('update', { id: 'exp-2', params: { url: `${expiring.base}/bundle.tar?token=b`, rolloutId: 'ro-exp' } });
+  const t2 = await terminal('exp-2', 120_000);
+  assert.equal(t2.status, 'successful', dump('exp-2'));
+  const rangeB = expiring.ranges.get('b')?.[0];
+  assert.match(rangeB ?? '', /^bytes=[1-9]\d*-$/, `the fresh URL was asked from the start: ${String(rangeB)}`);
+  const sentB = expiring.sent.get('b') ?? 0;
+  assert.ok(sentB < size - 4 * 1024 * 1024, `the resend downloaded ${sentB} of ${size} bytes: it did not resume from a checkpoint`);
+  assert.equal((await agentStatus(r)).version, '1.2.0');
 });
