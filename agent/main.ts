@@ -145,6 +145,8 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     limits: config.commands,
     // The update runner's watchdog: a cancellable operation without progress this long is stalled.
     stallMs: config.recovery.operationStallMs,
+    // MQTT 3.1.1 has no message expiry: a forgotten command's retained result is cleared instead.
+    clearRetained: () => link.stats().protocolVersion === 4,
     // Update outcomes also go to ~/events (CONTRACT.md section 2), for the WMS's event log.
     onFinished: (id, op, outcome) => {
       if (op !== 'update' && op !== 'rollback') return;
@@ -173,6 +175,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     loops,
     loopDeadlineMs: config.systemd.loopDeadlineMs,
     onCommand: (op, payload, ack) => router.handle(op, payload, ack),
+    resultExpirySec: config.commands.resultExpirySec ?? config.commands.retentionDays * 86_400,
     stallFault: faultOnce(faultFromEnv(env), 'link-stall'),
   });
   /** `durable`: committed before returning, for callers that tell someone it is queued. */

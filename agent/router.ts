@@ -66,6 +66,11 @@ export interface RouterOptions {
   onFinished?(id: string, op: string, outcome: Exclude<OperationOutcome, { status: 'pending' }>): void;
   /** Records each terminal status in the audit trail, in the transaction that commits it. */
   audit?: (id: string, op: string, status: CommandStatus, reason: Reason | undefined, params: unknown) => void;
+  /**
+   * Whether a forgotten command's retained `~/res/{id}` is cleared (an empty retained publish,
+   * in the transaction that forgets it): on MQTT 3.1.1, which has no message expiry.
+   */
+  clearRetained?: () => boolean;
   /** Told when the store cannot commit; retries what the router holds in memory. */
   gate?: StoreGate;
   /**
@@ -631,8 +636,19 @@ export class Router {
   private prune(): void {
     const before = this.opts.clock.now() - this.opts.limits.retentionDays * 86_400_000;
     try {
-      const n = this.opts.store.prune(before);
-      if (n > 0) this.opts.logger.info({ pruned: n }, 'forgot old finished commands');
+      let n = 0;
+      let cleared = 0;
+      if (this.opts.clearRetained?.() === true) {
+        this.opts.outbox.commit(() => {
+          const ids = this.opts.store.prunableIds(before);
+          n = this.opts.store.prune(before);
+          cleared = ids.length;
+          return ids.map((id) => ({ topic: this.opts.resultTopic(id), payload: '', kind: 'status' as const, retain: true }));
+        });
+      } else {
+        n = this.opts.store.prune(before);
+      }
+      if (n > 0) this.opts.logger.info({ pruned: n, clearedRetained: cleared }, 'forgot old finished commands');
     } catch (err) {
       this.opts.logger.warn({ err }, 'pruning old commands failed; tried again in an hour');
     }

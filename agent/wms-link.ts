@@ -48,6 +48,11 @@ export interface WmsLinkOptions {
   /** `ack(true)`: what the command led to is committed, send its PUBACK; `ack(false)`: do not. */
   onCommand(op: string, payload: Buffer, ack: (committed: boolean) => void): void;
   connect?: Connect;
+  /**
+   * MQTT 5 message expiry (s) of the retained `~/res/{id}` statuses, so a broker forgets them
+   * like the agent forgets the command (commands.resultExpirySec); 0 or undefined: none.
+   */
+  resultExpirySec?: number;
   /** Fault injection (lib/fault.ts faultOnce, `link-stall`): true makes a lost connection's retry never happen. */
   stallFault?: () => boolean;
 }
@@ -259,8 +264,12 @@ export class WmsLink implements Component {
         if (err) this.log.error({ err }, 'subscribe to commands failed');
         else if (granted?.some((g) => g.qos > 2)) this.log.error({ granted }, 'broker refused the command subscription (ACL?)');
       });
+      const expiry = this.protocol === 5 && (this.opts.resultExpirySec ?? 0) > 0 ? { messageExpiryInterval: this.opts.resultExpirySec! } : undefined;
+      const resPrefix = `${this.opts.topics.root}/res/`;
       this.opts.outbox.attach({
-        publish: (topic, payload, popts, cb) => client.publish(topic, payload, popts, (err) => cb(err ?? undefined)),
+        publish: (topic, payload, popts, cb) =>
+          // MQTT 5 section 3.3.2.3.3: the broker drops the retained message when the interval has passed.
+          client.publish(topic, payload, expiry && payload.length > 0 && topic.startsWith(resPrefix) ? { ...popts, properties: expiry } : popts, (err) => cb(err ?? undefined)),
       });
     });
     // Round trip from the keep-alive ping mqtt.js sends when the link is otherwise idle (health metric).

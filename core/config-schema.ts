@@ -36,6 +36,8 @@ const commandsSchema = z
     maxConcurrent: z.number().int().min(1).max(256).default(4),
     /** How long a finished command is remembered for de-duplication. */
     retentionDays: z.number().int().min(1).max(3650).default(30),
+    /** MQTT 5 message expiry of the retained `~/res/{id}` statuses; default: retentionDays. 0: none. */
+    resultExpirySec: z.number().int().min(0).max(4_294_967_295).optional(),
   })
   .strict();
 
