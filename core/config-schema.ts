@@ -11,7 +11,7 @@ export const GATEWAY_ID = /^[A-Za-z0-9_-]{1,64}$/;
 /** The keys shared with the bridge's `mqtt` section come from lib/mqtt-schema.ts; the order is this file's own. */
 const mqttSchema = z
   .object({
-    ...mqttKeys('url', 'prefix'),
+    ...mqttKeys('url', 'urls', 'prefix'),
     protocolVersion: z.union([z.literal(4), z.literal(5)]).default(5),
     ...mqttKeys('clientId', 'username', 'password', 'keepaliveSec', 'connectTimeoutMs'),
     sessionExpirySec: z.number().int().min(0).max(4_294_967_295).default(7 * 24 * 3600),
