@@ -21,7 +21,8 @@ import { adminSocketPath, faultFromEnv, slotFromEnv, ConfigError, EXIT_CONFIG, l
 import { Outbox, OUTBOX_MIGRATIONS } from './outbox.js';
 import { CommandStore, COMMAND_MIGRATIONS } from './command-store.js';
 import { AGENT_INFO_MIGRATIONS, writeAgentInfo } from '../core/agent-info.js';
-import { Router, rolloutField } from './router.js';
+import { Router, rolloutField, rolloutIdOf } from './router.js';
+import { UpdateHealth } from './update-health.js';
 import { StoreGate } from './store-gate.js';
 import { WalSync } from '../lib/wal-sync.js';
 import { WmsLink } from './wms-link.js';
@@ -150,6 +151,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     // Update outcomes also go to ~/events (CONTRACT.md section 2), for the WMS's event log.
     onFinished: (id, op, outcome) => {
       if (op !== 'update' && op !== 'rollback') return;
+      if (op === 'update' && outcome.status === 'successful') updateHealth.committed(id, rolloutIdOf(store.get(id)?.params));
       const reason = 'reason' in outcome ? outcome.reason : undefined;
       event({
         type: 'update',
@@ -315,6 +317,18 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     clock,
     logger: logger.child({ component: 'bridge-upgrade' }),
   });
+  // `update-health`: ota.healthReportSec after an update committed (issue 18).
+  const updateHealth = new UpdateHealth({
+    dataDir: config.dataDir,
+    reportSec: config.ota.healthReportSec,
+    version: build.version,
+    slot,
+    clock,
+    logger: logger.child({ component: 'update-health' }),
+    event,
+    incidentsSince: (since) => recovery.incidents.list({ since, limit: 1000 }).length,
+    alerts: () => health?.activeAlerts() ?? [],
+  });
   const gate = wireOta({
     config,
     configPath,
@@ -348,6 +362,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
   const components: Component[] = [
     { name: 'loops', start: async () => loops.start(), stop: async () => loops.stop() },
     audit.component,
+    updateHealth,
     router,
     link,
     admin,

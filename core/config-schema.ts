@@ -85,6 +85,8 @@ const otaSchema = z
       .strict()
       .refine((g) => g.timeoutMs > g.stableMs, { message: 'timeoutMs must be greater than stableMs', path: ['timeoutMs'] })
       .default({ stableMs: 15_000, timeoutMs: 90_000 }),
+    /** After an update committed: the `update-health` event this many seconds later (0: none). */
+    healthReportSec: z.number().int().min(0).max(7 * 86_400).default(600),
     /** Backups of config and store taken before each activation, newest kept. */
     backupsKept: z.number().int().min(1).max(100).default(3),
   })

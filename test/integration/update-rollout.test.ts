@@ -106,7 +106,7 @@ before(async () => {
     config: {
       gatewayId: GW,
       mqtt: { url: broker.url, reconnect: { initialMs: 100, maxMs: 1000 } },
-      ota: { trustAnchors: trustPath, healthGate: { stableMs: 1000, timeoutMs: 8000 }, download: { idleTimeoutMs: 10_000, retries: 2 } },
+      ota: { trustAnchors: trustPath, healthGate: { stableMs: 1000, timeoutMs: 8000 }, download: { idleTimeoutMs: 10_000, retries: 2 }, healthReportSec: 2 },
       shutdownTimeoutMs: 10_000,
     },
   });
@@ -234,6 +234,12 @@ test('notBefore: the download starts no earlier, and every status and the update
   await until(g, () => ev() !== undefined, () => `the update event of nb-1: ${JSON.stringify(events())}`);
   assert.equal(ev()?.rolloutId, 'ro-nb');
   assert.equal((await agentStatus(r)).version, '1.1.0');
+  // healthReportSec after the commit: the release's health since, for the rollout engine.
+  type Health = { type: string; command?: string; rolloutId?: string; version?: string; restarts?: number; incidents?: number; alerts?: unknown[]; healthy?: boolean };
+  const health = (): Health | undefined => got.map((m) => m.payload as Health).find((e) => e.type === 'update-health' && e.command === 'nb-1');
+  await until(g, () => health() !== undefined, () => `the update-health event of nb-1: ${JSON.stringify(events().slice(-5))}`);
+  const h = health()!;
+  assert.deepEqual([h.rolloutId, h.version, h.restarts, h.incidents, h.alerts, h.healthy], ['ro-nb', '1.1.0', 0, 0, [], true], JSON.stringify(h));
 });
 
 test('a URL that expires mid-download fails url-expired; the same update with a fresh URL resumes where the checkpoint was', async () => {
