@@ -23,6 +23,9 @@
  *  15. the bridge's largest poll interval under a flood of 5,000 sets  vs the same bridge without one (plc-flood-bench.ts; `--only plc-flood`)
  *  16. audit append, entries/s with the hash chain, durable commits  vs plain SQLite inserts, same durability (audit-bench.ts; `--only audit`)
  *      and `edge-agent audit --verify` over 1,000,000 entries        vs a plain scan of the same table
+ *  17. fleet: broker restart with 5,000 simulated gateways, peak      vs the same fleet without the first-reconnect
+ *      connects/s and time to all online; a rollout that must halt       jitter, same run (bench/fleet/; `--only fleet`,
+ *      at its failing wave                                               `--fleet-gateways N`)
  *
  * `--only startup,outbox,ota,health` picks groups (default: startup, outbox, ota; `ota` is 5-8;
  * `health` is 9, minutes long, so only when asked for, e.g. `--only health`; health-bench.ts). 1-4 use a real mosquitto
@@ -53,6 +56,7 @@ import { plcPhase } from './plc-bench.js';
 import { floodMeasurements as plcFloodMeasurements, floodPhase as plcFloodPhase } from './plc-flood-bench.js';
 import { plcMeasurements } from './plc-measure.js';
 import { auditMeasurements, auditPhase } from './audit-bench.js';
+import { fleetMeasurements, fleetPhase } from './fleet/fleet-bench.js';
 import { formatSamples, formatTable, measurement, writeResults, type BenchResults, type Measurement } from './report.js';
 
 const MB = 1024 * 1024;
@@ -71,7 +75,7 @@ interface Config {
   otaLargeMiB: number;
 }
 
-const GROUPS = ['startup', 'outbox', 'ota', 'health', 'restore', 'diag', 'recovery', 'plc', 'flood', 'plc-flood', 'audit'] as const;
+const GROUPS = ['startup', 'outbox', 'ota', 'health', 'restore', 'diag', 'recovery', 'plc', 'flood', 'plc-flood', 'audit', 'fleet'] as const;
 type Group = (typeof GROUPS)[number];
 /**
  * What a run without `--only` measures (bench-smoke.test.ts expects exactly these). The other groups
@@ -227,6 +231,7 @@ async function main(): Promise<number> {
       'ota-mib': { type: 'string' },
       'ota-large-mib': { type: 'string' },
       'plc-minutes': { type: 'string' },
+      'fleet-gateways': { type: 'string' },
       'flood-commands': { type: 'string' },
     },
   });
@@ -287,6 +292,11 @@ async function main(): Promise<number> {
   if (run.has('audit')) {
     const runs = values.runs === undefined ? (cfg.quick ? 1 : 3) : cfg.runs;
     ms.push(...auditMeasurements(await auditPhase({ runs, appends: cfg.quick ? 500 : 5000, entries: cfg.quick ? 100_000 : 1_000_000 }, log)));
+  }
+  if (run.has('fleet')) {
+    const n = Number(values['fleet-gateways'] ?? (cfg.quick ? 1000 : 5000));
+    const f = await fleetPhase({ gateways: n, rolloutGateways: cfg.quick ? 500 : 2000, runs: values.runs === undefined ? 1 : cfg.runs }, log);
+    ms.push(...fleetMeasurements(f));
   }
   if (run.has('health')) {
     const runs = values.runs === undefined ? (cfg.quick ? 1 : 3) : cfg.runs;
