@@ -232,6 +232,7 @@ async function main(): Promise<number> {
       'ota-large-mib': { type: 'string' },
       'plc-minutes': { type: 'string' },
       'fleet-gateways': { type: 'string' },
+      'fleet-agents': { type: 'string' },
       'flood-commands': { type: 'string' },
     },
   });
@@ -295,7 +296,9 @@ async function main(): Promise<number> {
   }
   if (run.has('fleet')) {
     const n = Number(values['fleet-gateways'] ?? (cfg.quick ? 1000 : 5000));
-    const f = await fleetPhase({ gateways: n, rolloutGateways: cfg.quick ? 500 : 2000, runs: values.runs === undefined ? 1 : cfg.runs }, log);
+    // Real agents: 3 by default, not 10: two cores are shared by the broker, 5,000 simulated gateways and every agent (`--fleet-agents N`).
+    const agents = Number(values['fleet-agents'] ?? (cfg.quick ? 1 : 3));
+    const f = await fleetPhase({ gateways: n, agents, rolloutGateways: cfg.quick ? 500 : 2000, runs: values.runs === undefined ? 1 : cfg.runs }, log);
     ms.push(...fleetMeasurements(f));
   }
   if (run.has('health')) {

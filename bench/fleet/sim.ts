@@ -20,8 +20,9 @@ export interface SimOptions {
   /** Per gateway: probability that an update fails; and the work's delay range (ms). */
   failRate(id: string): number;
   delayMs: [number, number];
-  /** Told of every CONNACK (for the connection rate). */
+  /** Told of every CONNACK, and of every connection attempt (what the broker sees coming). */
   onConnect?(at: number): void;
+  onAttempt?(at: number): void;
 }
 
 export interface SimFleet {
@@ -39,6 +40,7 @@ export async function startSimFleet(o: SimOptions, rampPerTick = 200): Promise<S
   const connect = (id: string): void => {
     const s = state.get(id)!;
     if (stopped) return;
+    o.onAttempt?.(performance.now());
     const client = mqtt.connect(o.url, { clientId: `sim-${id}`, clean: true, reconnectPeriod: 0, connectTimeout: 10_000, keepalive: 60, writeCache: false, will: { topic: `edge/${id}/status`, payload: Buffer.from('{"state":"offline"}'), qos: 1, retain: true } });
     s.client = client;
     client.on('connect', () => {
