@@ -130,6 +130,7 @@ export class CommandStore {
       unfinished: db.prepare<[], RawRow>("SELECT * FROM commands WHERE status IN ('accepted', 'executing') ORDER BY received_at"),
       recent: db.prepare<[number], RawRow>('SELECT * FROM commands ORDER BY updated_at DESC LIMIT ?'),
       prune: db.prepare("DELETE FROM commands WHERE updated_at < ? AND status NOT IN ('accepted', 'executing')"),
+      prunable: db.prepare<[number], { id: string }>("SELECT id FROM commands WHERE updated_at < ? AND status NOT IN ('accepted', 'executing')"),
     };
   }
 
@@ -185,5 +186,10 @@ export class CommandStore {
   /** Forgets finished commands older than `before` (ms epoch); returns how many. */
   prune(before: number): number {
     return this.stmts.prune.run(before).changes;
+  }
+
+  /** The ids prune(before) would forget (call both in one transaction). */
+  prunableIds(before: number): string[] {
+    return this.stmts.prunable.all(before).map((r) => r.id);
   }
 }

@@ -21,7 +21,8 @@ import { adminSocketPath, faultFromEnv, slotFromEnv, ConfigError, EXIT_CONFIG, l
 import { Outbox, OUTBOX_MIGRATIONS } from './outbox.js';
 import { CommandStore, COMMAND_MIGRATIONS } from './command-store.js';
 import { AGENT_INFO_MIGRATIONS, writeAgentInfo } from '../core/agent-info.js';
-import { Router } from './router.js';
+import { Router, rolloutField, rolloutIdOf } from './router.js';
+import { UpdateHealth } from './update-health.js';
 import { StoreGate } from './store-gate.js';
 import { WalSync } from '../lib/wal-sync.js';
 import { WmsLink } from './wms-link.js';
@@ -155,9 +156,12 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     limits: config.commands,
     // The update runner's watchdog: a cancellable operation without progress this long is stalled.
     stallMs: config.recovery.operationStallMs,
+    // MQTT 3.1.1 has no message expiry: a forgotten command's retained result is cleared instead.
+    clearRetained: () => link.stats().protocolVersion === 4,
     // Update outcomes also go to ~/events (CONTRACT.md section 2), for the WMS's event log.
     onFinished: (id, op, outcome) => {
       if (op !== 'update' && op !== 'rollback') return;
+      if (op === 'update' && outcome.status === 'successful') updateHealth.committed(id, rolloutIdOf(store.get(id)?.params));
       const reason = 'reason' in outcome ? outcome.reason : undefined;
       event({
         type: 'update',
@@ -165,6 +169,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
         code: `${op}-${outcome.status}`,
         message: reason ? `${op} ${id} ${outcome.status}: ${reason.message}` : `${op} ${id} ${outcome.status}`,
         command: id,
+        ...rolloutField(store.get(id)?.params),
         ...(reason ? { reason } : {}),
         ...(outcome.result !== undefined ? { result: outcome.result } : {}),
       });
@@ -182,6 +187,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     loops,
     loopDeadlineMs: config.systemd.loopDeadlineMs,
     onCommand: (op, payload, ack) => router.handle(op, payload, ack),
+    resultExpirySec: config.commands.resultExpirySec ?? config.commands.retentionDays * 86_400,
     stallFault: faultOnce(faultFromEnv(env), 'link-stall'),
   });
   // The web console keeps the alerts it sees for its history page (set once it is wired).
@@ -401,7 +407,24 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     clock,
     logger: logger.child({ component: 'bridge-upgrade' }),
   });
+  // `update-health`: ota.healthReportSec after an update committed (issue 18).
+  const updateHealth = new UpdateHealth({
+    dataDir: config.dataDir,
+    reportSec: config.ota.healthReportSec,
+    version: build.version,
+    slot,
+    clock,
+    logger: logger.child({ component: 'update-health' }),
+    event,
+    incidentsSince: (since) => recovery.incidents.list({ since, limit: 1000 }).length,
+    alerts: () => health?.activeAlerts() ?? [],
+  });
   const gate = wireOta({
+    // The maintenance windows (wired below): an update with `window: true` waits for the next one.
+    nextWindowStart: () => {
+      const now = clock.now();
+      return maintenance.windows.currentWindow(now) ? now : maintenance.windows.nextWindows(now, 1)[0]?.start;
+    },
     config,
     configPath,
     db,
@@ -455,6 +478,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
   const components: Component[] = [
     { name: 'loops', start: async () => loops.start(), stop: async () => loops.stop() },
     audit.component,
+    updateHealth,
     router,
     maintenance.component,
     link,

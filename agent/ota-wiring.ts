@@ -47,6 +47,8 @@ export interface OtaWiring {
   /** Queues an event on ~/events (durable: committed in the caller's transaction). */
   event?: (ev: AgentEvent, durable: boolean) => void;
   incidents?: Pick<IncidentStore, 'record' | 'resolve'>;
+  /** When the next maintenance window opens (now, inside one); `update {window: true}` waits for it. */
+  nextWindowStart?: () => number | undefined;
 }
 
 /** Registers the operations; returns the trial gate, a component to start after the WMS link. */
@@ -122,6 +124,8 @@ export function wireOta(w: OtaWiring): Component {
     underGuard: w.underGuard,
     restart: () => setImmediate(() => w.restart('update activated')),
     setUpdating: (on: boolean) => w.link.setState(on ? 'updating' : 'online'),
+    clock: w.clock,
+    ...(w.nextWindowStart ? { nextWindowStart: w.nextWindowStart } : {}),
   };
   w.router.register(updateOperation(deps));
   w.router.register(rollbackOperation({ ...deps, restart: () => setImmediate(() => w.restart('rollback')) }));

@@ -38,7 +38,10 @@
  *   cancelled and has reported no progress for `stallMs` is hung; the watchdog's restart aborts it
  *   through its signal and it fails with `stalled`. One past its point of no return is never
  *   touched (an activation is not interrupted). One that ignores the abort is failed with
- *   `stalled` after `stallGraceMs` and forgotten: whatever it returns later is dropped.
+ *   `stalled` after `stallGraceMs` and forgotten: whatever it returns later is dropped. One whose
+ *   last step is `waiting` (an update waiting for its rollout moment) waits on purpose: not stalled.
+ * - A command whose params carry a string `rolloutId` (fleet rollouts) has it as a top-level
+ *   `rolloutId` in every status it gets, the rejection at arrival included.
  */
 import type { Logger } from '../lib/log.js';
 import type { Clock } from '../lib/clock.js';
@@ -70,6 +73,11 @@ export interface RouterOptions {
   onFinished?(id: string, op: string, outcome: Exclude<OperationOutcome, { status: 'pending' }>): void;
   /** Records each terminal status in the audit trail, in the transaction that commits it. */
   audit?: (id: string, op: string, status: CommandStatus, reason: Reason | undefined, params: unknown, origin?: Origin) => void;
+  /**
+   * Whether a forgotten command's retained `~/res/{id}` is cleared (an empty retained publish,
+   * in the transaction that forgets it): on MQTT 3.1.1, which has no message expiry.
+   */
+  clearRetained?: () => boolean;
   /** Told when the store cannot commit; retries what the router holds in memory. */
   gate?: StoreGate;
   /**
@@ -133,7 +141,8 @@ export interface StatusMessage {
   op: string;
   status: CommandStatus;
   ts: string;
-  progress?: { step: string; percent?: number };
+  rolloutId?: string;
+  progress?: { step: string; percent?: number; [detail: string]: string | number | undefined };
   reason?: Reason;
   result?: unknown;
 }
@@ -193,6 +202,8 @@ export class Router {
   private intakeScheduled: NodeJS.Immediate | undefined;
   /** Full params of running or queued commands whose stored params are redacted. */
   private readonly secretParams = new Map<string, unknown>();
+  /** The `rolloutId` of unfinished commands that carry one, echoed in each of their statuses. */
+  private readonly rollouts = new Map<string, string>();
   /** Terminal statuses decided but not yet committed (the store could not). */
   private readonly unsaved = new Map<string, { op: string; outcome: Exclude<OperationOutcome, { status: 'pending' }> }>();
   /** The store could not commit an `executing` status: nothing starts until it can. */
@@ -216,6 +227,7 @@ export class Router {
     this.stopping = false;
     this.opts.gate?.addRetry(() => this.retryUnsaved());
     for (const rec of this.opts.store.unfinished()) {
+      this.noteRollout(rec.id, rec.params);
       const handler = this.handlers.get(rec.op);
       if (rec.redacted && !(handler?.resume && handler.resumesWithoutParams && rec.status === 'executing')) {
         this.finish(rec.id, rec.op, { status: 'failed', reason: { code: 'interrupted', message: 'the agent stopped before the command finished, and its secret parameters were kept in memory only; send it again with a new id' } });
@@ -324,7 +336,7 @@ export class Router {
     const ms = this.opts.stallMs;
     if (ms === undefined) return [];
     const now = this.opts.clock.now();
-    return [...this.running.values()].filter((r) => r.cancellable && !r.stalled && now - r.aliveAt >= ms);
+    return [...this.running.values()].filter((r) => r.cancellable && !r.stalled && r.lastStep !== 'waiting' && now - r.aliveAt >= ms);
   }
 
   private stalledReason(run: Running, detail: string | undefined): Reason {
@@ -392,7 +404,10 @@ export class Router {
       this.storeFailed(err, 'command intake');
       this.counters.unacknowledged += batch.length;
       this.opts.logger.warn({ commands: batch.length, ids: batch.slice(0, 5).map((s) => s.id) }, 'commands not acknowledged: the store cannot commit; the broker sends them again after the next connect');
-      for (const s of batch) s.ack?.(false);
+      for (const s of batch) {
+        if (s.row?.status === 'accepted') this.rollouts.delete(s.id);
+        s.ack?.(false);
+      }
       return;
     }
     const accepted = batch.filter((s) => s.row?.status === 'accepted');
@@ -468,7 +483,10 @@ export class Router {
     } catch (err) {
       refusal = { code: errorCode(err) ?? 'internal', message: errorMessage(err) };
     }
-    if (refusal) return this.reject(id, op, refusal.code, refusal.message, ack, origin, refusal.details);
+    if (refusal) {
+      const rolloutId = rolloutIdOf(full);
+      return this.reject(id, op, refusal.code, refusal.message, ack, origin, refusal.details, rolloutId === undefined ? {} : { rolloutId });
+    }
     const staged = [...this.syncing, ...this.staged.filter((s) => s.row?.status === 'accepted')];
     const pending = this.running.size + this.waiting.length + staged.length;
     if (pending >= this.opts.limits.maxPending) return this.reject(id, op, 'busy', `${pending} commands are waiting or running`, ack, origin);
@@ -504,6 +522,7 @@ export class Router {
     const { id, op, stored, full, exclusive, expiresAt, priority, origin } = a;
     const paramsJson = JSON.stringify(stored ?? {});
     const redacted = full !== undefined && paramsJson !== JSON.stringify(full);
+    this.noteRollout(id, full ?? stored);
     const message = this.statusMessage(id, op, 'accepted', {});
     const now = this.opts.clock.now();
     this.stage({
@@ -542,9 +561,9 @@ export class Router {
   }
 
   /** A rejection: its row (without params: a rejected command never needs them) and status, staged. */
-  private reject(id: string, op: string, code: string, message: string, ack: Ack, origin: Origin, details?: unknown): void {
+  private reject(id: string, op: string, code: string, message: string, ack: Ack, origin: Origin, details?: unknown, extra: Partial<StatusMessage> = {}): void {
     const reason: Reason = details === undefined ? { code, message } : { code, message, details };
-    const msg = this.statusMessage(id, op, 'rejected', { reason });
+    const msg = this.statusMessage(id, op, 'rejected', { ...extra, reason });
     this.stage({
       id, op, message: msg, exclusive: false, ack, reason, origin,
       row: { id, op, status: 'rejected', paramsJson: null, redacted: false, lastMessage: msg, now: this.opts.clock.now(), expiresAt: undefined, origin },
@@ -647,7 +666,7 @@ export class Router {
       priority: rec.priority,
       logger,
       signal: run.abort.signal,
-      progress: (step, percent) => {
+      progress: (step, percent, detail) => {
         // A run that has ended (or was abandoned) reports nothing more: its terminal status is final.
         if (run.done || this.running.get(rec.id) !== run) return;
         const now = this.opts.clock.now();
@@ -655,7 +674,7 @@ export class Router {
         if (step === run.lastStep && now - run.lastProgressAt < PROGRESS_MIN_INTERVAL_MS) return;
         run.lastStep = step;
         run.lastProgressAt = now;
-        this.setStatus(rec.id, rec.op, 'executing', { progress: percent === undefined ? { step } : { step, percent } }, false);
+        this.setStatus(rec.id, rec.op, 'executing', { progress: { step, ...(percent === undefined ? {} : { percent }), ...detail } }, false);
       },
       setCancellable: (c) => {
         run.cancellable = c;
@@ -677,6 +696,7 @@ export class Router {
     }
     this.unsaved.delete(id);
     this.secretParams.delete(id);
+    this.rollouts.delete(id);
     if (saved === 'refused') return;
     this.opts.logger.info({ id, op, status: outcome.status, code: extra.reason?.code }, 'command finished');
     try {
@@ -757,17 +777,46 @@ export class Router {
   }
 
   private statusMessage(id: string, op: string, status: CommandStatus, extra: Partial<StatusMessage>): string {
-    const m: StatusMessage = { id, op, status, ts: new Date(this.opts.clock.now()).toISOString(), ...extra };
+    const rolloutId = this.rollouts.get(id);
+    const m: StatusMessage = { id, op, status, ts: new Date(this.opts.clock.now()).toISOString(), ...(rolloutId === undefined ? {} : { rolloutId }), ...extra };
     return JSON.stringify(m);
+  }
+
+  private noteRollout(id: string, params: unknown): void {
+    const r = rolloutIdOf(params);
+    if (r !== undefined) this.rollouts.set(id, r);
   }
 
   private prune(): void {
     const before = this.opts.clock.now() - this.opts.limits.retentionDays * 86_400_000;
     try {
-      const n = this.opts.store.prune(before);
-      if (n > 0) this.opts.logger.info({ pruned: n }, 'forgot old finished commands');
+      let n = 0;
+      let cleared = 0;
+      if (this.opts.clearRetained?.() === true) {
+        this.opts.outbox.commit(() => {
+          const ids = this.opts.store.prunableIds(before);
+          n = this.opts.store.prune(before);
+          cleared = ids.length;
+          return ids.map((id) => ({ topic: this.opts.resultTopic(id), payload: '', kind: 'status' as const, retain: true }));
+        });
+      } else {
+        n = this.opts.store.prune(before);
+      }
+      if (n > 0) this.opts.logger.info({ pruned: n, clearedRetained: cleared }, 'forgot old finished commands');
     } catch (err) {
       this.opts.logger.warn({ err }, 'pruning old commands failed; tried again in an hour');
     }
   }
+}
+
+/** A command's `rolloutId` param, when it has one (echoed in its statuses and events). */
+export function rolloutIdOf(params: unknown): string | undefined {
+  const r = params !== null && typeof params === 'object' ? (params as { rolloutId?: unknown }).rolloutId : undefined;
+  return typeof r === 'string' ? r : undefined;
+}
+
+/** `{rolloutId}` to spread into a status or an event of the command, or nothing. */
+export function rolloutField(params: unknown): { rolloutId?: string } {
+  const r = rolloutIdOf(params);
+  return r === undefined ? {} : { rolloutId: r };
 }

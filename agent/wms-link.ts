@@ -12,6 +12,10 @@
  *   reconnects once the store commits again (reconnectForRedelivery).
  * - Retained `~/status` on every connect; the Last Will is the same message with state offline.
  *   A graceful stop publishes offline itself, since a clean DISCONNECT suppresses the will.
+ * - Broker failover (`mqtt.urls`, lib/broker-list.ts): a failed attempt moves on to the next
+ *   broker with the same backoff; `stats().url` is the broker in use (or tried next). The first
+ *   reconnect after a lost connection waits a random fraction of the initial backoff, so a fleet
+ *   that lost a broker together does not come back together.
  * - TLS material is read at each attempt, so renewed certificates are picked up without restart.
  * - Liveness for the watchdog (liveness()) is about the reconnect loop, not the broker: a broker
  *   that refuses or cannot be reached while attempts keep coming is healthy; a loop that stopped
@@ -24,6 +28,7 @@ import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 
 import { redactUrl, type Logger } from '../lib/log.js';
 import type { Clock } from '../lib/clock.js';
 import { Backoff } from '../lib/backoff.js';
+import { BrokerList, firstReconnectDelay } from '../lib/broker-list.js';
 import { tlsConnectOptions } from '../lib/mqtt-options.js';
 import type { LoopMonitor } from '../lib/loops.js';
 import type { AgentConfig } from '../core/config.js';
@@ -48,6 +53,11 @@ export interface WmsLinkOptions {
   /** `ack(true)`: what the command led to is committed, send its PUBACK; `ack(false)`: do not. */
   onCommand(op: string, payload: Buffer, ack: (committed: boolean) => void): void;
   connect?: Connect;
+  /**
+   * MQTT 5 message expiry (s) of the retained `~/res/{id}` statuses, so a broker forgets them
+   * like the agent forgets the command (commands.resultExpirySec); 0 or undefined: none.
+   */
+  resultExpirySec?: number;
   /** Fault injection (lib/fault.ts faultOnce, `link-stall`): true makes a lost connection's retry never happen. */
   stallFault?: () => boolean;
 }
@@ -56,7 +66,11 @@ export type Liveness = 'healthy' | 'hung' | 'dead';
 
 export interface LinkStats {
   connected: boolean;
+  /** The broker in use, or tried next while disconnected. */
   url: string;
+  /** With `mqtt.urls`: every broker of the list, and the index of `url` in it. */
+  urls?: string[];
+  brokerIndex?: number;
   since: string | undefined;
   attempts: number;
   connects: number;
@@ -94,12 +108,14 @@ export class WmsLink implements Component {
   private state: Exclude<AgentState, 'offline'> = 'online';
   private stateSince: number;
   private readonly backoff: Backoff;
+  private readonly brokers: BrokerList;
   /** MQTT 5 unless the broker refused it; then 3.1.1 for the rest of this process's life. */
   private protocol: 4 | 5;
   private readonly log: Logger;
 
   constructor(private readonly opts: WmsLinkOptions) {
     this.backoff = new Backoff(opts.mqtt.reconnect);
+    this.brokers = new BrokerList(opts.mqtt.url, opts.mqtt.urls);
     this.log = opts.logger;
     this.stateSince = opts.clock.now();
     this.movedAt = opts.clock.now();
@@ -189,7 +205,8 @@ export class WmsLink implements Component {
   stats(): LinkStats {
     return {
       connected: this.connected,
-      url: redactUrl(this.opts.mqtt.url),
+      url: redactUrl(this.brokers.current()),
+      ...(this.brokers.urls.length > 1 ? { urls: this.brokers.urls.map(redactUrl), brokerIndex: this.brokers.index() } : {}),
       since: this.connectedSince === undefined ? undefined : new Date(this.connectedSince).toISOString(),
       attempts: this.attempts,
       connects: this.connects,
@@ -239,10 +256,11 @@ export class WmsLink implements Component {
     this.attempts++;
     let client: MqttClient;
     try {
-      client = (this.opts.connect ?? mqtt.connect)(this.opts.mqtt.url, this.clientOptions());
+      client = (this.opts.connect ?? mqtt.connect)(this.brokers.current(), this.clientOptions());
     } catch (err) {
       this.lastError = (err as Error).message;
       this.log.error({ err }, 'cannot start an MQTT connection');
+      this.brokers.failed();
       return this.scheduleRetry(false);
     }
     this.client = client;
@@ -253,14 +271,18 @@ export class WmsLink implements Component {
       this.connectedSince = this.opts.clock.now();
       this.backoff.reset();
       this.lastError = undefined;
-      this.log.info({ url: redactUrl(this.opts.mqtt.url), sessionPresent: connack.sessionPresent }, 'connected to the WMS broker');
+      this.log.info({ url: redactUrl(this.brokers.current()), sessionPresent: connack.sessionPresent }, 'connected to the WMS broker');
       client.publish(this.opts.topics.status, this.statusPayload(this.state), { qos: 1, retain: true });
       client.subscribe(this.opts.topics.cmdFilter, { qos: 1 }, (err, granted) => {
         if (err) this.log.error({ err }, 'subscribe to commands failed');
         else if (granted?.some((g) => g.qos > 2)) this.log.error({ granted }, 'broker refused the command subscription (ACL?)');
       });
+      const expiry = this.protocol === 5 && (this.opts.resultExpirySec ?? 0) > 0 ? { messageExpiryInterval: this.opts.resultExpirySec! } : undefined;
+      const resPrefix = `${this.opts.topics.root}/res/`;
       this.opts.outbox.attach({
-        publish: (topic, payload, popts, cb) => client.publish(topic, payload, popts, (err) => cb(err ?? undefined)),
+        publish: (topic, payload, popts, cb) =>
+          // MQTT 5 section 3.3.2.3.3: the broker drops the retained message when the interval has passed.
+          client.publish(topic, payload, expiry && payload.length > 0 && topic.startsWith(resPrefix) ? { ...popts, properties: expiry } : popts, (err) => cb(err ?? undefined)),
       });
     });
     // Round trip from the keep-alive ping mqtt.js sends when the link is otherwise idle (health metric).
@@ -294,6 +316,8 @@ export class WmsLink implements Component {
       this.opts.outbox.detach();
       client.end(true);
       if (wasConnected) this.log.warn('disconnected from the WMS broker');
+      // Never connected: this broker is unreachable (or refuses us); the next one is tried.
+      else this.brokers.failed();
       this.scheduleRetry(wasConnected);
     });
   }
@@ -364,8 +388,8 @@ export class WmsLink implements Component {
       this.log.warn('fault injection (link-stall): the reconnect is never made');
       return;
     }
-    const delay = this.backoff.next();
-    this.log.info({ delayMs: delay, attempt: this.backoff.attempts }, 'reconnecting to the WMS broker');
+    const delay = lostConnection ? firstReconnectDelay(this.opts.mqtt.reconnect.initialMs) : this.backoff.next();
+    this.log.info({ delayMs: delay, attempt: this.backoff.attempts, url: redactUrl(this.brokers.current()) }, 'reconnecting to the WMS broker');
     this.retry = this.opts.clock.setTimeout(() => this.connectOnce(), delay);
   }
 }

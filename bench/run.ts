@@ -34,6 +34,9 @@
  *  19. bytes downloaded by a delta bundle, patch release and         vs the full bundle of the same release (release-bench.ts; `--only release`)
  *      dependency upgrade; its install time; bundle size gzip         vs full install; plain bundle
  *      idle RSS on the release's own runtime                          vs the same agent on the system's Node.js
+ *  20. fleet: broker restart with 5,000 simulated gateways, peak      vs the same fleet without the first-reconnect
+ *      connects/s and time to all online; a rollout that must halt       jitter, same run (bench/fleet/; `--only fleet`,
+ *      at its failing wave                                               `--fleet-gateways N`)
  *
  * `--only startup,outbox,ota,health` picks groups (default: startup, outbox, ota; `ota` is 5-8;
  * `health` is 9, minutes long, so only when asked for, e.g. `--only health`; health-bench.ts). 1-4 use a real mosquitto
@@ -68,6 +71,7 @@ import { configMeasurements, configPhase } from './config-bench.js';
 import { maintenanceMeasurements, maintenancePhase } from './maintenance-bench.js';
 import { consoleMeasurements, consolePhase } from './console-bench.js';
 import { releaseMeasurements, releasePhase } from './release-bench.js';
+import { fleetMeasurements, fleetPhase } from './fleet/fleet-bench.js';
 import { formatSamples, formatTable, measurement, writeResults, type BenchResults, type Measurement } from './report.js';
 
 const MB = 1024 * 1024;
@@ -86,7 +90,7 @@ interface Config {
   otaLargeMiB: number;
 }
 
-const GROUPS = ['startup', 'outbox', 'ota', 'health', 'restore', 'diag', 'recovery', 'plc', 'flood', 'plc-flood', 'audit', 'config', 'maintenance', 'console', 'release'] as const;
+const GROUPS = ['startup', 'outbox', 'ota', 'health', 'restore', 'diag', 'recovery', 'plc', 'flood', 'plc-flood', 'audit', 'config', 'maintenance', 'console', 'release', 'fleet'] as const;
 type Group = (typeof GROUPS)[number];
 /**
  * What a run without `--only` measures (bench-smoke.test.ts expects exactly these). The other groups
@@ -242,6 +246,8 @@ async function main(): Promise<number> {
       'ota-mib': { type: 'string' },
       'ota-large-mib': { type: 'string' },
       'plc-minutes': { type: 'string' },
+      'fleet-gateways': { type: 'string' },
+      'fleet-agents': { type: 'string' },
       'flood-commands': { type: 'string' },
     },
   });
@@ -318,6 +324,13 @@ async function main(): Promise<number> {
   }
   if (run.has('release')) {
     ms.push(...releaseMeasurements(await releasePhase({ runs: values.runs === undefined ? (cfg.quick ? 1 : 3) : cfg.runs, prefer }, log)));
+  }
+  if (run.has('fleet')) {
+    const n = Number(values['fleet-gateways'] ?? (cfg.quick ? 1000 : 5000));
+    // Real agents: 3 by default, not 10: two cores are shared by the broker, 5,000 simulated gateways and every agent (`--fleet-agents N`).
+    const agents = Number(values['fleet-agents'] ?? (cfg.quick ? 1 : 3));
+    const f = await fleetPhase({ gateways: n, agents, rolloutGateways: cfg.quick ? 500 : 2000, runs: values.runs === undefined ? 1 : cfg.runs }, log);
+    ms.push(...fleetMeasurements(f));
   }
   if (run.has('health')) {
     const runs = values.runs === undefined ? (cfg.quick ? 1 : 3) : cfg.runs;

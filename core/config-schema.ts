@@ -12,7 +12,7 @@ export const GATEWAY_ID = /^[A-Za-z0-9_-]{1,64}$/;
 /** The keys shared with the bridge's `mqtt` section come from lib/mqtt-schema.ts; the order is this file's own. */
 const mqttSchema = z
   .object({
-    ...mqttKeys('url', 'prefix'),
+    ...mqttKeys('url', 'urls', 'prefix'),
     protocolVersion: z.union([z.literal(4), z.literal(5)]).default(5),
     ...mqttKeys('clientId', 'username', 'password', 'keepaliveSec', 'connectTimeoutMs'),
     sessionExpirySec: z.number().int().min(0).max(4_294_967_295).default(7 * 24 * 3600),
@@ -42,6 +42,8 @@ const commandsSchema = z
     maxQueued: z.number().int().min(0).max(1000).default(8),
     /** How long a finished command is remembered for de-duplication. */
     retentionDays: z.number().int().min(1).max(3650).default(30),
+    /** MQTT 5 message expiry of the retained `~/res/{id}` statuses; default: retentionDays. 0: none. */
+    resultExpirySec: z.number().int().min(0).max(4_294_967_295).optional(),
   })
   .strict();
 
@@ -89,6 +91,8 @@ const otaSchema = z
       .strict()
       .refine((g) => g.timeoutMs > g.stableMs, { message: 'timeoutMs must be greater than stableMs', path: ['timeoutMs'] })
       .default({ stableMs: 15_000, timeoutMs: 90_000 }),
+    /** After an update committed: the `update-health` event this many seconds later (0: none). */
+    healthReportSec: z.number().int().min(0).max(7 * 86_400).default(600),
     /** Backups of config and store taken before each activation, newest kept. */
     backupsKept: z.number().int().min(1).max(100).default(3),
   })

@@ -85,8 +85,11 @@ export interface OperationContext<P> {
   readonly logger: Logger;
   /** Aborted when a `cancel` for this command arrives while it is cancellable. */
   readonly signal: AbortSignal;
-  /** Publishes an `executing` status with progress (rate-limited by the router). */
-  progress(step: string, percent?: number): void;
+  /**
+   * Publishes an `executing` status with progress (rate-limited by the router). `detail` adds
+   * fields to `progress` (e.g. `startsAt` of an update that waits for its moment).
+   */
+  progress(step: string, percent?: number, detail?: Record<string, string | number>): void;
   /** Whether `cancel` may still stop the operation; false once past its point of no return. */
   setCancellable(cancellable: boolean): void;
   /** Operation-private data, persisted durably with the command (for resume after a restart). */

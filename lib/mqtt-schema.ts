@@ -37,6 +37,11 @@ const mqttFields = {
     .string()
     .regex(/^(mqtts?|wss?|tcp|ssl):\/\/[^\s]+$/, 'must be a URL such as mqtt://host:1883 or mqtts://host:8883')
     .default('mqtt://localhost:1883'),
+  urls: z
+    .array(z.string().regex(/^(mqtts?|wss?|tcp|ssl):\/\/[^\s]+$/, 'must be a URL such as mqtt://host:1883 or mqtts://host:8883'))
+    .max(16)
+    .optional()
+    .describe('brokers to fail over between, in order; replaces url when set'),
   prefix: z
     .string()
     .regex(/^[^#+\s]+(\/[^#+\s]+)*$/, 'must be a topic prefix without wildcards, e.g. "edge"')

@@ -14,6 +14,9 @@
  * - Throughput is bounded from below: over each `stallWindowMs` at least
  *   `minBytesPerSecond` on average must arrive (reconnects and backoff waits included), or the
  *   download fails `download-stalled`; a server that trickles cannot hold the update slot.
+ * - A server that answered with bytes and then refuses the rest (401, 403, 404 or 410 to a
+ *   Range request: a presigned or CDN-token URL that expired mid-download) fails `url-expired`
+ *   at once, without retries: the same URL will not work again, a fresh one will resume.
  */
 import { createHash } from 'node:crypto';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
@@ -53,6 +56,8 @@ export interface DownloadResult {
 }
 
 const MAX_REDIRECTS = 5;
+/** What a presigned URL (S3: 403) or a CDN token (403, 404, 410; 401 for some) answers once expired. */
+const EXPIRED_STATUSES = new Set([401, 403, 404, 410]);
 
 export interface Download {
   stream: Readable;
@@ -269,6 +274,10 @@ export function get(url: string, opts: Pick<DownloadOptions, 'ca' | 'idleTimeout
       if (status === 416 && offset > 0) {
         res.resume();
         return reject(new OtaError('download-failed', 'the server cannot resume at the saved offset (416)'));
+      }
+      if (offset > 0 && EXPIRED_STATUSES.has(status)) {
+        res.resume();
+        return reject(new OtaError('url-expired', `the server answered ${status} for ${u.origin}${u.pathname} after ${offset} bytes: the URL has expired; send the update again with a fresh URL to resume`));
       }
       if (status !== 200 && status !== 206) {
         res.resume();

@@ -34,6 +34,7 @@ export const OTA_CODES = registerCodes('ota', [
   'download-too-large', // the bundle is larger than ota.download.maxBytes
   'download-checksum', // the size or sha256 the command gave does not match what arrived
   'download-stalled', // less than ota.download.minBytesPerSecond arrived over ota.download.stallWindowMs (a trickling server)
+  'url-expired', // the server refused the rest of a started download (401/403/404/410): the slot and its checkpoint are kept for a resend with a fresh URL
   // the install
   'disk-full', // the inactive slot's filesystem ran out of space (the slot is given back)
   'install-interrupted', // the agent stopped during this install more often than it is resumed

@@ -16,6 +16,11 @@
  *   removed, so the space is free again; the active slot is never touched.
  * - Activation is one atomic write of slots.json (state and pointer together); before it, a
  *   backup of the configuration and the state store is on disk.
+ * - One exception to giving the slot back: a download whose URL expired mid-way (`url-expired`)
+ *   keeps the slot `installing` and its last checkpoint, marked expired. The next `update` of the
+ *   same bundle (same sha256, or the same URL without its query: a fresh presigned URL) takes
+ *   them over under its own id and resumes with Range; any other update starts from the empty
+ *   slot as always. The resumed bytes are checked against the signed manifest of the checkpoint.
  * - A failure anywhere in the pipeline (download, reader, hashing, writes) stops all of it: the
  *   install settles only after the download and the reader have both ended, and no progress
  *   is reported once it has failed.
@@ -36,6 +41,7 @@ import { canonicalPem } from './bundle-input.js';
 import { probeHead } from './head-probe.js';
 import { verifySignedManifest } from '../certs/trust.js';
 import { checkPolicy, parseManifest, SLOT_MANIFEST_DIR, type Manifest } from './manifest.js';
+import { errorCode } from '../lib/errors.js';
 import { OtaError } from './errors.js';
 import { abortInstall, activate, beginInstall, loadSlots, markVerified, otherSlot, saveSlots, type SlotName, type SlotsFile } from './slots.js';
 
@@ -124,6 +130,16 @@ export class Updater {
       throw new OtaError('download-failed', `slots.json says slot ${slots.active} is active, but this process runs from ${runningSlot}; restart the agent first`);
     }
     const toSlot = otherSlot(runningSlot);
+    const taken = attempts === 0 ? this.takeOverExpired(id, params, slots, toSlot) : undefined;
+    if (taken) {
+      const data: UpdateData = { phase: 'installing', fromSlot: runningSlot, toSlot, fromVersion: runningVersion, toVersion: taken.manifest.version, attempts };
+      ctx.save(data);
+      this.prepareResume(toSlot, taken.from.checkpoint);
+      this.opts.logger.info({ offset: taken.from.checkpoint.offset, files: taken.from.checkpoint.seen.length }, 'resuming the install an expired URL cut short');
+      ctx.progress('install');
+      await this.fill(id, params, ctx, toSlot, taken.from, undefined, () => true);
+      return { data, manifest: taken.manifest };
+    }
     const data: UpdateData = { phase: 'installing', fromSlot: runningSlot, toSlot, fromVersion: runningVersion, attempts };
     ctx.save(data);
     const dir = this.slotDir(toSlot);
@@ -228,6 +244,36 @@ export class Updater {
     return { data };
   }
 
+  /**
+   * The slot and checkpoint an expired URL left (see the invariants), taken over by `id` when it
+   * is the same bundle and still passes this command's policy; undefined otherwise.
+   */
+  private takeOverExpired(id: string, params: UpdateParams, slots: SlotsFile, toSlot: SlotName): { from: { checkpoint: Checkpoint; validator: string | undefined }; manifest: Manifest } | undefined {
+    const cur = slots.slots[toSlot];
+    if (cur.state !== 'installing' || cur.verified === true || cur.updateId === undefined) return undefined;
+    const raw = this.readResumeFile(toSlot);
+    if (raw?.expired !== true) return undefined;
+    const same = params.sha256 !== undefined && typeof raw.sha256 === 'string' ? raw.sha256 === params.sha256.toLowerCase() : raw.source === sourceOf(params.url);
+    if (!same) return undefined;
+    const from = this.readCheckpoint(toSlot, cur.updateId);
+    if (!from) return undefined;
+    let manifest: Manifest;
+    try {
+      manifest = parseManifest(from.checkpoint.manifestBytes);
+      checkPolicy(
+        manifest,
+        { deviceClass: this.opts.deviceClass, runningVersion: this.opts.runningVersion, installedVersion: this.opts.runningVersion, highestSecurityVersion: slots.highestSecurityVersion },
+        { allowDowngrade: params.allowDowngrade ?? false },
+      );
+    } catch {
+      return undefined; // installed from the start, where the policy's failure is reported
+    }
+    // Ours from now on: the slot's owner, then the checkpoint's (both atomic; a cut between them resumes nothing and starts over).
+    saveSlots(this.opts.root, beginInstall(slots, toSlot, { version: cur.version ?? manifest.version, securityVersion: cur.securityVersion ?? 0, updateId: id }));
+    this.writeCheckpoint(toSlot, id, from.checkpoint, from.validator, params);
+    return { from, manifest };
+  }
+
   /** The download streamed into the bundle reader and the slot; marks the slot verified. */
   private async fill(
     id: string,
@@ -274,8 +320,10 @@ export class Updater {
       // Throttled: a checkpoint costs a durable write of every path done so far.
       if (offset - lastSaved < CHECKPOINT_BYTES) return;
       lastSaved = offset;
-      this.writeCheckpoint(toSlot, id, take(), dl.validator());
+      this.writeCheckpoint(toSlot, id, take(), dl.validator(), params);
     };
+    let dlError: unknown;
+    dl.done.catch((e: unknown) => (dlError = e));
     const reading = readBundle(dl.stream, {
       trustPem,
       extractTo: dir,
@@ -305,6 +353,10 @@ export class Updater {
       // emptying it before the reader has stopped would leave them behind in an `empty` slot.
       // And the download must be over (no request, no progress) before the failure is reported.
       await Promise.allSettled([reading, dl.done]);
+      if (errorCode(dlError) === 'url-expired' && began() && this.markExpired(toSlot, id)) {
+        this.opts.logger.warn({ slot: toSlot }, 'the download URL expired: the slot and its checkpoint are kept for the same update with a fresh URL');
+        throw dlError;
+      }
       if (began()) this.giveBack(toSlot);
       const sys = (err as NodeJS.ErrnoException).code;
       if (sys === 'ENOSPC' || sys === 'EDQUOT') {
@@ -321,9 +373,27 @@ export class Updater {
     return join(this.opts.root, `resume-${slot}.json`);
   }
 
-  private writeCheckpoint(slot: SlotName, id: string, cp: Checkpoint, validator: string | undefined): void {
+  private readResumeFile(slot: SlotName): Record<string, unknown> | undefined {
+    try {
+      return readJsonFile(this.resumePath(slot)) as Record<string, unknown> | undefined;
+    } catch {
+      return undefined; // damaged: nothing to resume from
+    }
+  }
+
+  /** Marks the slot's checkpoint as left by an expired URL; false when there is none to keep. */
+  private markExpired(slot: SlotName, id: string): boolean {
+    const raw = this.readResumeFile(slot);
+    if (!raw || raw.updateId !== id) return false;
+    writeJsonAtomic(this.resumePath(slot), { ...raw, expired: true });
+    return true;
+  }
+
+  private writeCheckpoint(slot: SlotName, id: string, cp: Checkpoint, validator: string | undefined, params: UpdateParams): void {
     writeJsonAtomic(this.resumePath(slot), {
       updateId: id,
+      source: sourceOf(params.url),
+      sha256: params.sha256?.toLowerCase() ?? null,
       validator: validator ?? null,
       offset: cp.offset,
       manifest: cp.manifestBytes.toString('base64'),
@@ -414,6 +484,15 @@ function explain(reason: string | undefined, data: UpdateData): string {
   return reason ? `${v}: ${reason}` : `${v} was not committed; slot ${data.fromSlot} runs again`;
 }
 
+/** A bundle URL without its query and fragment: what stays the same across presigned URLs of one object. */
+function sourceOf(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.origin}${u.pathname}`;
+  } catch {
+    return url;
+  }
+}
 
 function keepSignedManifest(slotDir: string, res: { manifestBytes: Buffer; signature: Buffer; signerPem: Buffer }): void {
   const dir = join(slotDir, SLOT_MANIFEST_DIR);

@@ -155,7 +155,7 @@ const deviceSchema = z
 /** The keys shared with the agent's `mqtt` section come from lib/mqtt-schema.ts; the order is this file's own. */
 const mqttSchema = z
   .object({
-    ...mqttKeys('url', 'prefix', 'clientId', 'username', 'password', 'tls', 'keepaliveSec'),
+    ...mqttKeys('url', 'urls', 'prefix', 'clientId', 'username', 'password', 'tls', 'keepaliveSec'),
     qos: z.literal([0, 1]).default(1),
     ...mqttKeys('connectTimeoutMs', 'reconnect'),
   })

@@ -4,6 +4,9 @@
  *
  * - A fresh mqtt.js client per attempt, mqtt.js's reconnect off, our capped backoff with jitter;
  *   MQTT 5, falling back to 3.1.1 for the rest of the process when the broker refuses 5.
+ * - Broker failover (`mqtt.urls`, lib/broker-list.ts, as the agent's link): a failed attempt
+ *   moves on to the next broker with the same backoff; the first reconnect after a lost
+ *   connection waits a random fraction of the initial backoff. stats().broker is the one in use.
  * - Clean sessions: each instance has its own client id (two run side by side during a
  *   handover), so a persistent session would only leave orphans at the broker. A `set` sent
  *   while the bridge is away is therefore not delivered; the WMS sees no answer and resends.
@@ -44,6 +47,7 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { redactUrl, type Logger } from '../lib/log.js';
 import { systemClock, type Clock } from '../lib/clock.js';
 import { Backoff } from '../lib/backoff.js';
+import { BrokerList, firstReconnectDelay } from '../lib/broker-list.js';
 import { tlsConnectOptions } from '../lib/mqtt-options.js';
 import type { BridgeConfig } from './config.js';
 import { isRefusal, Replay } from './replay.js';
@@ -77,6 +81,8 @@ export interface BridgeLinkOptions {
 
 export interface BridgeLinkStats {
   connected: boolean;
+  /** The broker in use, or tried next while disconnected (redacted). */
+  broker: string;
   /** Live messages the broker acknowledged (QoS 1) or that were handed to the socket (QoS 0). */
   published: number;
   /** Messages this link put into the store. */
@@ -128,6 +134,7 @@ export class BridgeLink {
   private generation = 0;
   private retry: NodeJS.Timeout | undefined;
   private readonly backoff: Backoff;
+  private readonly brokers: BrokerList;
   private protocol: 4 | 5;
   private setsEnabled = false;
   private readonly live = new Map<number, Outgoing>();
@@ -155,6 +162,7 @@ export class BridgeLink {
     this.clock = opts.clock ?? systemClock;
     this.log = opts.logger;
     this.backoff = new Backoff(opts.mqtt.reconnect);
+    this.brokers = new BrokerList(opts.mqtt.url, opts.mqtt.urls);
     this.protocol = 5;
     this.announce = opts.announce ?? true;
     this.replay = new Replay({
@@ -251,7 +259,7 @@ export class BridgeLink {
 
   stats(): BridgeLinkStats {
     const s = this.opts.store.stats();
-    return { connected: this.isConnected, ...this.counts, replayPending: s.depth, dropped: s.dropped };
+    return { connected: this.isConnected, broker: redactUrl(this.brokers.current()), ...this.counts, replayPending: s.depth, dropped: s.dropped };
   }
 
   private send(m: Outgoing): void {
@@ -342,10 +350,11 @@ export class BridgeLink {
     if (this.stopped) return;
     let client: MqttClient;
     try {
-      client = (this.opts.connect ?? mqtt.connect)(this.opts.mqtt.url, this.clientOptions());
+      client = (this.opts.connect ?? mqtt.connect)(this.brokers.current(), this.clientOptions());
     } catch (err) {
       this.log.error({ err }, 'cannot start an MQTT connection');
-      return this.scheduleRetry();
+      this.brokers.failed();
+      return this.scheduleRetry(false);
     }
     this.client = client;
     client.on('connect', () => {
@@ -356,7 +365,7 @@ export class BridgeLink {
       // Nagle's algorithm held a write's answer back for a delayed ACK (~40 ms, bench/plc-bench.ts);
       // mqtt.js leaves it on. (A TLS stream passes it to its socket.)
       (client.stream as { setNoDelay?: (on: boolean) => void } | undefined)?.setNoDelay?.(true);
-      this.log.info({ url: redactUrl(this.opts.mqtt.url), clientId: this.opts.clientId }, 'connected to the broker');
+      this.log.info({ url: redactUrl(this.brokers.current()), clientId: this.opts.clientId }, 'connected to the broker');
       // Birth first: the WMS sees the bridge online before any replayed data.
       if (this.announce) client.publish(this.opts.topics.status, this.statusPayload('online'), { qos: 1, retain: true });
       if (this.setsEnabled) this.subscribeSets(client);
@@ -388,7 +397,9 @@ export class BridgeLink {
       this.detach();
       client.end(true);
       if (wasConnected) this.log.warn('disconnected from the broker');
-      this.scheduleRetry();
+      // Never connected: this broker is unreachable (or refuses us); the next one is tried.
+      else this.brokers.failed();
+      this.scheduleRetry(wasConnected);
     });
   }
 
@@ -500,10 +511,10 @@ export class BridgeLink {
     });
   }
 
-  private scheduleRetry(): void {
+  private scheduleRetry(lostConnection: boolean): void {
     if (this.stopped) return;
-    const delay = this.backoff.next();
-    this.log.info({ delayMs: delay, attempt: this.backoff.attempts }, 'reconnecting to the broker');
+    const delay = lostConnection ? firstReconnectDelay(this.opts.mqtt.reconnect.initialMs) : this.backoff.next();
+    this.log.info({ delayMs: delay, attempt: this.backoff.attempts, url: redactUrl(this.brokers.current()) }, 'reconnecting to the broker');
     this.retry = this.clock.setTimeout(() => this.connectOnce(), delay);
   }
 

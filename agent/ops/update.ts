@@ -3,14 +3,22 @@
  * gate and slots onto the command router. Both restart the agent at their point of no return; the
  * terminal status then comes from `resume` in whichever release runs next, so the WMS gets exactly
  * one, also when the new release crashed and the boot guard brought the old one back.
+ *
+ * A fleet rollout's update may wait for its moment first (`notBefore`, `spreadSec`, `window`;
+ * ota/rollout.ts chooses it): the chosen start is saved with the command before the wait, so a
+ * restart waits for the same moment; meanwhile the status is `executing` with `progress.step`
+ * `waiting` and `progress.startsAt`, nothing is downloaded, the gateway stays `online`, and a
+ * `cancel` ends it `cancelled`. The update still holds the exclusive slot while it waits.
  */
 import { z } from 'zod';
 import { errorCode, errorMessage } from '../../lib/errors.js';
 // Types only: the updater (bundle reader, node-forge, ...) is loaded when an update needs it.
-import type { Updater, UpdateContext, UpdateData, UpdateParams } from '../../ota/updater.js';
+import type { Updater, UpdateContext, UpdateData } from '../../ota/updater.js';
 import type { TrialGate } from '../../ota/trial-gate.js';
 import { loadSlots, rollback, saveSlots, type SlotName } from '../../ota/slots.js';
 import type { OperationContext, OperationHandler, OperationOutcome } from '../../core/ports.js';
+import { systemClock, type Clock } from '../../lib/clock.js';
+import { admitRollout, MAX_SPREAD_SEC, planStart, startVerdict, wantsWait } from '../../ota/rollout.js';
 
 export interface UpdateOpDeps {
   /** The updater, loaded on first use: most of the agent's life no update runs. */
@@ -24,6 +32,21 @@ export interface UpdateOpDeps {
   /** Graceful stop and start again (the boot guard starts the active slot). */
   restart(): void;
   setUpdating(on: boolean): void;
+  /** Default: the system clock. */
+  clock?: Clock;
+  /** The spread's random source (tests pin it). */
+  random?: () => number;
+  /**
+   * The start of the next maintenance window (epoch ms), for `window: true`; undefined when none
+   * is scheduled. Without this port (no window service wired) `window: true` is rejected
+   * `no-window-service`.
+   */
+  nextWindowStart?: () => number | undefined;
+}
+
+/** What a waiting update keeps with its command (replaced by UpdateData once the install begins). */
+interface WaitData {
+  startAt: number;
 }
 
 export const updateParams = z
@@ -32,8 +55,15 @@ export const updateParams = z
     sha256: z.string().regex(/^[0-9a-fA-F]{64}$/, 'a SHA-256 in hex').optional(),
     size: z.number().int().positive().optional(),
     allowDowngrade: z.boolean().optional(),
+    notBefore: z.string().datetime({ offset: true }).optional(),
+    spreadSec: z.number().int().min(0).max(MAX_SPREAD_SEC).optional(),
+    deadline: z.string().datetime({ offset: true }).optional(),
+    window: z.boolean().optional(),
+    rolloutId: z.string().min(1).max(128).optional(),
   })
   .strict();
+
+type Params = z.infer<typeof updateParams>;
 
 /**
  * The updater's view of the command. `settle()` closes it: whatever part of the pipeline calls
@@ -58,6 +88,49 @@ function uctx(ctx: OperationContext<unknown>): UpdateContext & { settle(): void 
   };
 }
 
+/**
+ * Waits for the rollout's moment (see the file's head): undefined to go on, or the outcome that
+ * ends the command (cancelled while waiting, deadline passed, no window).
+ */
+async function waitForStart(deps: UpdateOpDeps, ctx: OperationContext<Params>): Promise<OperationOutcome | undefined> {
+  const p = ctx.params;
+  const clock = deps.clock ?? systemClock;
+  if (wantsWait(p)) {
+    let startAt = (ctx.loadData() as Partial<WaitData> | undefined)?.startAt;
+    if (startAt === undefined) {
+      try {
+        startAt = planStart(p, clock.now(), deps.random ?? Math.random, deps.nextWindowStart);
+      } catch (err) {
+        return failed(err);
+      }
+      // Saved before the wait: a restart keeps the moment (and the fleet's spread).
+      ctx.saveData({ startAt } satisfies WaitData);
+    }
+    if (startAt > clock.now()) {
+      ctx.progress('waiting', undefined, { startsAt: new Date(startAt).toISOString() });
+      // In slices of a day at most: a timer longer than 2^31 ms fires at once (Node's setTimeout).
+      while (!ctx.signal.aborted && startAt > clock.now()) await sleep(clock, Math.min(startAt - clock.now(), 86_400_000), ctx.signal);
+      if (ctx.signal.aborted) return { status: 'cancelled', reason: { code: 'cancelled', message: `${errorMessage(ctx.signal.reason)} while it waited to start; nothing was downloaded` } };
+    }
+  }
+  const late = startVerdict(p, clock.now());
+  return late ? { status: 'failed', reason: late } : undefined;
+}
+
+/** Resolves after `ms` or when `signal` aborts, whichever comes first. */
+function sleep(clock: Clock, ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = (): void => {
+      clock.clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = clock.setTimeout(done, ms);
+    signal.addEventListener('abort', done);
+    if (signal.aborted) done();
+  });
+}
+
 function failed(err: unknown): OperationOutcome {
   return { status: 'failed', reason: { code: errorCode(err) ?? 'internal', message: errorMessage(err) } };
 }
@@ -67,19 +140,25 @@ function cancelled(signal: AbortSignal): OperationOutcome {
   return { status: 'cancelled', reason: { code: 'cancelled', message: `${errorMessage(signal.reason)} before activation; the slot was given back` } };
 }
 
-export function updateOperation(deps: UpdateOpDeps): OperationHandler<UpdateParams> {
+export function updateOperation(deps: UpdateOpDeps): OperationHandler<Params> {
+  const execute = async (ctx: OperationContext<Params>): Promise<OperationOutcome> => {
+    if (!deps.underGuard) {
+      return { status: 'failed', reason: { code: 'not-installed', message: 'this agent was not started by the boot guard (ROOT/guard), so it cannot switch slots; install it with the A/B layout' } };
+    }
+    const waited = await waitForStart(deps, ctx);
+    if (waited) return waited;
+    return installAndActivate(deps, ctx, async (u) => (await deps.updater()).install(ctx.id, ctx.params, u), undefined);
+  };
   return {
     op: 'update',
     params: updateParams,
     exclusive: true,
-    async execute(ctx) {
-      if (!deps.underGuard) {
-        return { status: 'failed', reason: { code: 'not-installed', message: 'this agent was not started by the boot guard (ROOT/guard), so it cannot switch slots; install it with the A/B layout' } };
-      }
-      return installAndActivate(deps, ctx, async (u) => (await deps.updater()).install(ctx.id, ctx.params, u), undefined);
-    },
+    admit: (p) => admitRollout(p, Date.now(), deps.nextWindowStart !== undefined),
+    execute,
     async resume(ctx) {
-      const data = ctx.loadData() as UpdateData | undefined;
+      const data = ctx.loadData() as (UpdateData & Partial<WaitData>) | undefined;
+      // Stopped while it waited for its moment: it waits again for the same one.
+      if (data?.startAt !== undefined && !data.phase) return execute(ctx);
       if (!data?.phase) return { status: 'failed', reason: { code: 'interrupted', message: 'the agent stopped before the update began' } };
       const { resolveAfterRestart } = await import('../../ota/updater.js');
       for (;;) {
@@ -119,7 +198,7 @@ export function updateOperation(deps: UpdateOpDeps): OperationHandler<UpdatePara
  */
 async function installAndActivate(
   deps: UpdateOpDeps,
-  ctx: OperationContext<UpdateParams>,
+  ctx: OperationContext<Params>,
   install: (u: UpdateContext) => Promise<{ data: UpdateData }>,
   prev: UpdateData | undefined,
 ): Promise<OperationOutcome> {

@@ -174,10 +174,13 @@ async function roundTrip(config: AgentConfig, signal: AbortSignal, timeoutMs: nu
 /** What the running agent says about its own link, when it runs. */
 function agentLink(ctx: DiagContext): CheckResult {
   if (ctx.source === 'cli' && !ctx.live) return skipped('agent-link', `the daemon is ${ctx.daemon}: its own connection is not known`);
-  const b = (ctx.live?.broker ?? {}) as { connected?: boolean; since?: string; lastError?: string; attempts?: number };
-  if (b.connected) return ok('agent-link', `the agent is connected to the broker${b.since ? ` since ${b.since}` : ''}`);
+  const b = (ctx.live?.broker ?? {}) as { connected?: boolean; url?: string; urls?: string[]; since?: string; lastError?: string; attempts?: number };
+  // With mqtt.urls (failover) the broker in use is the one the agent says, not necessarily the first.
+  const which = b.urls && b.url ? ` ${b.url} (of ${b.urls.length})` : '';
+  if (b.connected) return ok('agent-link', `the agent is connected to the broker${which}${b.since ? ` since ${b.since}` : ''}`);
   return failure('agent-link', `the agent is not connected to the broker${b.lastError ? `: ${b.lastError}` : ''}`, 'see the failed step above; the agent keeps retrying with backoff', {
     attempts: b.attempts ?? null,
+    ...(b.url ? { next: b.url } : {}),
   });
 }
 

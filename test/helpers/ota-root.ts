@@ -160,6 +160,8 @@ export interface BundleServer {
   ranges: (string | undefined)[];
   /** Body bytes handed to the sockets for NAME so far (what a gateway downloaded of it, at most). */
   sent(name: string): number;
+  /** When each request came (Date.now()), in order. */
+  times: number[];
   close(): Promise<void>;
 }
 
@@ -171,9 +173,11 @@ export async function serveBundles(dir: string): Promise<BundleServer> {
   const count = (name: string, n: number): void => {
     sent.set(name, (sent.get(name) ?? 0) + n);
   };
+  const times: number[] = [];
   const server: Server = createServer((req, res) => {
     const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
     requests.push(path);
+    times.push(Date.now());
     ranges.push(req.headers.range);
     const slow = path.startsWith('/slow/');
     const name = path.replace(/^\/(slow\/)?/, '');
@@ -221,6 +225,7 @@ export async function serveBundles(dir: string): Promise<BundleServer> {
     requests,
     ranges,
     sent: (name) => sent.get(name) ?? 0,
+    times,
     close: async () => {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
