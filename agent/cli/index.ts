@@ -31,6 +31,23 @@ const COMMON_HELP = `  --config FILE      configuration file (default /etc/edge-
 
 const str = (v: string | boolean | undefined): string | undefined => (typeof v === 'string' ? v : undefined);
 
+/** `edge-agent pause|resume|cancel ID`: the same options and outcome, each its own text. */
+function control(op: 'pause' | 'resume' | 'cancel', summary: string, text: string): Subcommand {
+  return {
+    summary,
+    usage: `edge-agent ${op} ID [--timeout SEC] [--json] [--config FILE] [--data-dir DIR]
+
+${text}
+
+${COMMON_HELP}
+  --timeout SEC      how long to wait for the daemon's answer (default 120)
+  --json             print the command's terminal status`,
+    options: { ...common, timeout: { type: 'string' }, json: { type: 'boolean' } },
+    positionals: true,
+    run: async (v, p) => (await import('./operations.js')).controlCommand(op, v, p),
+  };
+}
+
 const commands: Record<string, Subcommand> = {
   run: {
     summary: 'run the daemon (what systemd starts)',
@@ -324,51 +341,15 @@ ${COMMON_HELP}
     options: { ...common, json: { type: 'boolean' } },
     run: async (v) => (await import('./operations.js')).operationsCommand(v),
   },
-  pause: {
-    summary: 'pause a running procedure at its next step boundary',
-    usage: `edge-agent pause ID [--timeout SEC] [--json] [--config FILE] [--data-dir DIR]
-
-Pauses procedure run ID at its next step boundary (the step that runs finishes first) and
+  pause: control('pause', 'pause a running procedure at its next step boundary', `Pauses procedure run ID at its next step boundary (the step that runs finishes first) and
 waits until it is paused. Exit 0 paused, 1 it ended or began rolling back first, 2 rejected
-(not-running), 3 the daemon is not running.
-
-${COMMON_HELP}
-  --timeout SEC      how long to wait for the daemon's answer (default 120)
-  --json             print the command's terminal status`,
-    options: { ...common, timeout: { type: 'string' }, json: { type: 'boolean' } },
-    positionals: true,
-    run: async (v, p) => (await import('./operations.js')).controlCommand('pause', v, p),
-  },
-  resume: {
-    summary: 'resume a paused procedure',
-    usage: `edge-agent resume ID [--timeout SEC] [--json] [--config FILE] [--data-dir DIR]
-
-Resumes paused procedure run ID. Exit 0 running again, 2 rejected (not-running), 3 the daemon
-is not running.
-
-${COMMON_HELP}
-  --timeout SEC      how long to wait for the daemon's answer (default 120)
-  --json             print the command's terminal status`,
-    options: { ...common, timeout: { type: 'string' }, json: { type: 'boolean' } },
-    positionals: true,
-    run: async (v, p) => (await import('./operations.js')).controlCommand('resume', v, p),
-  },
-  cancel: {
-    summary: 'cancel an operation: a waiting one at once, a procedure at its next step boundary (then its rollback)',
-    usage: `edge-agent cancel ID [--timeout SEC] [--json] [--config FILE] [--data-dir DIR]
-
-Cancels operation ID: one still waiting in the queue ends cancelled at once; a procedure stops
+(not-running), 3 the daemon is not running.`),
+  resume: control('resume', 'resume a paused procedure', `Resumes paused procedure run ID. Exit 0 running again, 2 rejected (not-running), 3 the daemon
+is not running.`),
+  cancel: control('cancel', 'cancel an operation: a waiting one at once, a procedure at its next step boundary (then its rollback)', `Cancels operation ID: one still waiting in the queue ends cancelled at once; a procedure stops
 at its next step boundary (a running command step is killed, its process group with it) and
 runs its rollback steps; an update only before its point of no return. Exit 0 requested, 1
-failed (unknown-target, not-cancellable), 3 the daemon is not running.
-
-${COMMON_HELP}
-  --timeout SEC      how long to wait for the daemon's answer (default 120)
-  --json             print the command's terminal status`,
-    options: { ...common, timeout: { type: 'string' }, json: { type: 'boolean' } },
-    positionals: true,
-    run: async (v, p) => (await import('./operations.js')).controlCommand('cancel', v, p),
-  },
+failed (unknown-target, not-cancellable), 3 the daemon is not running.`),
   confirm: {
     summary: "answer a procedure's confirm step: edge-agent confirm ID STEP --yes|--no",
     usage: `edge-agent confirm ID STEP --yes|--no [--timeout SEC] [--json] [--config FILE] [--data-dir DIR]
