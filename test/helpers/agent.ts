@@ -40,7 +40,10 @@ export function writeAgentConfig(dataDir: string, gatewayId: string, config: Rec
   // 0750, as the agent makes it (and StateDirectoryMode): `diag` warns about one others can read.
   mkdirSync(dataDir, { recursive: true, mode: 0o750 });
   const path = join(dataDir, 'config.yaml');
-  writeFileSync(path, stringify({ gatewayId, dataDir, ...config }));
+  // The console listens on a port of the system's choosing: agents of tests that run side by
+  // side would otherwise all ask for 127.0.0.1:8080 (a test that cares sets console itself).
+  const console = { listen: '127.0.0.1:0', ...((config.console as Record<string, unknown> | undefined) ?? {}) };
+  writeFileSync(path, stringify({ gatewayId, dataDir, ...config, console }));
   return path;
 }
 

@@ -65,7 +65,9 @@ export function makeOtaRoot(opts: { releaseDir: string; version: string; config:
   const dataDir = join(root, 'data');
   mkdirSync(dataDir, { recursive: true });
   const configPath = join(root, 'config.yaml');
-  writeFileSync(configPath, stringify({ dataDir, ...opts.config }));
+  // The console on a port of the system's choosing: side-by-side tests would all ask for 8080.
+  const console = { listen: '127.0.0.1:0', ...((opts.config.console as Record<string, unknown> | undefined) ?? {}) };
+  writeFileSync(configPath, stringify({ dataDir, ...opts.config, console }));
   return { root, dataDir, configPath };
 }
 

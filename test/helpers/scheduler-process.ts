@@ -15,6 +15,8 @@ import { Scheduler, type StartResult } from '../../maintenance/scheduler.js';
 import { MaintenanceWindows } from '../../maintenance/windows.js';
 
 const [configPath = '', runsFile = '', durationsJson = '{}'] = process.argv.slice(2);
+// `node --test dist/test/` runs every file here once without arguments: nothing to do then.
+if (!configPath) process.exit(0);
 const durations = JSON.parse(durationsJson) as Record<string, number>;
 const { config } = loadConfig({ path: configPath });
 const db = openDatabase(storePath(config), { migrations: STORE_MIGRATIONS });

@@ -250,11 +250,14 @@ test('a URL that expires mid-download fails url-expired; the same update with a 
   assert.equal(t1.status, 'failed', dump('exp-1'));
   assert.equal(t1.reason?.code, 'url-expired', dump('exp-1'));
   // The retry after the break asked for the rest with the old token and was refused: no more.
-  assert.equal(expiring.ranges.get('a')?.length, 2, JSON.stringify([...expiring.ranges]));
+  // (Before the download the agent reads the bundle's head with a closed Range, ota/head-probe.ts:
+  // those requests are not part of the download.)
+  const download = (token: string): (string | undefined)[] => (expiring.ranges.get(token) ?? []).filter((r) => !/^bytes=0-\d+$/.test(r ?? ''));
+  assert.equal(download('a').length, 2, JSON.stringify([...expiring.ranges]));
   send('update', { id: 'exp-2', params: { url: `${expiring.base}/bundle.tar?token=b`, rolloutId: 'ro-exp' } });
   const t2 = await terminal('exp-2', 120_000);
   assert.equal(t2.status, 'successful', dump('exp-2'));
-  const rangeB = expiring.ranges.get('b')?.[0];
+  const rangeB = download('b')[0];
   assert.match(rangeB ?? '', /^bytes=[1-9]\d*-$/, `the fresh URL was asked from the start: ${String(rangeB)}`);
   const sentB = expiring.sent.get('b') ?? 0;
   assert.ok(sentB < size - 4 * 1024 * 1024, `the resend downloaded ${sentB} of ${size} bytes: it did not resume from a checkpoint`);
