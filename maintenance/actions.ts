@@ -55,7 +55,7 @@ export const BUILTIN_ACTIONS = {
   'store-optimize': {
     description: "PRAGMA optimize on the state store, then gives free pages back to the file system in small steps that yield to the agent (incremental vacuum), throttled so the agent with its children stays at most maxCpuPct of a core; vacuum: 'full' rebuilds the file (blocks writers while it runs).",
     sideEffects: true,
-    with: z.object({ vacuum: z.enum(['none', 'incremental', 'full']).default('incremental'), maxCpuPct: pct.default(30) }).strict(),
+    with: z.object({ vacuum: z.enum(['none', 'incremental', 'full']).default('incremental'), maxCpuPct: pct.default(25) }).strict(),
   },
   'store-backup': {
     description: 'A backup of the state store now (online, page by page, the store stays usable), verified and rotated like the periodic ones.',
