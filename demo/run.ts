@@ -6,7 +6,8 @@
  * guard, as systemd would (its log and the guard's made readable by pino-pretty), its watchdog
  * starting the PLC bridge; and a small WMS that sends commands one after another, each awaited
  * with a deadline: the bridge's data and two writes (demo/plc-steps.ts), diagnostics, a
- * duplicate id, an unknown op, invalid JSON, an expired command, the admin CLI (`status`,
+ * duplicate id, an unknown op, invalid JSON, an expired command, a maintenance procedure and a
+ * dry run of a repair, the admin CLI (`status`,
  * `event`), a restart of the agent (exit 75: the guard starts it again), then two signed
  * self-updates (demo/update.ts): one committed, one that fails its health gate and is rolled
  * back; the bridge keeps publishing throughout and is handed over to each release's code. Ends
@@ -179,6 +180,18 @@ async function main(): Promise<number> {
     if (note.code !== 0) throw new Error(`edge-agent event exited with ${note.code}`);
     await sim.waitFor('the admin note on ~/events', (m) => m.sub === 'events' && m.payload.code === 'demo-note', STATUS_MS, mark);
     shown.push('admin note on ~/events');
+
+    say('== 7b. maintenance procedures (docs/maintenance.md): a health check, then a dry run of a repair');
+    mark = sim.mark();
+    await sim.send('maintenance', { id: 'm-1', params: { procedure: 'gateway-health-check' } });
+    const m1 = await sim.terminal('m-1', STATUS_MS, mark);
+    expect(m1, 'successful');
+    await sim.send('maintenance', { id: 'm-2', params: { procedure: 'disk-pressure-repair', dryRun: true } });
+    const m2 = await sim.terminal('m-2', STATUS_MS, mark);
+    expect(m2, 'successful');
+    const steps = ((m2.result ?? {}) as { steps?: { id: string; outcome: string }[] }).steps ?? [];
+    say(`   dry run of disk-pressure-repair: ${steps.map((x) => `${x.id} ${x.outcome}`).join(', ')}`);
+    shown.push('maintenance: gateway-health-check successful, disk-pressure-repair dry run (would-run steps)');
 
     say(`== 8. restart the agent (pid ${firstPid}): it exits 75, the guard starts it again, the new process reports the outcome`);
     mark = sim.mark();
