@@ -81,6 +81,8 @@ export interface BridgeLinkOptions {
 
 export interface BridgeLinkStats {
   connected: boolean;
+  /** Connections made since start (a reconnect counts; with the first reconnect's jitter it can be quicker than a poll). */
+  connects: number;
   /** The broker in use, or tried next while disconnected (redacted). */
   broker: string;
   /** Live messages the broker acknowledged (QoS 1) or that were handed to the socket (QoS 0). */
@@ -259,7 +261,7 @@ export class BridgeLink {
 
   stats(): BridgeLinkStats {
     const s = this.opts.store.stats();
-    return { connected: this.isConnected, broker: redactUrl(this.brokers.current()), ...this.counts, replayPending: s.depth, dropped: s.dropped };
+    return { connected: this.isConnected, connects: this.generation, broker: redactUrl(this.brokers.current()), ...this.counts, replayPending: s.depth, dropped: s.dropped };
   }
 
   private send(m: Outgoing): void {
