@@ -246,7 +246,14 @@ describe('kill -9 in the middle of a configuration apply', () => {
       pids.add(a.pid);
       await agentConnected(a, 20_000);
       const h0 = fileHash(a.configPath);
-      await wms.send('config', 'apply-k', { action: 'apply', baseHash: h0, patch: { log: { level: 'debug' } }, confirmSec: 30 });
+      // Connected is not yet subscribed: a command sent in between is lost. The same id again is
+      // safe (the agent runs an id once; terminals() counts each status once) until it dies at the fault.
+      let exited: Awaited<typeof a.exited> | undefined;
+      void a.exited.then((e) => (exited = e));
+      for (let i = 0; i < 12 && !exited; i++) {
+        await wms.send('config', 'apply-k', { action: 'apply', baseHash: h0, patch: { log: { level: 'debug' } }, confirmSec: 30 });
+        await Promise.race([a.exited, new Promise((res) => setTimeout(res, 5000))]);
+      }
       const exit = await a.exited;
       assert.equal(exit.signal, 'SIGKILL', 'the agent was killed at the fault point');
       const h1 = fileHash(a.configPath);
