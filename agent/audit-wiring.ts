@@ -35,14 +35,10 @@ export function commandAudit(id: string, op: string, status: string, reason: Rea
 
 export interface AuditWiring {
   log: AuditLog;
-  /** The router's port: commands sent through the admin socket are recorded as `local`. */
+  /** Appends an entry (the router's hook and the operations that record their own). */
   port: AuditPort;
   /** The router's hook: a command's terminal status, recorded through `port`. */
   command: (id: string, op: string, status: string, reason: Reason | undefined, params: unknown, origin?: Origin) => void;
-  /** Marks a command id as sent through the admin socket (the console, `edge-agent rollback`). */
-  fromAdmin(id: string): void;
-  /** Who sent command `id`, as entries name it: `local` or `wms:<id>` (for an operation to persist across a restart). */
-  actorOf(id: string): string;
   component: Component;
 }
 
@@ -52,8 +48,6 @@ export interface AuditWiring {
  */
 export function wireAudit(w: { db: Db; clock: Clock; logger: Logger; limits: AgentConfig['audit']; publish?: (ev: AgentEvent) => void }): AuditWiring {
   const log = new AuditLog(w.db, w.clock);
-  // Node cannot read the peer's uid of a Unix socket (SO_PEERCRED): the actor is `local`.
-  const local = new Set<string>();
   const prune = (): void => {
     try {
       const n = log.prune(w.limits);
@@ -72,21 +66,12 @@ export function wireAudit(w: { db: Db; clock: Clock; logger: Logger; limits: Age
   };
   let timer: NodeJS.Timeout | undefined;
   let headTimer: NodeJS.Timeout | undefined;
-  const port: AuditPort = (e) => {
-    const id = e.actor.startsWith('wms:') ? e.actor.slice(4) : undefined;
-    if (id !== undefined && local.has(id)) log.append({ ...e, actor: 'local' });
-    else log.append(e);
-  };
+  // Who sent a command is its stored origin (router.submit): the entry's actor comes with it.
+  const port: AuditPort = (e) => void log.append(e);
   return {
     log,
     port,
     command: (id, op, status, reason, params, origin) => port(commandAudit(id, op, status, reason, params, origin)),
-    actorOf: (id) => (local.has(id) ? 'local' : `wms:${id}`),
-    fromAdmin: (id) => {
-      // Bounded: the oldest ids (long finished) are forgotten first.
-      if (local.size >= 10_000) local.delete(local.values().next().value!);
-      local.add(id);
-    },
     component: {
       name: 'audit',
       start: async () => {
