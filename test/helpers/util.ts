@@ -4,7 +4,7 @@
  * child processes.
  */
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { createServer, connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -200,4 +200,18 @@ export function prng(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/** The state letter of a process in /proc (`Z`: a zombie), or `gone`. */
+export function procState(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').slice(0, 1);
+  } catch {
+    return 'gone';
+  }
+}
+
+/** No code of it runs any more: no such process, or a zombie (an orphan this sandbox's init does not reap). */
+export function processGone(pid: number): boolean {
+  return ['gone', 'Z', 'X'].includes(procState(pid));
 }

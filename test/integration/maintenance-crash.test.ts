@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import type { MqttClient } from 'mqtt';
 import { startBroker, type Broker } from '../helpers/broker.js';
-import { collect, mqttClient, tempDir, waitFor, type Received } from '../helpers/util.js';
+import { collect, mqttClient, processGone, procState, tempDir, waitFor, type Received } from '../helpers/util.js';
 import { agentConnected, startAgent, type AgentProcess } from '../helpers/agent.js';
 
 const GW = 'gw-maint-crash';
@@ -36,13 +36,6 @@ interface Res {
   result?: { state: string; steps: { id: string; outcome: string }[]; rollback: { executed: boolean; steps: { id: string; outcome: string }[] } };
 }
 
-function procState(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').slice(0, 1);
-  } catch {
-    return 'gone';
-  }
-}
 
 describe('kill -9 of the agent during each step of a procedure', () => {
   let broker: Broker;
@@ -131,7 +124,7 @@ describe('kill -9 of the agent during each step of a procedure', () => {
           assert.deepEqual(done, STEPS.slice(0, i));
         }
         // The step's process the killed agent left sleeping was stopped by the new one.
-        await waitFor(() => ['gone', 'Z', 'X'].includes(procState(orphan)), { timeoutMs: 10_000, what: `the interrupted step's process ${orphan} is gone (state ${procState(orphan)})` });
+        await waitFor(() => processGone(orphan), { timeoutMs: 10_000, what: `the interrupted step's process ${orphan} is gone (state ${procState(orphan)})` });
       });
     }
   }

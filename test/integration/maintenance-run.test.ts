@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import type { MqttClient } from 'mqtt';
 import { startBroker, type Broker } from '../helpers/broker.js';
-import { collect, mqttClient, tempDir, waitFor, type Received } from '../helpers/util.js';
+import { collect, mqttClient, processGone, procState, tempDir, waitFor, type Received } from '../helpers/util.js';
 import { agentConnected, runCli, startAgent, type AgentProcess } from '../helpers/agent.js';
 
 const GW = 'gw-maint';
@@ -28,20 +28,7 @@ interface Res {
   result?: Record<string, unknown> & { steps?: { id: string; outcome: string; output?: string; exitCode?: number | null; validation?: { ok: boolean } }[]; rollback?: { executed: boolean; steps: { id: string; outcome: string }[] } };
 }
 
-/** The state letter of a process in /proc (Z: a zombie, waiting only for its parent to reap it). */
-function procState(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').slice(0, 1);
-  } catch {
-    return 'gone';
-  }
-}
 
-/** No code of it runs any more: no such process, or a zombie (an orphan whose reaper is this sandbox's init). */
-function gone(pid: number): boolean {
-  const s = procState(pid);
-  return s === 'gone' || s === 'Z' || s === 'X';
-}
 
 /** A node one-liner as a command step's argv (argv[0] is absolute, the script is literal). */
 const js = (script: string, ...args: string[]): string[] => [NODE, '-e', script, ...args];
@@ -213,7 +200,7 @@ describe('maintenance procedures run by the agent', () => {
     assert.deepEqual(t.result!.rollback!.steps.map((s) => [s.id, s.outcome]), [['cleanup', 'ok']]);
     assert.ok(existsSync(join(dir, 'rolled-back')));
     assert.equal(existsSync(join(dir, 'after')), false);
-    for (const p of [pid, grandchild]) assert.ok(gone(p), `process ${p} of the cancelled step is gone: ${procState(p)}`);
+    for (const p of [pid, grandchild]) assert.ok(processGone(p), `process ${p} of the cancelled step is gone: ${procState(p)}`);
     // The pause never got its boundary: the run ended first.
     const p = await terminal('p-1');
     assert.deepEqual([p.status, p.reason?.code], ['failed', 'not-running']);
