@@ -395,7 +395,6 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
     components: () => recovery.supervisor.status(),
     healthy: () => link.isConnected() && loops.peek().ok,
     hold: () => router.current().some((c) => c.op === 'config'),
-    quiet: () => router.current().length === 0,
     restart: (reason) => void shutdown(reason, true),
   });
   // After an update or a rollback the PLC bridge is handed over to this release's code.

@@ -18,11 +18,13 @@ import { rpcRequest } from '../lib/rpc.js';
 import { errorMessage } from '../lib/errors.js';
 import { secretValues } from '../lib/redact.js';
 import { logRingDir, type AgentConfig } from '../core/config.js';
+import { legacyScheduleNotes } from '../core/legacy-keys.js';
 import type { AgentEvent, Component } from '../core/ports.js';
 import type { ActionImpls, ActionResult } from '../maintenance/actions.js';
 import { CatalogCache, shippedProceduresDir } from '../maintenance/catalog.js';
 import type { MetricsSnapshot } from '../maintenance/checks.js';
 import { RunStore } from '../maintenance/run-store.js';
+import { isTerminal } from '../maintenance/run-state.js';
 import { Runner, type RunnerLimits } from '../maintenance/runner.js';
 import { matchingProcedures, TriggerBook, type TriggerSource } from '../maintenance/triggers.js';
 import { Scheduler, type StartResult } from '../maintenance/scheduler.js';
@@ -58,7 +60,7 @@ export interface MaintenanceWiring {
   /** The PLC bridge's control socket; undefined without a bridge. */
   bridgeSocket: string | undefined;
   /** The store keeper (restore-wiring.ts). */
-  keeper: { backupNow(): Promise<{ path: string; bytes: number; ms: number } | undefined>; checkNow(): string[]; readonly lastCheck?: { problems: string[] } | undefined };
+  keeper: { backupNow(): Promise<{ path: string; bytes: number; ms: number } | undefined>; checkNow(): string[]; readonly lastCheck?: { problems: string[] } | undefined; readonly backingUp?: boolean };
   /** For the diagnostics groups behind slot-verify, config-verify, cert-expiry, diagnostics. */
   diag: Omit<DaemonDiagOptions, 'storeReader'>;
   limits?: Partial<RunnerLimits>;
@@ -276,7 +278,11 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
       ];
       return problems.length > 0 ? bad(`${config.dataDir}: ${problems.join('; ')}`, details) : ok(`${config.dataDir}: ${freePct} % free space, ${inodesPct} % free inodes`, details);
     },
-    'store-check': async (a) => {
+    'store-check': async (a, ctx) => {
+      // A quiet moment: no command but this run, no backup (each reads the whole file; the check blocks the agent).
+      const waitUntil = clock.now() + (a.quietWaitSec as number) * 1000;
+      const quiet = (): boolean => !w.keeper.backingUp && w.router.current().every((c) => c.id === ctx.runId);
+      while (!quiet() && clock.now() < waitUntil && !ctx.signal.aborted) await new Promise((r) => setTimeout(r, 1000));
       const t0 = clock.now();
       const problems = a.full ? (db.pragma('integrity_check') as { integrity_check: string }[]).map((r) => r.integrity_check).filter((x) => x !== 'ok') : w.keeper.checkNow();
       const details = { full: a.full, ms: clock.now() - t0, problems: problems.slice(0, 20) };
@@ -374,8 +380,8 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
     planned: (s, e) => later.scheduler?.plannedIn(s, e) ?? [],
   });
   /** A scheduled run: submitted like any command (origin `schedule`); `done` settles with its end. */
-  const startScheduled = async (procedureId: string, o: { trigger: 'schedule'; startedBy: string }): Promise<StartResult> => {
-    const id = `schedule-${procedureId}-${clock.now()}`;
+  const startScheduled = async (procedureId: string, o: { trigger: 'schedule'; startedBy: string; runId: string }): Promise<StartResult> => {
+    const id = o.runId;
     let first: (m: { status: string; reason?: { code: string; message: string } }) => void = () => undefined;
     const firstStatus = new Promise<{ status: string; reason?: { code: string; message: string } }>((r) => (first = r));
     let finish: (v: { state: string }) => void = () => undefined;
@@ -399,8 +405,31 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
     if (s.status === 'rejected') return { ok: false, code: s.reason?.code ?? 'rejected', message: s.reason?.message ?? 'rejected' };
     return { ok: true, runId: id, done };
   };
+  /**
+   * A scheduled run of the previous process (its run id is its command id): ended (the run
+   * store's terminal state), going on (the router resumed its command: its end arrives as a
+   * status), or unknown. Listening first, then reading, so an end in between is not missed.
+   */
+  const followScheduled = (runId: string): { state: string } | Promise<{ state: string }> | undefined => {
+    let off: () => void = () => undefined;
+    const end = new Promise<{ state: string }>((resolve) => {
+      off = w.router.onStatus((msg) => {
+        if (msg.id !== runId || !['successful', 'failed', 'cancelled', 'rejected'].includes(msg.status)) return;
+        off();
+        resolve({ state: (msg.result as { state?: string } | undefined)?.state ?? msg.status });
+      });
+    });
+    const row = store.get(runId);
+    if (row && isTerminal(row.record.state)) {
+      off();
+      return { state: row.record.state };
+    }
+    if (w.router.queue(10_000).some((e) => e.id === runId)) return end;
+    off();
+    return undefined;
+  };
   const schedulable = (c: Catalog): SchedulableProcedure[] => c.entries.flatMap((e) => (e.status === 'valid' && e.procedure ? [e.procedure] : []));
-  const sched = new Scheduler({ db, log, clock, runner: { start: startScheduled }, windows, procedures: schedulable(catalog.get()), overrides: m.schedules });
+  const sched = new Scheduler({ db, log, clock, runner: { start: startScheduled, follow: followScheduled }, windows, procedures: schedulable(catalog.get()), overrides: m.schedules });
   later.scheduler = sched;
   for (const h of maintenanceOperations({ runner, catalog: () => catalog.get(), windows: windowOpsPort(windows), now: () => clock.now() })) w.router.register(h);
 
@@ -455,6 +484,7 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
           return q.some((e) => e.id === id);
         });
         if (n > 0) log.warn({ runs: n }, 'procedure runs left without their command ended interrupted');
+        for (const note of legacyScheduleNotes(config)) log.warn({ note }, 'a configuration key of an earlier release was mapped onto a maintenance schedule');
         windows.start();
         sched.start();
       },

@@ -6,8 +6,10 @@
  *      fails validation or its `.sha256` sidecar (exit 78 only when there is no usable copy);
  *   2. checkStoreAtStart(): the store's check and restore, before openDatabase and its migrations;
  *   3. wireRestore(): once the store and the outbox are open, hands the pending incidents of 1 and
- *      2 over, and returns the `restore` component: known-good copy and store backups once the
- *      agent has proven itself, periodic store checks, the memory budget.
+ *      2 over, and returns the `restore` component: known-good copy and a store backup once the
+ *      agent has proven itself, the store file's watch, the memory budget. The periodic store
+ *      checks and backups are the built-in procedures store-check and store-backup, on their
+ *      schedules (agent/maintenance-wiring.ts calls the keeper).
  *
  * "Proven itself" (when a configuration becomes known-good): the agent is started (every component
  * up), connected to the WMS broker, and every critical loop ticks. A configuration that cannot
@@ -191,8 +193,6 @@ export interface RestoreWiring {
   healthy(): boolean;
   /** A configuration change is unconfirmed (agent/ops/config.ts): nothing becomes known-good meanwhile. */
   hold?(): boolean;
-  /** No command running: a fine moment for a check that blocks the event loop. */
-  quiet(): boolean;
   /** Graceful stop and restart (main.ts shutdown(reason, true)). */
   restart(reason: string): void;
 }
@@ -208,7 +208,7 @@ export interface RestoreComponent extends Component {
   beforeClose(): void;
   status(): Record<string, unknown>;
   /** The store's keeper: backups and integrity checks on demand (the maintenance actions). */
-  readonly keeper: Pick<StoreKeeper, 'backupNow' | 'checkNow' | 'lastCheck'>;
+  readonly keeper: Pick<StoreKeeper, 'backupNow' | 'checkNow' | 'lastCheck' | 'backingUp'>;
 }
 
 /** The incident's row id. A restore is over by the time it is recorded: it is resolved at once. */
@@ -316,17 +316,15 @@ export function wireRestore(w: RestoreWiring): RestoreComponent {
     db: w.db,
     dataDir: config.dataDir,
     keepBackups: config.restore.keepBackups,
-    backupIntervalMs: config.restore.backupIntervalMs,
-    integrityCheckIntervalMs: config.restore.integrityCheckIntervalMs,
+    recentBackupMs: config.restore.backupIntervalMs,
     path,
     watchIntervalMs: config.restore.storeWatchIntervalMs,
     onDetached,
-    quiet: () => w.quiet(),
     clock,
     logger: log,
     onCorrupt: (problems, when) => {
       // Not through the store: it is the damaged thing. The next start restores and hands it over.
-      addPending(config.dataDir, { component: 'store', code: 'store-corrupt', severity: 'critical', cause: 'store-corrupt', action: 'restart', detail: `${when === 'backup' ? 'a backup' : 'the periodic quick_check'} found: ${problems.slice(0, 3).join('; ')}; restarting: the start-time check moves the store aside and restores the newest good backup` }, clock.now());
+      addPending(config.dataDir, { component: 'store', code: 'store-corrupt', severity: 'critical', cause: 'store-corrupt', action: 'restart', detail: `${when === 'backup' ? 'a backup' : 'a quick_check'} found: ${problems.slice(0, 3).join('; ')}; restarting: the start-time check moves the store aside and restores the newest good backup` }, clock.now());
       w.restart('the state store is damaged');
     },
   });

@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { parseDocument } from 'yaml';
 import { EdgeError, registerCodes } from '../lib/errors.js';
 import { configSchema, type AgentConfig } from './config-schema.js';
+import { applyLegacyScheduleKeys } from './legacy-keys.js';
 
 export const CONFIG_CODES = registerCodes('config', ['config-not-found', 'config-unreadable', 'config-syntax', 'config-invalid'] as const);
 export type ConfigCode = (typeof CONFIG_CODES)[number];
@@ -98,7 +99,8 @@ export function validateConfig(raw: unknown, overrides: ConfigOverrides = {}): A
     const problems = parsed.error.issues.map((i) => `${formatPath(i.path)}: ${i.message}`);
     throw new ConfigError('config-invalid', `invalid configuration (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n  ${problems.join('\n  ')}`, problems);
   }
-  return parsed.data;
+  // Keys of earlier releases that moved onto the maintenance schedules (core/legacy-keys.ts).
+  return applyLegacyScheduleKeys(parsed.data);
 }
 
 export function parseConfigText(text: string, source: string): unknown {

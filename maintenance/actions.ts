@@ -48,9 +48,9 @@ export const BUILTIN_ACTIONS = {
     with: z.object({ minFreePct: pct.default(10), minFreeInodesPct: pct.default(10) }).strict(),
   },
   'store-check': {
-    description: "The state store's integrity: PRAGMA quick_check, or integrity_check with full: true (reads the whole file).",
+    description: "The state store's integrity: PRAGMA quick_check, or integrity_check with full: true (reads the whole file). With quietWaitSec it first waits, at most that long, for no other command to run (the check blocks the agent while it reads).",
     sideEffects: false,
-    with: z.object({ full: z.boolean().default(false) }).strict(),
+    with: z.object({ full: z.boolean().default(false), quietWaitSec: z.number().int().min(0).max(86_400).default(0) }).strict(),
   },
   'store-optimize': {
     description: "PRAGMA optimize on the state store, then gives free pages back to the file system in small steps that yield to the agent (incremental vacuum), throttled so the agent with its children stays at most maxCpuPct of a core; vacuum: 'full' rebuilds the file (blocks writers while it runs).",

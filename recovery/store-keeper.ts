@@ -1,8 +1,11 @@
 /**
- * Keeps the running store recoverable: online backups (one once the agent has proven itself
- * after a start, unless a recent one exists, then every `backupIntervalMs`) and a periodic
- * `quick_check` (every `integrityCheckIntervalMs`, at a quiet moment: it reads the whole file
- * and blocks the event loop while it does).
+ * Keeps the running store recoverable: online backups and `quick_check`s on demand (the
+ * built-in procedures `store-backup` and `store-check` call them on their schedules, and
+ * maintenance-daily, -weekly and -monthly as steps: docs/maintenance.md), plus what must not
+ * wait for the scheduler: one backup once the agent has proven itself after a start when the
+ * newest is older than `recentBackupMs` (a first start, a long stop, a restored store: the
+ * schedule owes nothing from before it first saw its procedure, and a disabled or broken
+ * schedule must not leave a gateway without any backup), and the file watch below.
  *
  * A damaged store cannot be repaired under a running agent (every component holds the same
  * handle), so `onCorrupt` is called once and the owner restarts; the start-time check
@@ -14,8 +17,9 @@
  * file the agent opened (device and inode of `agent.db` and of its `-wal`); on a difference
  * `onDetached` is called, again at each watch until it returns true (handled).
  *
- * INVARIANTS: at most one backup runs at a time; nothing runs after stop(); onCorrupt at most
- * once; onDetached until it is handled, then never again.
+ * INVARIANTS: at most one backup runs at a time (a second caller joins the running one); no
+ * timer of its own but the watch; nothing runs after stop(); onCorrupt at most once; onDetached
+ * until it is handled, then never again.
  */
 import { statSync } from 'node:fs';
 import type { Clock } from '../lib/clock.js';
@@ -30,10 +34,8 @@ export interface StoreKeeperOptions {
   db: Db;
   dataDir: string;
   keepBackups: number;
-  backupIntervalMs: number;
-  integrityCheckIntervalMs: number;
-  /** Whether now is a good moment for a check that blocks the event loop (no command running...). */
-  quiet(): boolean;
+  /** proven() takes a backup when the newest periodic one is older than this (restore.backupIntervalMs). */
+  recentBackupMs: number;
   onCorrupt(problems: string[], when: 'integrity-check' | 'backup'): void;
   /** The store's path (`{dataDir}/agent.db`), watched for the file being removed or replaced. */
   path?: string;
@@ -42,8 +44,6 @@ export interface StoreKeeperOptions {
   onDetached?(why: string, foreign: boolean): boolean;
   clock: Clock;
   logger: Logger;
-  /** How long to wait for a quiet moment before checking anyway; default 10 minutes. */
-  maxDeferMs?: number;
 }
 
 /** A file's identity; undefined when it does not exist. */
@@ -73,20 +73,19 @@ export function detachedWhy(path: string, opened: { db: string | undefined; wal:
   return undefined;
 }
 
-/** The first backup's delay after the agent proved itself: none while a recent one exists; pure. */
-export function firstBackupDelay(newestMs: number | undefined, now: number, intervalMs: number): number {
-  if (newestMs === undefined) return 0;
-  return Math.max(0, Math.min(intervalMs, newestMs + intervalMs - now));
+/** Whether the agent, having proven itself after a start, takes a backup at once: none is at most `recentMs` old; pure. */
+export function firstBackupDue(newestMs: number | undefined, now: number, recentMs: number): boolean {
+  // A backup dated in the future (the clock was set back) is not recent: its age is unknown.
+  return newestMs === undefined || newestMs > now || now - newestMs > recentMs;
 }
 
 export class StoreKeeper {
   readonly name = 'store-keeper';
-  private backupTimer: NodeJS.Timeout | undefined;
-  private checkTimer: NodeJS.Timeout | undefined;
   private running: Promise<BackupResult | undefined> | undefined;
-  private stopped = true;
+  /** Only stop() sets it: a scheduled backup that comes before start() (the scheduler starts first) still runs. */
+  private stopped = false;
   private corrupt = false;
-  private deferredSince: number | undefined;
+  private provenOnce = false;
   private watchTimer: NodeJS.Timeout | undefined;
   private opened: { db: string | undefined; wal: string | undefined } | undefined;
   private detached = false;
@@ -97,7 +96,6 @@ export class StoreKeeper {
 
   async start(): Promise<void> {
     this.stopped = false;
-    this.scheduleCheck(this.opts.integrityCheckIntervalMs);
     const { path, watchIntervalMs } = this.opts;
     if (path !== undefined && watchIntervalMs !== undefined && this.opts.onDetached) {
       // The store is open (and in WAL mode: its -wal exists) before any component starts.
@@ -130,25 +128,36 @@ export class StoreKeeper {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    this.opts.clock.clearTimeout(this.backupTimer);
-    this.opts.clock.clearTimeout(this.checkTimer);
     this.opts.clock.clearInterval(this.watchTimer);
-    this.backupTimer = this.checkTimer = this.watchTimer = undefined;
+    this.watchTimer = undefined;
     // The backup reads through the store handle the owner closes next: let it finish first.
     await this.running?.catch(() => undefined);
   }
 
-  /** The agent proved itself after a start: schedule backups from now on. */
+  /** The agent proved itself after a start: one backup now unless a recent one exists (once per start). */
   proven(): void {
-    if (this.stopped || this.backupTimer) return;
+    if (this.stopped || this.provenOnce) return;
+    this.provenOnce = true;
     const newest = listStoreBackups(this.opts.dataDir).find((b) => b.kind === 'periodic');
-    this.scheduleBackup(firstBackupDelay(newest?.mtimeMs, this.opts.clock.now(), this.opts.backupIntervalMs));
+    if (!firstBackupDue(newest?.mtimeMs, this.opts.clock.now(), this.opts.recentBackupMs)) return;
+    this.opts.logger.info({ newest: newest?.path ?? null }, 'no recent backup of the store: taking one now that the agent has proven itself');
+    void this.backupNow();
   }
 
-  /** One backup now (also used by the timer); resolves undefined when stopped or one is running. */
+  /** Whether a backup is being taken now. */
+  get backingUp(): boolean {
+    return this.running !== undefined;
+  }
+
+  /**
+   * One backup now; resolves undefined when stopped, damaged or detached. A call while a backup
+   * runs gets that backup's result (it is seconds old), so the start's backup and a scheduled
+   * one never fail each other.
+   */
   async backupNow(): Promise<BackupResult | undefined> {
+    if (this.running) return this.running.catch(() => undefined);
     // A detached store: the owner has saved the open store and restarts; nothing more to take.
-    if (this.stopped || this.running || this.corrupt || this.detached) return undefined;
+    if (this.stopped || this.corrupt || this.detached) return undefined;
     const { db, dataDir, keepBackups, clock, logger } = this.opts;
     this.running = takeStoreBackup({ db, dataDir, keep: keepBackups, now: () => clock.now() });
     try {
@@ -190,33 +199,5 @@ export class StoreKeeper {
     this.corrupt = true;
     this.opts.logger.error({ problems: problems.slice(0, 10), when }, 'the store is damaged');
     this.opts.onCorrupt(problems, when);
-  }
-
-  private scheduleBackup(ms: number): void {
-    this.backupTimer = this.opts.clock.setTimeout(() => {
-      void this.backupNow().finally(() => {
-        if (!this.stopped) this.scheduleBackup(this.opts.backupIntervalMs);
-      });
-    }, ms);
-  }
-
-  private scheduleCheck(ms: number): void {
-    this.checkTimer = this.opts.clock.setTimeout(() => {
-      const now = this.opts.clock.now();
-      this.deferredSince ??= now;
-      const waited = now - this.deferredSince;
-      // A backup in progress also reads the whole file: never both at once.
-      if (this.running || (!this.opts.quiet() && waited < (this.opts.maxDeferMs ?? 600_000))) {
-        this.scheduleCheck(Math.min(60_000, this.opts.integrityCheckIntervalMs));
-        return;
-      }
-      this.deferredSince = undefined;
-      try {
-        this.checkNow();
-      } catch (err) {
-        this.opts.logger.error({ err }, 'store integrity check could not run');
-      }
-      if (!this.stopped && !this.corrupt) this.scheduleCheck(this.opts.integrityCheckIntervalMs);
-    }, ms);
   }
 }

@@ -9,6 +9,7 @@ import { agentUidFor } from '../../maintenance/safety.js';
 import { readScheduleRows, readWindowRows } from '../../maintenance/schedule-store.js';
 import { scheduleSummary, type ScheduleSummary } from '../../maintenance/schedule-summary.js';
 import type { SchedulableProcedure } from '../../maintenance/schedule-plan.js';
+import { legacyScheduleNotes } from '../../core/legacy-keys.js';
 import { contextOrExit, withStoreReadonly, type CliContext } from './context.js';
 
 type Values = Record<string, string | boolean | undefined>;
@@ -60,6 +61,8 @@ export function scheduleCommand(v: Values): number {
   const ctx = contextOrExit('edge-agent maintenance', v);
   if (typeof ctx === 'number') return ctx;
   const s = readScheduleSummary(ctx);
-  process.stdout.write(v.json ? JSON.stringify(s, null, 2) + '\n' : formatSchedule(s));
+  // Keys of an earlier release mapped onto a schedule (core/legacy-keys.ts): said, not hidden.
+  const notes = legacyScheduleNotes(ctx.config);
+  process.stdout.write(v.json ? JSON.stringify({ ...s, notes }, null, 2) + '\n' : formatSchedule(s) + notes.map((n) => `note: ${n}\n`).join(''));
   return 0;
 }

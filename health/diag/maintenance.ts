@@ -10,7 +10,7 @@
  * The schedules too (maintenance/schedule-summary.ts): a schedule whose last run failed, or that
  * is overdue, is a warning.
  *
- * Imports only maintenance/ modules, which import nothing of health/.
+ * Imports only maintenance/ modules, which import nothing of health/, and core/legacy-keys.ts.
  */
 import { existsSync } from 'node:fs';
 import { loadCatalog, shippedProceduresDir, type Catalog, type CatalogEntry } from '../../maintenance/catalog.js';
@@ -18,6 +18,7 @@ import { agentUidFor } from '../../maintenance/safety.js';
 import { readScheduleRows, readWindowRows } from '../../maintenance/schedule-store.js';
 import { FAILED_OUTCOMES, scheduleSummary, type ScheduleSummary } from '../../maintenance/schedule-summary.js';
 import { ok, skipped, warning, type CheckResult, type GroupCheck } from './types.js';
+import { legacyScheduleNotes } from '../../core/legacy-keys.js';
 
 /** How many problems a check's message names; the details carry every one. */
 export const FIRST_PROBLEMS = 3;
@@ -103,5 +104,7 @@ export const maintenanceChecks: GroupCheck = (ctx) => {
     windowRows: ctx.db ? readWindowRows(ctx.db, now - 8 * 86_400_000) : [],
     now,
   });
-  return Promise.resolve([...procedureVerdicts(catalog, dir, existsSync(dir)), ...scheduleVerdicts(summary)]);
+  // Keys of an earlier release that now move a schedule (core/legacy-keys.ts): work, but say so.
+  const legacy = legacyScheduleNotes(ctx.config).map((note, i) => warning(`schedule-config${i === 0 ? '' : `-${i + 1}`}`, note, 'move the value to maintenance.schedules and remove the old key from the configuration file', { note }));
+  return Promise.resolve([...procedureVerdicts(catalog, dir, existsSync(dir)), ...scheduleVerdicts(summary), ...legacy]);
 };

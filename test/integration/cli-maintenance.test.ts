@@ -69,6 +69,8 @@ test('list: every procedure with its status and problems; exit 1 while one is in
     ['open', 'unsafe'],
     ['plc-bridge-repair', 'valid'],
     ['spool-repair', 'valid'],
+    ['store-backup', 'valid'],
+    ['store-check', 'valid'],
   ]);
   const spool = doc.procedures.find((p) => p.id === 'spool-repair')!;
   assert.equal(spool.definitionSha256, createHash('sha256').update(readFileSync(join(procs, 'spool-repair.yaml'))).digest('hex'));
@@ -104,7 +106,7 @@ test('show: a valid procedure in full; an invalid one with its problems (exit 1)
   assert.match(bad.stderr, /unsafe-procedure/);
   const unknown = await runCli(['maintenance', 'show', 'no-such', '--config', config]);
   assert.equal(unknown.code, 2);
-  assert.match(unknown.stderr, /unknown-procedure: no procedure "no-such" on this gateway \(there are: broken, broker-triage, diagnostic-full, disk-pressure-repair, gateway-health-check, maintenance-daily, maintenance-monthly, maintenance-weekly, open, plc-bridge-repair, spool-repair\)/);
+  assert.match(unknown.stderr, /unknown-procedure: no procedure "no-such" on this gateway \(there are: broken, broker-triage, diagnostic-full, disk-pressure-repair, gateway-health-check, maintenance-daily, maintenance-monthly, maintenance-weekly, open, plc-bridge-repair, spool-repair, store-backup, store-check\)/);
 });
 
 test('validate: a file not installed; every problem on stderr with its key path; the exit statuses', async () => {

@@ -62,6 +62,22 @@ test('the daily, weekly, monthly and full diagnostic procedures ship valid, with
   assert.equal(procedure('diagnostic-full').schedule, undefined, 'scheduled only by maintenance.schedules');
 });
 
+test('store-check and store-backup ship valid, read-only or backing up only, on the periods of the timers they replace: hourly and every 6 hours', () => {
+  const from = new Date(2026, 11, 7, 12, 0, 0).getTime();
+  for (const [id, periodMs, action] of [['store-check', 3_600_000, 'store-check'], ['store-backup', 6 * 3_600_000, 'store-backup']] as const) {
+    const p = procedure(id);
+    assert.equal(p.disruptive, false);
+    assert.deepEqual(p.steps.map((s) => (s.type === 'action' ? s.action : s.type)), [action]);
+    for (const s of p.steps) assert.ok(s.notes && s.notes.length > 10, `${id}.${s.id} has notes`);
+    assert.ok(p.schedule);
+    const a = nextSlot(p.schedule, from) ?? 0;
+    const b = nextSlot(p.schedule, a) ?? 0;
+    const c = nextSlot(p.schedule, b) ?? 0;
+    assert.deepEqual([b - a, c - b], [periodMs, periodMs], `${id} runs every ${periodMs} ms`);
+    assert.ok(p.schedule.catchUpSec * 1000 >= periodMs, `${id}: a slot missed while the agent was down runs after its start`);
+  }
+});
+
 test('their schedules: daily 03:30, weekly Sunday 02:30 inside the default window, monthly on the first Sunday at 03:00', () => {
   const from = new Date(2026, 11, 7, 12, 0, 0).getTime(); // a Monday, local time
   const daily = procedure('maintenance-daily').schedule;

@@ -50,7 +50,6 @@ test('a foreign file put over the open store: quarantined, the open store writte
     logger: silentLogger(),
     event: () => undefined,
     healthy: () => false,
-    quiet: () => true,
     restart: (reason) => restarts.push(reason),
   });
   await restore.start();

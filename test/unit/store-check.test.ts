@@ -13,7 +13,8 @@ import { silentLogger } from '../../lib/log.js';
 import { systemClock } from '../../lib/clock.js';
 import { checkStore, isCorruption } from '../../recovery/store-check.js';
 import { listStoreBackups, pruneStoreBackups, restoreNewestBackup, saveOpenStore, takeStoreBackup } from '../../recovery/store-backup.js';
-import { detachedWhy, fileId, firstBackupDelay, StoreKeeper } from '../../recovery/store-keeper.js';
+import { detachedWhy, fileId, firstBackupDue, StoreKeeper } from '../../recovery/store-keeper.js';
+import { fakeClock } from '../helpers/fake-clock.js';
 import { prng } from '../helpers/util.js';
 
 const MIGRATIONS = [{ domain: 't', migrations: [{ version: 1, up: 'CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL); CREATE INDEX t_v ON t(v)' }] }];
@@ -179,15 +180,16 @@ test('restoreNewestBackup with nothing to restore', () => {
   assert.deepEqual(restoreNewestBackup(dataDir, path), { from: undefined, skipped: [] });
 });
 
-test('firstBackupDelay: at once without a backup, else when the newest is one interval old', () => {
-  assert.equal(firstBackupDelay(undefined, 1000, 100), 0);
-  assert.equal(firstBackupDelay(950, 1000, 100), 50);
-  assert.equal(firstBackupDelay(100, 1000, 100), 0);
-  assert.equal(firstBackupDelay(5000, 1000, 100), 100, 'a backup from the future (clock set back) waits one interval at most');
+test('firstBackupDue: at once without a backup or with one older than the bound (or dated in the future), else not', () => {
+  assert.equal(firstBackupDue(undefined, 1000, 100), true);
+  assert.equal(firstBackupDue(950, 1000, 100), false);
+  assert.equal(firstBackupDue(900, 1000, 100), false);
+  assert.equal(firstBackupDue(899, 1000, 100), true);
+  assert.equal(firstBackupDue(5000, 1000, 100), true, 'a backup from the future (clock set back): its age is unknown');
 });
 
 function keeper(db: Db, dataDir: string, onCorrupt: (p: string[]) => void): StoreKeeper {
-  return new StoreKeeper({ db, dataDir, keepBackups: 2, backupIntervalMs: 3_600_000, integrityCheckIntervalMs: 3_600_000, quiet: () => true, onCorrupt, clock: systemClock, logger: silentLogger() });
+  return new StoreKeeper({ db, dataDir, keepBackups: 2, recentBackupMs: 3_600_000, onCorrupt, clock: systemClock, logger: silentLogger() });
 }
 
 test('StoreKeeper: proven() takes the first backup at once; stop() releases its timers', async () => {
@@ -203,6 +205,42 @@ test('StoreKeeper: proven() takes the first backup at once; stop() releases its 
   assert.equal(listStoreBackups(dataDir).length, 1);
   assert.deepEqual(k.checkNow(), []);
   await k.stop();
+  db.close();
+});
+
+test('StoreKeeper: no periodic timer of its own (the schedules of store-check and store-backup do that); proven() backs up once per start, only without a recent backup; a second backupNow joins the running one', async () => {
+  const { dataDir, path } = setup();
+  fill(path, 100);
+  const db = openDatabase(path, { migrations: MIGRATIONS });
+  const clock = fakeClock(Date.now());
+  const k = new StoreKeeper({ db, dataDir, keepBackups: 5, recentBackupMs: 3_600_000, onCorrupt: () => assert.fail('not corrupt'), clock, logger: silentLogger() });
+  await k.start();
+  assert.equal(clock.pending(), 0, 'no timer without the file watch');
+  // Joined: two calls at once take one backup, and both get it.
+  const [a, b] = await Promise.all([k.backupNow(), k.backupNow()]);
+  assert.ok(a && b);
+  assert.equal(a.path, b.path);
+  assert.equal(listStoreBackups(dataDir).length, 1);
+  // A recent backup exists: proven() takes none.
+  k.proven();
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(listStoreBackups(dataDir).length, 1);
+  // Days later nothing ran by itself: no quick_check, no backup.
+  await clock.advance(3 * 86_400_000);
+  assert.equal(k.lastCheck, undefined, 'no periodic quick_check');
+  assert.equal(listStoreBackups(dataDir).length, 1, 'no periodic backup');
+  assert.equal(clock.pending(), 0);
+  await k.stop();
+  // A new start with the newest backup now days old: proven() takes one, once.
+  const k2 = new StoreKeeper({ db, dataDir, keepBackups: 5, recentBackupMs: 3_600_000, onCorrupt: () => assert.fail('not corrupt'), clock, logger: silentLogger() });
+  await k2.start();
+  k2.proven();
+  k2.proven();
+  const deadline = Date.now() + 10_000;
+  while (!k2.lastBackup && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  while (k2.backingUp && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(listStoreBackups(dataDir).length, 2, 'one backup for the start');
+  await k2.stop();
   db.close();
 });
 
@@ -229,7 +267,7 @@ test('StoreKeeper: the store file removed or replaced under the open handle is n
   const seen: { why: string; foreign: boolean }[] = [];
   let handled = false;
   const k = new StoreKeeper({
-    db, dataDir, keepBackups: 2, backupIntervalMs: 3_600_000, integrityCheckIntervalMs: 3_600_000, quiet: () => true, onCorrupt: () => assert.fail('not corrupt'),
+    db, dataDir, keepBackups: 2, recentBackupMs: 3_600_000, onCorrupt: () => assert.fail('not corrupt'),
     clock: systemClock, logger: silentLogger(), path, watchIntervalMs: 3_600_000,
     onDetached: (why, foreign) => {
       seen.push({ why, foreign });
