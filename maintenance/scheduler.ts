@@ -16,9 +16,12 @@
  * - A disruptive procedure starts only inside a maintenance window; a slot outside one waits
  *   (outcome `waiting-window`, persisted, so a restart keeps waiting) for the next window. With no
  *   window configured it does not run (`no-window`).
- * - A run's end (the runner's terminal state) is committed when the runner reports it; a run
- *   still `running` in the store at start was cut by a restart: it reads `interrupted` (the
- *   runner's own report says how it ended).
+ * - A run's end (the runner's terminal state) is committed when the runner reports it. The run
+ *   id is chosen here and committed with the slot, before the runner is asked. A run still
+ *   `running` in the store at start was cut by a restart: when the runner still knows it (it
+ *   resumed it as its `onInterrupt` says, or ended it), the row follows it: `running` while it
+ *   goes on (and the schedule is busy: no overlap), then its real terminal state; when the
+ *   runner never got it, it reads `interrupted`.
  */
 import { systemClock, type Clock } from '../lib/clock.js';
 import { errorMessage } from '../lib/errors.js';
@@ -32,7 +35,13 @@ export type StartResult = { ok: true; runId: string; done: Promise<{ state: stri
 
 /** The runner, as the scheduler sees it (maintenance/runner.ts implements it). */
 export interface RunnerPort {
-  start(procedureId: string, opts: { trigger: 'schedule'; startedBy: string }): Promise<StartResult>;
+  /** Starts a run with the id `runId` (the scheduler's, committed before this is called). */
+  start(procedureId: string, opts: { trigger: 'schedule'; startedBy: string; runId: string }): Promise<StartResult>;
+  /**
+   * A run of a previous process, at start: its terminal state when it has ended, a promise of it
+   * when it is still going (resumed after the restart), undefined when the runner never had it.
+   */
+  follow?(runId: string): { state: string } | Promise<{ state: string }> | undefined;
 }
 
 /** The windows, as the scheduler sees them (MaintenanceWindows implements it). */
@@ -84,7 +93,23 @@ export class Scheduler {
     this.running = true;
     const now = this.clock.now();
     for (const r of readScheduleRows(this.opts.db)) {
-      if (r.outcome === 'running') updateScheduleRow(this.opts.db, r.procedure, now, { outcome: 'interrupted', message: 'the agent stopped during the run; its report says how it ended' });
+      if (r.outcome !== 'running') continue;
+      let f: ReturnType<NonNullable<RunnerPort['follow']>>;
+      try {
+        f = r.runId !== null ? this.opts.runner.follow?.(r.runId) : undefined;
+      } catch (err) {
+        this.opts.log.warn({ err, procedure: r.procedure, runId: r.runId }, 'schedule: cannot tell how the run cut by the restart went on');
+        f = undefined;
+      }
+      if (f === undefined) {
+        updateScheduleRow(this.opts.db, r.procedure, now, { outcome: 'interrupted', message: 'the agent stopped during the run; its report says how it ended' });
+      } else if (f instanceof Promise) {
+        updateScheduleRow(this.opts.db, r.procedure, now, { message: 'resumed after an agent restart' });
+        this.opts.log.info({ procedure: r.procedure, runId: r.runId }, 'schedule: following the run resumed after the restart');
+        this.track(r.procedure, r.runId ?? '', f);
+      } else {
+        updateScheduleRow(this.opts.db, r.procedure, now, { endedAt: now, outcome: f.state, message: 'ended after an agent restart' });
+      }
     }
     this.plan(this.opts.procedures, true);
   }
@@ -231,13 +256,42 @@ export class Scheduler {
     this.arm(s, slot, next.start + this.jitter(s, Math.floor((next.end - next.start) / 4000)), true);
   }
 
+  /** Records the end of a run that is going: the schedule is busy until then. */
+  private track(procedure: string, runId: string, done: Promise<{ state: string }>): void {
+    this.busy.add(procedure);
+    const work = (async (): Promise<void> => {
+      try {
+        await this.recordEnd(procedure, runId, done);
+      } catch (err) {
+        this.opts.log.error({ err, procedure }, 'schedule: cannot record the end of the run');
+      } finally {
+        this.busy.delete(procedure);
+      }
+    })();
+    this.inFlight.add(work);
+    void work.finally(() => this.inFlight.delete(work));
+  }
+
+  private async recordEnd(procedure: string, runId: string, done: Promise<{ state: string }>): Promise<void> {
+    let state: string;
+    try {
+      state = (await done).state;
+    } catch (err) {
+      state = 'failed';
+      this.opts.log.error({ err, procedure, runId }, 'schedule: the run ended with an error');
+    }
+    updateScheduleRow(this.opts.db, procedure, this.clock.now(), { endedAt: this.clock.now(), outcome: state });
+    this.opts.log.info({ procedure, runId, state }, 'schedule: run ended');
+  }
+
   private launch(s: EffectiveSchedule, slot: number, now: number): void {
     const procedure = s.procedure;
     this.busy.add(procedure);
-    updateScheduleRow(this.opts.db, procedure, now, { handledSlot: slot, lastSlot: slot, startedAt: now, endedAt: null, outcome: 'running', runId: null, message: null });
+    const runId = `schedule-${procedure}-${now}`;
+    updateScheduleRow(this.opts.db, procedure, now, { handledSlot: slot, lastSlot: slot, startedAt: now, endedAt: null, outcome: 'running', runId, message: null });
     const work = (async (): Promise<void> => {
       try {
-        const r = await this.opts.runner.start(procedure, { trigger: 'schedule', startedBy: `schedule:${procedure}@${new Date(slot).toISOString()}` });
+        const r = await this.opts.runner.start(procedure, { trigger: 'schedule', startedBy: `schedule:${procedure}@${new Date(slot).toISOString()}`, runId });
         if (!r.ok) {
           if (r.code === 'outside-window' && this.running) {
             this.armWindow(s, slot, this.clock.now());
@@ -247,16 +301,8 @@ export class Scheduler {
           this.opts.log.warn({ procedure, code: r.code, msg: r.message }, 'schedule: the runner refused the run');
           return;
         }
-        updateScheduleRow(this.opts.db, procedure, this.clock.now(), { runId: r.runId });
-        let state: string;
-        try {
-          state = (await r.done).state;
-        } catch (err) {
-          state = 'failed';
-          this.opts.log.error({ err, procedure, runId: r.runId }, 'schedule: the run ended with an error');
-        }
-        updateScheduleRow(this.opts.db, procedure, this.clock.now(), { endedAt: this.clock.now(), outcome: state });
-        this.opts.log.info({ procedure, runId: r.runId, state }, 'schedule: run ended');
+        if (r.runId !== runId) updateScheduleRow(this.opts.db, procedure, this.clock.now(), { runId: r.runId });
+        await this.recordEnd(procedure, r.runId, r.done);
       } catch (err) {
         this.opts.log.error({ err, procedure }, 'schedule: cannot start or record the run');
         try {

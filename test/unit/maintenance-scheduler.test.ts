@@ -140,6 +140,62 @@ test('a restart neither repeats nor skips a slot; a run cut by the restart reads
   assert.deepEqual(runner.runs.map((r) => (r.slot - T0) / SEC), [5, 10, 15, 20, 25, 30, 35, 40], 'every slot once, across the restart');
 });
 
+test('a run cut by a restart that the runner resumed reads running while it goes on (its slots are overlaps), then its real outcome; one that ended meanwhile reads its state', async () => {
+  const { path } = store();
+  const clock = fakeClock(T0);
+  const runner = fakeRunner(clock, 60 * SEC);
+  let db = openDatabase(path, { migrations: [SCHEDULE_MIGRATIONS] });
+  let s = scheduler(db, clock, runner, [proc('tick', '*/5 * * * * *')]);
+  s.start();
+  await clock.advance(6 * SEC); // slot 5 is running
+  s.stop();
+  db.close();
+  db = openDatabase(path, { migrations: [SCHEDULE_MIGRATIONS] });
+  const cut = readScheduleRows(db)[0];
+  assert.equal(cut?.outcome, 'running');
+  assert.equal(cut?.runId, 'run-1', 'the run id is in the row');
+  // The runner resumed it (onInterrupt: resume): it ends 12 s after the restart, rolled back.
+  let end: (v: { state: string }) => void = () => undefined;
+  const asked: string[] = [];
+  const resumed: RunnerPort = {
+    start: runner.start.bind(runner),
+    follow: (runId) => {
+      asked.push(runId);
+      return new Promise((r) => (end = r));
+    },
+  };
+  clock.setTimeout(() => end({ state: 'rolled-back' }), 12 * SEC);
+  s = scheduler(db, clock, resumed, [proc('tick', '*/5 * * * * *')]);
+  s.start();
+  assert.deepEqual(asked, [cut?.runId]);
+  assert.equal(readScheduleRows(db)[0]?.outcome, 'running', 'not interrupted: it goes on');
+  await clock.advance(11 * SEC);
+  assert.equal(readScheduleRows(db)[0]?.outcome, 'running');
+  assert.equal(runner.runs.length, 1, 'no new run while the resumed one goes on');
+  assert.ok((readScheduleRows(db)[0]?.overlaps ?? 0) >= 2, 'its slots are overlaps');
+  await clock.advance(2 * SEC);
+  assert.equal(readScheduleRows(db)[0]?.outcome, 'rolled-back', "the resumed run's real outcome");
+  s.stop();
+  await s.idle();
+  db.close();
+
+  // Ended before the scheduler started (a short resumed run): its state, at once.
+  db = openDatabase(path, { migrations: [SCHEDULE_MIGRATIONS] });
+  db.prepare("UPDATE maintenance_schedules SET outcome = 'running', run_id = 'r-1'").run();
+  s = scheduler(db, clock, { start: runner.start.bind(runner), follow: () => ({ state: 'succeeded' }) }, [proc('tick', '*/5 * * * * *')]);
+  s.start();
+  assert.equal(readScheduleRows(db)[0]?.outcome, 'succeeded');
+  s.stop();
+  // Never known to the runner: interrupted.
+  db.prepare("UPDATE maintenance_schedules SET outcome = 'running', run_id = 'r-2'").run();
+  s = scheduler(db, clock, { start: runner.start.bind(runner), follow: () => undefined }, [proc('tick', '*/5 * * * * *')]);
+  s.start();
+  assert.equal(readScheduleRows(db)[0]?.outcome, 'interrupted');
+  s.stop();
+  await s.idle();
+  db.close();
+});
+
 test('slots missed while the agent was stopped run once after start, the newest only, within catchUpSec', async () => {
   const { path } = store();
   const clock = fakeClock(T0);
