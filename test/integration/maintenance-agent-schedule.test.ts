@@ -18,6 +18,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, wr
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import type { MqttClient } from 'mqtt';
+import Database from 'better-sqlite3';
 import { startBroker, type Broker } from '../helpers/broker.js';
 import { collect, mqttClient, tempDir, waitFor, type Received } from '../helpers/util.js';
 import { agentConnected, agentReady, runAgent, runCli, writeAgentConfig, type AgentProcess } from '../helpers/agent.js';
@@ -143,6 +144,18 @@ test('store checks and backups run as the scheduled procedures store-check and s
   assert.match(w?.message ?? '', /the last scheduled run of always-fails ended failed/);
   assert.equal(g?.checks.some((c) => c.name === 'schedule:store-check'), false, 'store-check is fine');
   await agent.stop();
+
+  // Overdue: the store says store-check last ran 3 hours ago (the agent was down since); diag,
+  // with no daemon, warns that its slots passed and nothing ran.
+  const db = new Database(join(dataDir, 'agent.db'));
+  const past = Date.now() - 3 * 3_600_000;
+  db.prepare("UPDATE maintenance_schedules SET since = ?, handled_slot = ?, last_slot = ?, outcome = 'succeeded' WHERE procedure = 'store-check'").run(past, past, past);
+  db.close();
+  const d2 = await runCli(['diag', '--json', '--only', 'maintenance', '--config', configPath]);
+  const g2 = (JSON.parse(d2.stdout) as { groups: { name: string; checks: { name: string; status: string; message: string }[] }[] }).groups.find((x) => x.name === 'maintenance');
+  const over = g2?.checks.find((c) => c.name === 'schedule:store-check');
+  assert.equal(over?.status, 'warning', JSON.stringify(g2?.checks));
+  assert.match(over?.message ?? '', /the schedule of store-check is overdue: its slot of \S+ has not run/);
 });
 
 test('a scheduled run cut by kill -9 and resumed after the restart shows running, then its real outcome', { timeout: 120_000 }, async () => {
