@@ -211,10 +211,14 @@ const restoreSchema = z
   .object({
     /** Known-good copies of the configuration kept in {dataDir}/known-good/. */
     keepConfigs: z.number().int().min(1).max(100).default(5),
-    /** Online store backups ({dataDir}/backups/store-*.db): period, and how many are kept. */
+    /**
+     * Online store backups ({dataDir}/backups/store-*.db): one after a proven start when the newest
+     * is older than this; the periodic ones are the procedure store-backup (a value other than the
+     * default moves its schedule: core/legacy-keys.ts). And how many are kept.
+     */
     backupIntervalMs: z.number().int().min(60_000).max(30 * 86_400_000).default(6 * 3_600_000),
     keepBackups: z.number().int().min(1).max(100).default(3),
-    /** quick_check of the running store (it reads the whole file). */
+    /** Earlier releases' quick_check timer: a value other than the default moves the procedure store-check's schedule (core/legacy-keys.ts). */
     integrityCheckIntervalMs: z.number().int().min(60_000).max(30 * 86_400_000).default(3_600_000),
     /** A stat of agent.db and its -wal: still the files the agent opened? (recovery/store-keeper.ts) */
     storeWatchIntervalMs: z.number().int().min(100).max(3_600_000).default(10_000),
