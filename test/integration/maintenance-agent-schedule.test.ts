@@ -143,6 +143,12 @@ test('store checks and backups run as the scheduled procedures store-check and s
   assert.equal(w?.status, 'warning', JSON.stringify(g?.checks));
   assert.match(w?.message ?? '', /the last scheduled run of always-fails ended failed/);
   assert.equal(g?.checks.some((c) => c.name === 'schedule:store-check'), false, 'store-check is fine');
+  // By hand, like any procedure.
+  const byHand = await runCli(['maintenance', 'run', 'store-backup', '--json', '--config', configPath]);
+  assert.equal(byHand.code, 0, byHand.stdout + byHand.stderr);
+  const handReport = JSON.parse(byHand.stdout) as { state: string; steps: { id: string; outcome: string; message?: string }[] };
+  assert.equal(handReport.state, 'succeeded');
+  assert.match(handReport.steps[0]?.message ?? '', /^backup .*store-.*\.db/);
   await agent.stop();
 
   // Overdue: the store says store-check last ran 3 hours ago (the agent was down since); diag,
