@@ -19,12 +19,15 @@ import { createReadStream, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/log.js';
-import { errorCode, errorMessage } from '../lib/errors.js';
+import { errorCode, errorMessage, registerCodes } from '../lib/errors.js';
 import { allowedHosts, clearCookie, COOKIE, hostAllowed, originAllowed, readCookie, SECURITY_HEADERS, sessionCookie, streamOriginAllowed } from './guard.js';
 import { SessionStore, sameSecret, type Role, type Session } from './sessions.js';
 import { EventRing, formatEvent } from './stream.js';
 import { OPS_BY_ROLE, type ConsoleBackend } from './ports.js';
 import type { PlcFeed } from './plc-feed.js';
+
+/** `POST /api/plc/write`'s own code when the PLC bridge cannot be reached (docs/errors.md). */
+export const CONSOLE_PLC_CODES = registerCodes('console-plc', ['bridge-unreachable'] as const);
 
 /** URL path -> file under the static directory, with its type. Nothing else is ever read. */
 export const STATIC: Record<string, [string, string]> = {
