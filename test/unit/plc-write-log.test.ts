@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { ForwardStore } from '../../plc-bridge/store.js';
 import { entriesFor } from '../../agent/plc-write-audit.js';
+import { controlWrite } from '../../plc-bridge/main.js';
 import { silentLogger } from '../../lib/log.js';
 import { tempDir } from '../helpers/util.js';
 
@@ -80,4 +81,18 @@ test('a pull records its page from the cursor; rows dropped before they were rea
   const failed = entriesFor(undefined, { log: 'L', first: 1, last: 1, records: [{ ...rec(1), status: 'failed', reason: { code: 'readback-mismatch', message: 'differs' }, result: { readBack: { sp: 0 } } }] });
   assert.equal(failed.entries[0]?.outcome, 'failed/readback-mismatch');
   assert.deepEqual(failed.entries[0]?.details?.readBack, { sp: 0 });
+});
+
+test("the control socket's write: an id, a device, tags and who asked, or invalid-params before anything is claimed", () => {
+  assert.deepEqual(controlWrite({ id: 'console-1-ab', device: 'plc0', tags: { sp: 1 }, origin: 'console:s-1a2b' }), { id: 'console-1-ab', device: 'plc0', tags: { sp: 1 }, origin: 'console:s-1a2b' });
+  for (const bad of [
+    { device: 'plc0', tags: {}, origin: 'console:s' },
+    { id: 'a b', device: 'plc0', tags: {}, origin: 'console:s' },
+    { id: 'x', tags: {}, origin: 'console:s' },
+    { id: 'x', device: 'plc0', tags: [1], origin: 'console:s' },
+    { id: 'x', device: 'plc0', tags: {} },
+    { id: 'x', device: 'plc0', tags: {}, origin: 'console:<script>' },
+  ]) {
+    assert.throws(() => controlWrite(bad), (e: unknown) => (e as { code?: string }).code === 'invalid-params', JSON.stringify(bad));
+  }
 });
