@@ -15,7 +15,8 @@
  *   `plc-write-gap` entry with the missing range, never passed over silently;
  * - a bridge store made anew is a new log (another `log` id): the cursor starts again at 0 and a
  *   `plc-write-log-reset` entry says so;
- * - pulls never overlap (one at a time; a request during one runs once it ends).
+ * - pulls never overlap (one at a time; a request during one runs once it ends, so what the
+ *   bridge logged before a request is in the trail when it resolves).
  */
 import { randomBytes } from 'node:crypto';
 import type { AuditInput, AuditLog } from '../core/audit.js';
@@ -90,36 +91,44 @@ export class PlcWriteAudit implements Component {
   readonly name = 'plc-write-audit';
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
-  private again = false;
+  private next: Promise<void> | undefined;
+  private stopped = false;
   private failing = false;
 
   constructor(private readonly o: PlcWriteAuditOptions) {}
 
   async start(): Promise<void> {
+    this.stopped = false;
     this.timer = this.o.clock.setInterval(() => void this.pull(), this.o.everyMs ?? EVERY_MS);
     void this.pull();
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     if (this.timer) this.o.clock.clearInterval(this.timer);
     this.timer = undefined;
+    await this.next;
     await this.running;
   }
 
-  /** Pulls what the bridge logged since the cursor; resolves once it is in the trail (or the bridge did not answer). */
+  /**
+   * Pulls what the bridge logged since the cursor; resolves once a pull that started after this
+   * call has ended (what the bridge logged before the call is in the trail, or the bridge did not answer).
+   */
   pull(): Promise<void> {
-    if (this.running) {
-      this.again = true;
+    if (this.stopped) return Promise.resolve();
+    if (!this.running) {
+      this.running = this.drain()
+        .catch((err: unknown) => this.o.logger.warn({ err }, 'recording PLC writes in the audit trail failed; tried again at the next pull'))
+        .finally(() => (this.running = undefined));
       return this.running;
     }
-    this.running = this.drain().finally(() => {
-      this.running = undefined;
-      if (this.again) {
-        this.again = false;
-        void this.pull();
-      }
+    // One pull runs: the next one starts when it ends, shared by every call meanwhile.
+    this.next ??= this.running.then(() => {
+      this.next = undefined;
+      return this.pull();
     });
-    return this.running;
+    return this.next;
   }
 
   /**
