@@ -248,7 +248,7 @@ export class Certificates implements Component {
           const anchors = this.tls.ca ? readFileSync(this.tls.ca, 'utf8') : '';
           ctx.progress('check');
           try {
-            checkClientCert({ chainPem: p.cert, keyPem, anchorsPem: anchors, now: new Date(this.o.clock.now()) });
+            checkClientCert({ chainPem: p.cert, keyPem, anchorsPem: anchors, now: new Date(this.o.clock.now()), commonName: this.o.config.gatewayId });
             ctx.progress('try');
             await this.trial(p.cert, keyPem);
           } catch (err) {

@@ -91,6 +91,8 @@ export function wireConsole(w: {
   /** The operation queue with the runner's view of each run; the procedures and their reports. */
   operations: () => unknown;
   maintenance: () => unknown;
+  /** A PLC write through the bridge's control socket, recorded in the audit trail (agent/plc-write-audit.ts). */
+  plcWrite?: ConsoleBackend['plcWrite'];
 }): ConsoleWiring {
   const c = w.config.console;
   const logger = w.logger.child({ component: 'console' });
@@ -144,6 +146,7 @@ export function wireConsole(w: {
     status: w.status,
     commands: commandPort(w.router),
     audit: (e) => w.audit(e),
+    ...(w.plcWrite ? { plcWrite: w.plcWrite } : {}),
     read: (page, q) => {
       switch (page) {
         case 'health': {

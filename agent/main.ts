@@ -47,6 +47,7 @@ import { HEALTH_MIGRATIONS } from '../health/history.js';
 import { AUDIT_MIGRATIONS } from '../core/audit.js';
 import { SCHEDULE_MIGRATIONS } from '../maintenance/schedule-store.js';
 import { wireAudit } from './audit-wiring.js';
+import { PlcWriteAudit } from './plc-write-audit.js';
 import type { AgentEvent, Component } from '../core/ports.js';
 import { ProcedureWatch } from './procedure-watch.js';
 import { shippedProceduresDir } from '../maintenance/catalog.js';
@@ -233,6 +234,8 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
   // Metrics, history, alerts and ~/health; undefined with health.enabled false.
   // Read once: the bridge's file may hold tens of thousands of tags.
   const bridgeSocket = bridgeSocketPath(config.plcBridge.config);
+  // PLC writes (the bridge's own write log) into the audit trail; the console's writes go through it.
+  const plcWrites = bridgeSocket ? new PlcWriteAudit({ socket: bridgeSocket, log: audit.log, db: cmdDb, clock, logger: logger.child({ component: 'plc-write-audit' }) }) : undefined;
   const health = wireHealth({ bridgeSocket, config, db, clock, logger, topics, link, outbox, event, components: () => ({ 'wms-link': link.isConnected() ? 'running' : 'degraded' }) });
 
   // The watchdog over the PLC bridge and the declared services; incidents; the hung-agent fault hook.
@@ -333,6 +336,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
   // The local web console (docs/console.md); nothing listens with console.enabled false.
   const webConsole = wireConsole({
     config, db, clock, logger, router, store, audit: audit.port, status,
+    ...(plcWrites ? { plcWrite: (device: string, tags: Record<string, unknown>, actor: string) => plcWrites.write(device, tags, actor) } : {}),
     operations: () => {
       const runs = new Map(maintenance.runner.running().map((r) => [r.runId, r]));
       return { operations: router.queue().map((q) => ({ ...q, ...(runs.has(q.id) ? { run: runs.get(q.id) } : {}) })) };
@@ -477,6 +481,7 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
   const components: Component[] = [
     { name: 'loops', start: async () => loops.start(), stop: async () => loops.stop() },
     audit.component,
+    ...(plcWrites ? [plcWrites] : []),
     updateHealth,
     router,
     maintenance.component,

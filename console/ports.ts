@@ -31,6 +31,12 @@ export interface ConsoleBackend {
   commands: CommandPort;
   /** An entry in the audit trail (pairing, revocation, logins refused). */
   audit(entry: { actor: string; action: string; target?: string; outcome: string }): void;
+  /**
+   * A PLC write (operator sessions only) to the PLC bridge, whose validation decides (unknown tag,
+   * read-only, wrong type, out of range): resolves with its terminal status as on `~/res/{id}`
+   * (`result.readBack`), once it is in the audit trail with the session as actor. Absent without a bridge.
+   */
+  plcWrite?(device: string, tags: Record<string, unknown>, actor: string): Promise<Record<string, unknown>>;
   /** Writes a support bundle; resolves with the file's path (never shown to the browser). */
   supportBundle?(): Promise<string>;
 }

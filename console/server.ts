@@ -8,8 +8,9 @@
  * - Everything under /api/ but pairing needs a live session (401); every POST needs the exact
  *   Origin and the session's CSRF token (403), and an operator session for operator actions (403).
  * - Nothing from a request names a file: static files come from STATIC, downloads by opaque id.
- * - Commands go to the agent's router through the injected CommandPort; the page has no other
- *   way to change anything.
+ * - Commands go to the agent's router through the injected CommandPort; PLC writes (operator
+ *   only) to the PLC bridge through the backend's plcWrite, whose validation decides; the page
+ *   has no other way to change anything.
  */
 import { createServer as createHttp, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttps } from 'node:https';
@@ -18,12 +19,15 @@ import { createReadStream, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/log.js';
-import { errorCode, errorMessage } from '../lib/errors.js';
+import { errorCode, errorMessage, registerCodes } from '../lib/errors.js';
 import { allowedHosts, clearCookie, COOKIE, hostAllowed, originAllowed, readCookie, SECURITY_HEADERS, sessionCookie, streamOriginAllowed } from './guard.js';
 import { SessionStore, sameSecret, type Role, type Session } from './sessions.js';
 import { EventRing, formatEvent } from './stream.js';
 import { OPS_BY_ROLE, type ConsoleBackend } from './ports.js';
 import type { PlcFeed } from './plc-feed.js';
+
+/** `POST /api/plc/write`'s own code when the PLC bridge cannot be reached (docs/errors.md). */
+export const CONSOLE_PLC_CODES = registerCodes('console-plc', ['bridge-unreachable'] as const);
 
 /** URL path -> file under the static directory, with its type. Nothing else is ever read. */
 export const STATIC: Record<string, [string, string]> = {
@@ -171,6 +175,7 @@ export class ConsoleServer {
     }
     if (post && path === '/api/command') return this.command(req, res, session);
     if (post && path === '/api/bundle') return this.bundle(res, session);
+    if (post && path === '/api/plc/write') return this.plcWrite(req, res, session);
     return this.json(res, 404, { error: 'not-found', message: 'no such endpoint' });
   }
 
@@ -239,6 +244,26 @@ export class ConsoleServer {
     }
     const { id } = this.o.backend.commands.submit(op, params, { actor: `console:${session.label}`, origin: 'console' });
     this.json(res, 202, { id });
+  }
+
+  /** A PLC write: operator only; its checks are the bridge's, its answer the terminal status with the read-back. */
+  private async plcWrite(req: IncomingMessage, res: ServerResponse, session: Session): Promise<void> {
+    if (session.role !== 'operator') return this.json(res, 403, { error: 'forbidden', message: 'PLC writes need an operator session' });
+    if (!this.o.backend.plcWrite) return this.json(res, 404, { error: 'not-found', message: 'no PLC bridge is configured' });
+    const body = await this.body(req);
+    const device = body?.device;
+    const tags = body?.tags;
+    if (typeof device !== 'string' || tags === null || typeof tags !== 'object' || Array.isArray(tags)) {
+      return this.json(res, 400, { error: 'invalid-params', message: 'expected {device, tags: {TAG: value}}' });
+    }
+    let answer: Record<string, unknown>;
+    try {
+      answer = await this.o.backend.plcWrite(device, tags as Record<string, unknown>, `console:${session.label}`);
+    } catch (err) {
+      this.o.logger.warn({ err, device }, 'console: PLC write not delivered to the bridge');
+      return this.json(res, 503, { error: errorCode(err) ?? 'bridge-unreachable', message: `the PLC bridge did not take the write: ${errorMessage(err)}` });
+    }
+    this.json(res, 200, answer);
   }
 
   private async bundle(res: ServerResponse, session: Session): Promise<void> {

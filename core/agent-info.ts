@@ -21,6 +21,8 @@ export interface AgentInfo {
   guardFallbacksReported?: string;
   /** The invalid procedure files announced on ~/events, `{file: sha256}` as JSON (agent/procedure-watch.ts). */
   proceduresAnnounced?: string;
+  /** How far the audit trail has read the PLC bridge's write log, `{log, seq}` as JSON (agent/plc-write-audit.ts). */
+  plcWriteCursor?: string;
 }
 
 export function writeAgentInfo(db: Db, info: AgentInfo): void {

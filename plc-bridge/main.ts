@@ -24,10 +24,26 @@ import { DeviceConnection } from './connection.js';
 import { BridgeLink, bridgeTopics } from './mqtt-link.js';
 import { Bridge } from './bridge.js';
 import { Writer } from './writer.js';
+import { SET_ID } from './write-plan.js';
 import { HANDOVER_TOKEN_ENV, predecessorMethods, startSuccessor, takeOver, type SuccessorId } from './handover.js';
 import { MemoryBudget } from '../lib/memory-budget.js';
 import { memoryAction } from './memory-guard.js';
 import { leakFaultMethods } from './fault-leak.js';
+
+/** How long the control socket's `write` waits for the terminal status (a queue may be ahead of it). */
+const CONTROL_WRITE_WAIT_MS = 20_000;
+const ORIGIN = /^[A-Za-z0-9_.:-]{1,160}$/;
+
+/** The params of the control socket's `write`, checked (the set's own validation is the writer's). Pure. */
+export function controlWrite(p: Record<string, unknown>): { id: string; device: string; tags: Record<string, unknown>; origin: string } {
+  const { id, device, tags, origin } = p;
+  if (typeof id !== 'string' || !SET_ID.test(id)) throw new PlcError('invalid-params', 'id: [A-Za-z0-9_.:-]{1,128}');
+  if (typeof device !== 'string' || device.length === 0) throw new PlcError('invalid-params', 'device: a device name');
+  if (tags === null || typeof tags !== 'object' || Array.isArray(tags)) throw new PlcError('invalid-params', 'tags: an object of tag names to values');
+  // Who asked, as the audit trail names it: the socket is the agent's and its group's (0660).
+  if (typeof origin !== 'string' || !ORIGIN.test(origin)) throw new PlcError('invalid-params', 'origin: who asked, e.g. console:s-1a2b3c4d');
+  return { id, device, tags: tags as Record<string, unknown>, origin };
+}
 
 /** EX_CONFIG, as the agent's `run`. */
 export const EXIT_CONFIG = 78;
@@ -158,6 +174,21 @@ export async function runBridge(opts: BridgeRunOptions): Promise<number> {
         writes: writer.counters,
         memory: { rssBytes: process.memoryUsage().rss, heapUsedBytes: process.memoryUsage().heapUsed, budget: memoryWatch },
       }),
+      // A local write (the console, through the agent): the same validation, queue, ledger and
+      // ~/res/{id} as a set from the WMS; answered with its terminal status (docs/plc-bridge.md).
+      write: async (params) => {
+        const w = controlWrite(params);
+        if (bridge.role === 'standby') throw new PlcError('not-active', 'this instance is a standby');
+        const answer = writer.terminal(w.id, CONTROL_WRITE_WAIT_MS);
+        writer.handle(w.device, Buffer.from(JSON.stringify({ id: w.id, tags: w.tags })), w.origin);
+        return (await answer) ?? { id: w.id, op: 'set', status: 'executing', message: `no terminal status within ${CONTROL_WRITE_WAIT_MS} ms: it follows on ~/res/${w.id}` };
+      },
+      // The agent's audit trail reads the writes from its cursor on (agent/plc-write-audit.ts).
+      'write-log': (params) => {
+        const after = typeof params.after === 'number' && Number.isInteger(params.after) && params.after >= 0 ? params.after : 0;
+        const limit = typeof params.limit === 'number' && Number.isInteger(params.limit) ? Math.min(Math.max(params.limit, 1), 1000) : 500;
+        return store.writeLog(after, limit);
+      },
       // A new release's agent asks for this after an update or a rollback (agent/bridge-upgrade.ts).
       upgrade: async (params) => {
         if (typeof params.cli !== 'string') throw new PlcError('invalid-params', 'cli: the path of the release entry point is required');

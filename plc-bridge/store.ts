@@ -23,6 +23,13 @@
  *   status, so a burst costs one commit, not one per set.
  * - A write id is `terminal = 0` from its claim until its terminal status is recorded; one still
  *   open when a new session starts was left by a process that stopped: closeUnfinishedWrites().
+ * - The write log (`write_log`, docs/plc-bridge.md "The write log"): every claimed write gets
+ *   exactly one row, in the same transaction that records its terminal status (a rejection at
+ *   claim, the outcome, or `interrupted`), so a terminal status is never without its row. `seq`
+ *   only grows (AUTOINCREMENT), across the processes of a handover (they share this file), so
+ *   the agent's cursor "everything after seq N" never skips a row. Bounded: the oldest rows
+ *   beyond WRITE_LOG_MAX go; a reader sees the cut as `first` > its cursor + 1. `log` (random,
+ *   made with the table) names this log: a new store is a new log.
  */
 import type { Logger } from '../lib/log.js';
 import { systemClock, type Clock } from '../lib/clock.js';
@@ -91,8 +98,65 @@ export const FORWARD_MIGRATIONS: MigrationSet = {
       );
       CREATE INDEX plc_writes_updated ON plc_writes(updated_at);`,
     },
+    {
+      version: 2,
+      up: `ALTER TABLE plc_writes ADD COLUMN origin TEXT;
+      ALTER TABLE plc_writes ADD COLUMN request TEXT;
+      CREATE TABLE write_log (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL,
+        device TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        request TEXT,
+        status TEXT NOT NULL,
+        reason TEXT,
+        result TEXT,
+        at INTEGER NOT NULL
+      );
+      CREATE TABLE write_log_meta (k INTEGER PRIMARY KEY CHECK (k = 1), log_id TEXT NOT NULL);
+      INSERT INTO write_log_meta VALUES (1, lower(hex(randomblob(16))));`,
+    },
   ],
 };
+
+/** Rows the write log keeps at most (a few hundred bytes each): the oldest beyond go. */
+export const WRITE_LOG_MAX = 50_000;
+
+/** A write with its terminal status, as the write log keeps it (docs/plc-bridge.md). */
+export interface WriteRecord {
+  seq: number;
+  id: string;
+  device: string;
+  /** Who asked: `wms:{id}` for a set on `~/plc/{device}/set`, what a control-socket caller said (`console:{session}`). */
+  origin: string;
+  /** The requested values, `{TAG: value}`; null when the set was not parsed that far. */
+  tags: Record<string, unknown> | null;
+  status: string;
+  reason?: { code: string; message?: string };
+  result?: Record<string, unknown>;
+  /** When the terminal status was recorded (ISO 8601). */
+  at: string;
+}
+
+export interface WriteLogPage {
+  /** This log's id: it changes only when the store is made anew. */
+  log: string;
+  /** The oldest and newest seq kept (0 when empty). */
+  first: number;
+  last: number;
+  records: WriteRecord[];
+}
+
+/** What a claim records besides the id's first status. */
+export interface WriteClaim {
+  id: string;
+  device: string;
+  lastMessage: string;
+  terminal: boolean;
+  origin?: string;
+  /** The requested values as JSON. */
+  request?: string;
+}
 
 /** Messages per group commit; at 20k values/s a tick rarely holds more. */
 const FLUSH_AT = 1000;
@@ -108,6 +172,47 @@ interface Row {
   retain: number;
   kind: string;
   created_at: number;
+}
+
+interface LogRow {
+  seq: number;
+  id: string;
+  device: string;
+  origin: string;
+  request: string | null;
+  status: string;
+  reason: string | null;
+  result: string | null;
+  at: number;
+}
+
+/** A terminal status message's parts the write log keeps. Pure. */
+function terminalParts(message: string): { status: string; reason: string | null; result: string | null } {
+  try {
+    const m = JSON.parse(message) as { status?: unknown; reason?: unknown; result?: unknown };
+    return {
+      status: typeof m.status === 'string' ? m.status : 'unknown',
+      reason: m.reason !== undefined ? JSON.stringify(m.reason) : null,
+      result: m.result !== undefined ? JSON.stringify(m.result) : null,
+    };
+  } catch {
+    return { status: 'unknown', reason: null, result: null };
+  }
+}
+
+function toRecord(r: LogRow): WriteRecord {
+  const rec: WriteRecord = {
+    seq: r.seq,
+    id: r.id,
+    device: r.device,
+    origin: r.origin,
+    tags: r.request === null ? null : (JSON.parse(r.request) as Record<string, unknown>),
+    status: r.status,
+    at: new Date(r.at).toISOString(),
+  };
+  if (r.reason !== null) rec.reason = JSON.parse(r.reason) as WriteRecord['reason'] & object;
+  if (r.result !== null) rec.result = JSON.parse(r.result) as Record<string, unknown>;
+  return rec;
 }
 
 interface Meta {
@@ -142,13 +247,21 @@ function statements(db: Db) {
     claim: db.prepare<[string, string, number, number]>(
       'INSERT INTO plc_writes(id, device, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(id) DO NOTHING',
     ),
-    claimWith: db.prepare<[string, string, string, number, number, number]>(
-      'INSERT INTO plc_writes(id, device, last_message, terminal, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING',
-    ),
     unfinished: db.prepare<[], { id: string; device: string; last_message: string | null }>('SELECT id, device, last_message FROM plc_writes WHERE terminal = 0 ORDER BY created_at, id'),
     lastMessage: db.prepare<[string], { last_message: string | null }>('SELECT last_message FROM plc_writes WHERE id = ?'),
     record: db.prepare<[string, number, number, string]>('UPDATE plc_writes SET last_message = ?, terminal = ?, updated_at = ? WHERE id = ?'),
     prune: db.prepare<[number]>('DELETE FROM plc_writes WHERE updated_at < ?'),
+    claimFull: db.prepare<[string, string, string, number, number, number, string | null, string | null]>(
+      'INSERT INTO plc_writes(id, device, last_message, terminal, created_at, updated_at, origin, request) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING',
+    ),
+    writeRow: db.prepare<[string], { device: string; origin: string | null; request: string | null }>('SELECT device, origin, request FROM plc_writes WHERE id = ?'),
+    logInsert: db.prepare<[string, string, string, string | null, string, string | null, string | null, number]>(
+      'INSERT INTO write_log(id, device, origin, request, status, reason, result, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+    ),
+    logTrim: db.prepare<[number]>('DELETE FROM write_log WHERE seq <= ?'),
+    logPage: db.prepare<[number, number], LogRow>('SELECT seq, id, device, origin, request, status, reason, result, at FROM write_log WHERE seq > ? ORDER BY seq LIMIT ?'),
+    logBounds: db.prepare<[], { first: number | null; last: number | null }>('SELECT MIN(seq) AS first, MAX(seq) AS last FROM write_log'),
+    logId: db.prepare<[], { log_id: string }>('SELECT log_id FROM write_log_meta WHERE k = 1'),
   };
 }
 
@@ -274,12 +387,15 @@ export class ForwardStore {
    * rejection as terminal). Per item, in order: claimed, or the stored last status of an id seen
    * before (also earlier in the same batch).
    */
-  claimWrites(items: readonly { id: string; device: string; lastMessage: string; terminal: boolean }[]): ({ claimed: true } | { claimed: false; lastMessage?: string })[] {
+  claimWrites(items: readonly WriteClaim[]): ({ claimed: true } | { claimed: false; lastMessage?: string })[] {
     const { db, stmts } = this.handles();
     const now = this.clock.now();
     return db.transaction(() =>
       items.map((it) => {
-        if (stmts.claimWith.run(it.id, it.device, it.lastMessage, it.terminal ? 1 : 0, now, now).changes === 1) return { claimed: true as const };
+        if (stmts.claimFull.run(it.id, it.device, it.lastMessage, it.terminal ? 1 : 0, now, now, it.origin ?? null, it.request ?? null).changes === 1) {
+          if (it.terminal) this.logTerminal(stmts, it.id, it.lastMessage, now);
+          return { claimed: true as const };
+        }
         const last = stmts.lastMessage.get(it.id)?.last_message;
         return last == null ? { claimed: false as const } : { claimed: false as const, lastMessage: last };
       }),
@@ -304,13 +420,45 @@ export class ForwardStore {
       stmts.unfinished.all().map((r) => {
         const message = close({ id: r.id, device: r.device, lastMessage: r.last_message ?? undefined });
         stmts.record.run(message, 1, now, r.id);
+        this.logTerminal(stmts, r.id, message, now);
         return { id: r.id, message };
       }),
     )();
   }
 
+  /** Records a write's latest status; a terminal one with its write-log row, in one transaction. */
   recordWrite(id: string, lastMessage: string, terminal: boolean): void {
-    this.handles().stmts.record.run(lastMessage, terminal ? 1 : 0, this.clock.now(), id);
+    const { db, stmts } = this.handles();
+    const now = this.clock.now();
+    if (!terminal) {
+      stmts.record.run(lastMessage, 0, now, id);
+      return;
+    }
+    db.transaction(() => {
+      stmts.record.run(lastMessage, 1, now, id);
+      this.logTerminal(stmts, id, lastMessage, now);
+    })();
+  }
+
+  /** Up to `limit` write-log rows with a seq above `after`, oldest first, with the log's id and bounds. */
+  writeLog(after: number, limit: number): WriteLogPage {
+    const { stmts } = this.handles();
+    const b = stmts.logBounds.get();
+    return {
+      log: stmts.logId.get()?.log_id ?? '',
+      first: b?.first ?? 0,
+      last: b?.last ?? 0,
+      records: stmts.logPage.all(after, limit).map(toRecord),
+    };
+  }
+
+  /** The write-log row of a write that reached its terminal status (inside the caller's transaction). */
+  private logTerminal(stmts: ReturnType<typeof statements>, id: string, message: string, now: number): void {
+    const w = stmts.writeRow.get(id);
+    if (!w) return;
+    const t = terminalParts(message);
+    const seq = Number(stmts.logInsert.run(id, w.device, w.origin ?? `wms:${id}`, w.request, t.status, t.reason, t.result, now).lastInsertRowid);
+    if (seq > WRITE_LOG_MAX) stmts.logTrim.run(seq - WRITE_LOG_MAX);
   }
 
   /** Forgets write ids not touched for `olderThanMs`; returns how many. */

@@ -17,7 +17,11 @@
  * - a write whose answer is lost is never retried: it fails with `write-timeout` (outcome
  *   unknown) and the WMS decides;
  * - bits inside a register go out as FC22 mask writes, never read-modify-write (write-plan.ts);
- * - after the writes the tags are read back and the values reported in `result`.
+ * - after the writes the tags are read back and the values reported in `result`;
+ * - every claimed set is recorded with who asked (`origin`: `wms:{id}` for the set topic, the
+ *   control socket caller's word otherwise) and its requested values; its terminal status writes
+ *   its row of the write log in the same transaction (store.ts), which the agent's audit trail
+ *   reads (docs/plc-bridge.md "The write log").
  */
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/log.js';
@@ -34,7 +38,7 @@ export interface DeviceIo {
 
 /** What the writer needs of the store (plc-bridge/store.ts). */
 export interface WriteLedger {
-  claimWrites(items: readonly { id: string; device: string; lastMessage: string; terminal: boolean }[]): ({ claimed: true } | { claimed: false; lastMessage?: string })[];
+  claimWrites(items: readonly { id: string; device: string; lastMessage: string; terminal: boolean; origin?: string; request?: string }[]): ({ claimed: true } | { claimed: false; lastMessage?: string })[];
   lastWrite(id: string): { known: boolean; lastMessage?: string };
   recordWrite(id: string, lastMessage: string, terminal: boolean): void;
   closeUnfinishedWrites(close: (w: { id: string; device: string; lastMessage: string | undefined }) => string): { id: string; message: string }[];
@@ -44,6 +48,7 @@ export interface WriteLedger {
 interface Incoming {
   deviceName: string;
   req: SetRequest;
+  origin: string;
   /** Its first status: `accepted`, or a terminal rejection. */
   body: Record<string, unknown>;
   terminal: boolean;
@@ -82,6 +87,8 @@ export interface WriterOptions {
 
 type Status = 'accepted' | 'executing' | 'successful' | 'failed' | 'rejected';
 
+const TERMINAL: ReadonlySet<unknown> = new Set(['successful', 'failed', 'rejected']);
+
 export class Writer {
   private readonly queues = new Map<string, Promise<void>>();
   private readonly depth = new Map<string, number>();
@@ -91,6 +98,8 @@ export class Writer {
   /** Per device: accepted sets in `batch`, not yet claimed (they count against the bound). */
   private readonly batched = new Map<string, number>();
   private flushScheduled: NodeJS.Immediate | undefined;
+  /** Callers waiting for a set's terminal status (the control socket's `write`), by id. */
+  private readonly waiters = new Map<string, ((body: Record<string, unknown>) => void)[]>();
   counters = { received: 0, rejected: 0, busy: 0, successful: 0, failed: 0, duplicates: 0 };
 
   constructor(private readonly opts: WriterOptions) {
@@ -104,8 +113,31 @@ export class Writer {
     await Promise.all([...this.queues.values()]);
   }
 
-  /** A message on `~/plc/{device}/set`. Never throws, and never touches the store's write lock itself: see flush(). */
-  handle(deviceName: string, payload: Buffer): void {
+  /**
+   * Resolves with the set's first terminal status published from now on (a duplicate id's stored
+   * one included), or undefined after `timeoutMs`. Call it before handle().
+   */
+  terminal(id: string, timeoutMs: number): Promise<Record<string, unknown> | undefined> {
+    return new Promise((resolve) => {
+      const list = this.waiters.get(id) ?? [];
+      const done = (body: Record<string, unknown> | undefined): void => {
+        this.opts.clock.clearTimeout(timer);
+        const rest = (this.waiters.get(id) ?? []).filter((w) => w !== done);
+        if (rest.length > 0) this.waiters.set(id, rest);
+        else this.waiters.delete(id);
+        resolve(body);
+      };
+      const timer = this.opts.clock.setTimeout(() => done(undefined), timeoutMs);
+      list.push(done);
+      this.waiters.set(id, list);
+    });
+  }
+
+  /**
+   * A message on `~/plc/{device}/set` (origin `wms:{id}`), or a write from the control socket
+   * with its caller's origin. Never throws, and never touches the store's write lock itself: see flush().
+   */
+  handle(deviceName: string, payload: Buffer, origin?: string): void {
     this.counters.received++;
     const parsed = parseSet(payload, this.opts.maxSetBytes);
     if (!parsed.ok) {
@@ -117,10 +149,11 @@ export class Writer {
       return;
     }
     const req = parsed.req;
+    const who = origin ?? `wms:${req.id}`;
     const device = this.byName.get(deviceName);
     let item: Incoming;
     if (!device) {
-      item = { deviceName, req, body: this.rejectedBody(req.id, 'unknown-device', `no device named ${deviceName}`), terminal: true };
+      item = { deviceName, req, origin: who, body: this.rejectedBody(req.id, 'unknown-device', `no device named ${deviceName}`), terminal: true };
     } else {
       // The queue bound is checked first, before the set is planned and before its id is
       // claimed: a flood beyond it costs a lookup and an answer per set, no commit, and the WMS
@@ -128,8 +161,8 @@ export class Writer {
       const waiting = (this.depth.get(deviceName) ?? 0) + (this.batched.get(deviceName) ?? 0);
       if (waiting >= this.maxQueued) return this.refuseBusy(req.id, deviceName, waiting);
       const plan = planWrite(device, req, this.opts.clock.now());
-      if (!plan.ok) item = { deviceName, req, body: this.rejectedBody(req.id, plan.code, plan.message, plan.tag), terminal: true };
-      else item = { deviceName, req, body: this.body(req.id, 'accepted', {}), terminal: false, device, ops: plan.ops, readBack: plan.readBack };
+      if (!plan.ok) item = { deviceName, req, origin: who, body: this.rejectedBody(req.id, plan.code, plan.message, plan.tag), terminal: true };
+      else item = { deviceName, req, origin: who, body: this.body(req.id, 'accepted', {}), terminal: false, device, ops: plan.ops, readBack: plan.readBack };
       this.batched.set(deviceName, (this.batched.get(deviceName) ?? 0) + 1);
     }
     this.batch.push(item);
@@ -152,7 +185,9 @@ export class Writer {
     this.batched.clear();
     let claims: ReturnType<WriteLedger['claimWrites']>;
     try {
-      claims = this.opts.ledger.claimWrites(batch.map((b) => ({ id: b.req.id, device: b.deviceName, lastMessage: JSON.stringify(b.body), terminal: b.terminal })));
+      claims = this.opts.ledger.claimWrites(
+        batch.map((b) => ({ id: b.req.id, device: b.deviceName, lastMessage: JSON.stringify(b.body), terminal: b.terminal, origin: b.origin, request: JSON.stringify(b.req.tags) })),
+      );
     } catch (err) {
       this.opts.logger.error({ err, sets: batch.length }, 'cannot claim the set ids in the store; not executing them');
       return;
@@ -161,11 +196,11 @@ export class Writer {
       const claim = claims[i];
       if (!claim?.claimed) {
         this.counters.duplicates++;
-        if (claim?.lastMessage) this.opts.publish(b.req.id, JSON.parse(claim.lastMessage) as Record<string, unknown>);
+        if (claim?.lastMessage) this.publish(b.req.id, JSON.parse(claim.lastMessage) as Record<string, unknown>);
         return;
       }
       if (b.terminal) this.counters.rejected++;
-      this.opts.publish(b.req.id, b.body);
+      this.publish(b.req.id, b.body);
       if (b.terminal || !b.device || !b.ops || !b.readBack) return;
       this.enqueue(b.device, b.req, b.ops, b.readBack);
     });
@@ -187,10 +222,17 @@ export class Writer {
     });
     for (const c of closed) {
       this.counters.failed++;
-      this.opts.publish(c.id, JSON.parse(c.message) as Record<string, unknown>);
+      this.publish(c.id, JSON.parse(c.message) as Record<string, unknown>);
     }
     if (closed.length > 0) this.opts.logger.warn({ writes: closed.length, ids: closed.slice(0, 20).map((c) => c.id) }, 'writes left unfinished by a previous process closed as interrupted');
     return closed.length;
+  }
+
+  /** Publishes a status on `~/res/{id}`; a terminal one also answers whoever waits for it (terminal()). */
+  private publish(id: string, body: Record<string, unknown>): void {
+    this.opts.publish(id, body);
+    if (!TERMINAL.has(body.status)) return;
+    for (const w of this.waiters.get(id) ?? []) w(body);
   }
 
   private refuseBusy(id: string, deviceName: string, waiting: number): void {
@@ -204,7 +246,7 @@ export class Writer {
     if (known.known) {
       // An id seen before only gets its latest status again, busy or not.
       this.counters.duplicates++;
-      if (known.lastMessage) this.opts.publish(id, JSON.parse(known.lastMessage) as Record<string, unknown>);
+      if (known.lastMessage) this.publish(id, JSON.parse(known.lastMessage) as Record<string, unknown>);
       return;
     }
     this.counters.busy++;
@@ -262,7 +304,7 @@ export class Writer {
   /** A rejection that is not recorded: the id stays unclaimed (unparsable sets, `busy`). */
   private reject(id: string, code: string, message: string): void {
     this.counters.rejected++;
-    this.opts.publish(id, this.rejectedBody(id, code, message));
+    this.publish(id, this.rejectedBody(id, code, message));
   }
 
   private rejectedBody(id: string, code: string, message: string, tag?: string): Record<string, unknown> {
@@ -278,7 +320,7 @@ export class Writer {
   private status(id: string, status: Status, extra: Record<string, unknown>, terminal = false): void {
     const body = this.body(id, status, extra);
     this.record(id, body, terminal);
-    this.opts.publish(id, body);
+    this.publish(id, body);
   }
 
   private record(id: string, body: Record<string, unknown>, terminal: boolean): void {

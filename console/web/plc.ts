@@ -2,6 +2,11 @@
  * The PLC page: every tag live with its value, quality and age. Values arrive as `plc` events
  * and update their own cells in place (no redraw of 2,000 rows per message); a tag's quality
  * shows in its row's class, so stale and bad look it. Tag names and values are field data: text only.
+ *
+ * Writes: an operator session gets a Write control on writable tags only; the value is confirmed
+ * in the page before it goes to the agent (`POST /api/plc/write`), which hands it to the PLC
+ * bridge. The page checks nothing itself (unknown tag, read-only, type, range are the bridge's
+ * answers): it shows the answer, with the value read back.
  */
 import { ago, h, obj, text } from './dom.js';
 import type { AppState, Ctx } from './pages.js';
@@ -74,6 +79,73 @@ export function plcApply(state: AppState, d: Record<string, unknown>): boolean {
   return redraw;
 }
 
+/** The typed value a person typed: bools and numbers as JSON, anything else as typed (the bridge judges). Pure. */
+export function typedValue(type: string, raw: string): unknown {
+  const t = raw.trim();
+  if (type === 'bool') return t === 'true' ? true : t === 'false' ? false : raw;
+  if (type !== 'string' && t !== '' && Number.isFinite(Number(t))) return Number(t);
+  return raw;
+}
+
+/** One answer of `POST /api/plc/write` as a line of text. Pure. */
+export function writeOutcome(tag: string, a: Record<string, unknown>): { ok: boolean; line: string } {
+  const status = text(a.status);
+  const reason = obj(a.reason);
+  const readBack = obj(obj(a.result).readBack);
+  const back = Object.hasOwn(readBack, tag) ? `; read back ${text(readBack[tag])}` : '';
+  if (status === 'successful') return { ok: true, line: `written${back}` };
+  return { ok: false, line: `${status}${reason.code ? ` (${text(reason.code)})` : ''}${reason.message ? `: ${text(reason.message)}` : ''}${back}` };
+}
+
+/** The Write control of a writable tag: value, then a confirmation, then the bridge's answer. */
+function writeControl(ctx: Ctx, device: string, tag: string, type: string): HTMLElement {
+  const box = h('div', { class: 'plc-write' });
+  const result = h('span', { class: 'write-result', role: 'status' });
+  const idle = (): void => {
+    const b = h('button', { type: 'button', class: 'secondary' }, 'Write…');
+    b.addEventListener('click', edit);
+    box.replaceChildren(b, result);
+  };
+  const edit = (): void => {
+    const input =
+      type === 'bool'
+        ? (h('select', { 'aria-label': `new value for ${tag}` }, h('option', { value: 'true' }, 'true'), h('option', { value: 'false' }, 'false')) as HTMLSelectElement)
+        : (h('input', { 'aria-label': `new value for ${tag}`, size: '8', autocomplete: 'off' }) as HTMLInputElement);
+    const next = h('button', { type: 'button' }, 'Write');
+    const cancel = h('button', { type: 'button', class: 'secondary' }, 'Cancel');
+    next.addEventListener('click', () => confirmStep(input.value));
+    cancel.addEventListener('click', idle);
+    box.replaceChildren(input, next, cancel, result);
+    input.focus();
+  };
+  const confirmStep = (raw: string): void => {
+    const value = typedValue(type, raw);
+    const yes = h('button', { type: 'button' }, 'Confirm write') as HTMLButtonElement;
+    const no = h('button', { type: 'button', class: 'secondary' }, 'Cancel');
+    no.addEventListener('click', idle);
+    yes.addEventListener('click', () => {
+      yes.disabled = true;
+      result.textContent = 'writing…';
+      result.className = 'write-result';
+      ctx
+        .post('/api/plc/write', { device, tags: { [tag]: value } })
+        .then((a) => {
+          const o = writeOutcome(tag, a);
+          result.textContent = o.line;
+          result.className = `write-result ${o.ok ? 'q-good' : 'q-bad'}`;
+        })
+        .catch((e: unknown) => {
+          result.textContent = `refused: ${e instanceof Error ? e.message : String(e)}`;
+          result.className = 'write-result q-bad';
+        })
+        .finally(idle);
+    });
+    box.replaceChildren(h('span', {}, `Write ${JSON.stringify(value)} to ${device}/${tag}?`), yes, no, result);
+  };
+  idle();
+  return box;
+}
+
 export function plcOpen(root: HTMLElement, ctx: Ctx): void {
   rows.clear();
   known = new Set();
@@ -97,9 +169,10 @@ export function plcRender(root: HTMLElement, ctx: Ctx): void {
   const devices = Object.entries(obj(plc.devices)).map(([n, d]) => h('span', { class: `card q-${obj(d).link === 'up' ? 'good' : 'bad'}` }, `${n}: link ${text(obj(d).link)}`));
   head.replaceChildren(h('p', {}, 'Bridge: ', h('strong', { class: plc.bridge === 'online' ? 'q-good' : 'q-bad' }, plc.bridge), ' ', ...devices));
   // The configured tags first, then anything else the bridge's topics carried.
-  const list: { device: string; group: string; tag: string; writable: boolean }[] = plc.tags.map((t) => ({ ...t }));
+  const list: { device: string; group: string; tag: string; writable: boolean; type: string }[] = plc.tags.map((t) => ({ ...t }));
   const seen = new Set(list.map((t) => key(t.device, t.tag)));
-  for (const v of values.values()) if (!seen.has(key(v.device, v.tag))) list.push({ device: v.device, group: v.group, tag: v.tag, writable: false });
+  for (const v of values.values()) if (!seen.has(key(v.device, v.tag))) list.push({ device: v.device, group: v.group, tag: v.tag, writable: false, type: '' });
+  const operator = ctx.state.role === 'operator';
   const next = new Set(list.map((t) => key(t.device, t.tag)));
   if (next.size === known.size && [...next].every((k) => known.has(k))) return;
   known = next;
@@ -108,7 +181,9 @@ export function plcRender(root: HTMLElement, ctx: Ctx): void {
     const value = h('td', { class: 'val mono' }, '—');
     const q = h('td', {}, 'no value yet');
     const age = h('td', {}, '—');
-    const tr = h('tr', { 'data-tag': t.tag }, h('td', {}, t.device), h('td', {}, t.group), h('td', { class: 'mono' }, t.tag), value, q, age, h('td', {}, t.writable ? 'writable' : ''));
+    const access = h('td', {}, t.writable ? 'writable' : '');
+    if (t.writable && operator) access.append(writeControl(ctx, t.device, t.tag, t.type));
+    const tr = h('tr', { 'data-tag': t.tag }, h('td', {}, t.device), h('td', {}, t.group), h('td', { class: 'mono' }, t.tag), value, q, age, access);
     const r: Row = { tr, value, q, age, ts: '' };
     rows.set(key(t.device, t.tag), r);
     const v = values.get(key(t.device, t.tag));

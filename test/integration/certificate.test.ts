@@ -13,7 +13,7 @@ import { X509Certificate } from 'node:crypto';
 import { appendFileSync, copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { MqttClient } from 'mqtt';
-import { startBroker, type Broker } from '../helpers/broker.js';
+import { aclFile, startBroker, type Broker } from '../helpers/broker.js';
 import { mqttClient, tempDir, waitFor } from '../helpers/util.js';
 import { agentConnected, runCli, startAgent, type AgentProcess } from '../helpers/agent.js';
 import { wmsFor, type Wms } from '../helpers/config-apply.js';
@@ -41,10 +41,11 @@ function caOnDisk(ca: CertAndKey, dir: string): { sign(csr: string, cn?: string)
   const gencrl = (): void => void execFileSync('openssl', ['ca', '-config', cnf, '-gencrl', '-keyfile', caKey, '-cert', caCert, '-out', crlPath], { stdio: 'pipe' });
   gencrl();
   return {
-    sign: (csr) => {
+    // `cn`: the CA puts another subject in the certificate than the CSR asked for (OpenSSL 3 x509 -subj).
+    sign: (csr, cn) => {
       const i = ++n;
       writeFileSync(join(dir, `${i}.csr`), csr);
-      execFileSync('openssl', ['x509', '-req', '-in', join(dir, `${i}.csr`), '-CA', caCert, '-CAkey', caKey, '-set_serial', String(1000 + i), '-days', '30', '-sha256', '-extfile', ext, '-out', join(dir, `${i}.pem`)], { stdio: 'pipe' });
+      execFileSync('openssl', ['x509', '-req', '-in', join(dir, `${i}.csr`), '-CA', caCert, '-CAkey', caKey, '-set_serial', String(1000 + i), '-days', '30', '-sha256', '-extfile', ext, ...(cn ? ['-subj', `/CN=${cn}`] : []), '-out', join(dir, `${i}.pem`)], { stdio: 'pipe' });
       return readFileSync(join(dir, `${i}.pem`), 'utf8');
     },
     revoke: (certPem) => {
@@ -152,6 +153,31 @@ describe('the gateway certificate with a broker that requires client certificate
     const actions = entries.filter((e) => e.action.startsWith('certificate-')).map((e) => `${e.action}:${e.outcome}`);
     assert.deepEqual(actions, ['certificate-csr:created', 'certificate-install:refused/untrusted', 'certificate-install:refused/key-mismatch', 'certificate-install:installed', 'certificate-csr:created', 'certificate-install:refused/broker-refused']);
     assert.ok(!audit.stdout.includes('PRIVATE KEY'));
+  });
+
+  test('a certificate for another CN (a broker with use_identity_as_username would take it for another client) is refused before anything is swapped', async () => {
+    // Under this broker's ACL (`pattern readwrite edge/%u/#`) such a certificate connects, and
+    // Mosquitto even grants its subscription to this gateway's command topic: the agent would
+    // swap it in and go deaf. So install checks the CN itself (certs/client-cert.ts).
+    const before = readFileSync(certPath, 'utf8');
+    const acl = join(dir, 'acl');
+    writeFileSync(acl, aclFile('edge'));
+    appendFileSync(join(broker.dir, 'mosquitto.conf'), `acl_file ${acl}\n`);
+    await broker.restart();
+    await agentConnected(agent, 30_000);
+    const c = await cmd({ action: 'csr' });
+    const other = ca.sign(c.result?.csr as string, 'gw-someone-else');
+    assert.match(new X509Certificate(other).subject, /CN=gw-someone-else/);
+    const r = await cmd({ action: 'install', cert: other });
+    assert.equal(r.status, 'failed', JSON.stringify(r));
+    assert.equal(r.reason?.code, 'identity-mismatch');
+    assert.match(r.reason?.message ?? '', /CN=gw-someone-else/);
+    assert.equal(readFileSync(certPath, 'utf8'), before, 'the old certificate stays');
+    // The gateway's own identity still works under the ACL: the same key with its own CN installs.
+    const own = await cmd({ action: 'install', cert: ca.sign(c.result?.csr as string) });
+    assert.equal(own.status, 'successful', JSON.stringify(own));
+    await agentConnected(agent, 20_000);
+    assert.equal((await cmd({ action: 'status' })).status, 'successful');
   });
 
   test('edge-agent cert status, csr and install FILE do the same from the gateway', async () => {
