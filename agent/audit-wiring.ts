@@ -22,6 +22,16 @@ export function commandTarget(op: string, params: unknown): string | undefined {
   return typeof v === 'string' || typeof v === 'number' ? String(v) : undefined;
 }
 
+/**
+ * The flags that change what a command did, kept in its entry: a maintenance run's `dryRun`
+ * (nothing changed) and `force` (run outside a maintenance window). Pure.
+ */
+function commandFlags(op: string, params: unknown): Record<string, true> {
+  if (op !== 'maintenance' || params === null || typeof params !== 'object') return {};
+  const p = params as Record<string, unknown>;
+  return { ...(p.dryRun === true ? { dryRun: true as const } : {}), ...(p.force === true ? { force: true as const } : {}) };
+}
+
 /** The entry of a command that reached a terminal status. Pure. */
 export function commandAudit(id: string, op: string, status: string, reason: Reason | undefined, params: unknown, origin?: Origin): AuditInput {
   return {
@@ -29,7 +39,7 @@ export function commandAudit(id: string, op: string, status: string, reason: Rea
     action: op,
     target: commandTarget(op, params),
     outcome: reason ? `${status}/${reason.code}` : status,
-    details: { command: id, ...(reason ? { reason: reason.code } : {}) },
+    details: { command: id, ...(reason ? { reason: reason.code } : {}), ...commandFlags(op, params) },
   };
 }
 

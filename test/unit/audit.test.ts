@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { openDatabase, type Db } from '../../lib/sqlite.js';
 import { AUDIT_MIGRATIONS, AuditLog, GENESIS, entryHash } from '../../core/audit.js';
+import { commandAudit } from '../../agent/audit-wiring.js';
 import { fakeClock } from '../helpers/fake-clock.js';
 import { tempDir } from '../helpers/util.js';
 
@@ -158,4 +159,14 @@ test('append inside a caller transaction rolls back with it', () => {
   );
   assert.equal(log.list().length, 2);
   assert.equal(log.verify().ok, true);
+});
+
+test('a maintenance run\'s entry names its procedure and whether it was a dry run or forced; other commands carry no such flags', () => {
+  const origin = { trigger: 'schedule' as const, actor: 'schedule:maintenance-weekly' };
+  const dry = commandAudit('r1', 'maintenance', 'successful', undefined, { procedure: 'maintenance-weekly', dryRun: true }, origin);
+  assert.deepEqual([dry.actor, dry.action, dry.target, dry.outcome, dry.details], ['schedule:maintenance-weekly', 'maintenance', 'maintenance-weekly', 'successful', { command: 'r1', dryRun: true }]);
+  const forced = commandAudit('r2', 'maintenance', 'failed', { code: 'step-failed', message: 'x' }, { procedure: 'plc-bridge-repair', force: true });
+  assert.deepEqual([forced.actor, forced.outcome, forced.details], ['wms:r2', 'failed/step-failed', { command: 'r2', reason: 'step-failed', force: true }]);
+  const update = commandAudit('u1', 'update', 'successful', undefined, { version: '1.2.0', dryRun: true, force: true });
+  assert.deepEqual(update.details, { command: 'u1' });
 });
