@@ -62,6 +62,8 @@ export interface ReadBundleOptions {
    * extracting.
    */
   baseDir?: string;
+  /** Called after each of a delta's base files is copied (and fsync'd): how many so far, of how many. */
+  onBaseCopied?: (copied: number, total: number) => void;
 }
 
 /** A point to resume a plain tar bundle at; JSON-safe except for the Buffers. */
@@ -179,6 +181,7 @@ class PayloadChecker {
     private readonly extractTo: string | undefined,
     done: readonly string[] = [],
     private readonly baseDir?: string,
+    private readonly onBaseCopied?: (copied: number, total: number) => void,
   ) {
     for (const rel of done) {
       this.seen.add(rel);
@@ -340,6 +343,7 @@ class PayloadChecker {
         const [rel, f] = todo[next++]!;
         try {
           await this.fromBase(rel, f, baseDir);
+          this.onBaseCopied?.(this.baseFiles, todo.length);
         } catch (err) {
           failure ??= { err };
         }
@@ -399,7 +403,7 @@ async function run(source: Readable, opts: ReadBundleOptions, st: InputState): P
     if (!from) opts.checkManifest?.(manifest);
     const p = plan(manifest);
     st.tarLimit = st.tarBytes + allowance(manifest, p);
-    const checker = new PayloadChecker(p, opts.extractTo, from?.seen, opts.baseDir);
+    const checker = new PayloadChecker(p, opts.extractTo, from?.seen, opts.baseDir, opts.onBaseCopied);
     for (let e = await next(); e !== undefined; e = await next()) {
       if (opts.onCheckpoint && st.gzip !== true && !e.header.afterGlobal) {
         const offset = e.header.offset;
