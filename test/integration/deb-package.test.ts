@@ -11,7 +11,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildDeb } from '../../deploy/package-deb.js';
@@ -68,10 +68,14 @@ after(() => {
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
-test('lintian finds no error in the package', { skip: !root && 'needs root (the chroot test builds the package)', timeout: 600_000 }, () => {
+test('lintian finds no error in the package, and deploy/debian/README explains each warning it gives', { skip: !root && 'needs root (the chroot test builds the package)', timeout: 600_000 }, () => {
   const r = spawnSync('lintian', ['--tag-display-limit', '0', debs['1.0.0']!], { encoding: 'utf8', timeout: 600_000 });
-  const errors = (r.stdout + r.stderr).split('\n').filter((l) => l.startsWith('E: '));
-  assert.deepEqual(errors, []);
+  const lines = (r.stdout + r.stderr).split('\n');
+  assert.deepEqual(lines.filter((l) => l.startsWith('E: ')), []);
+  // "W: edge-agent: TAG [details]": each tag must be named in the README's list of warnings.
+  const readme = readFileSync(join(REPO, 'deploy', 'debian', 'README'), 'utf8');
+  const warnings = [...new Set(lines.filter((l) => l.startsWith('W: ')).map((l) => l.split(' ')[2] ?? ''))];
+  assert.deepEqual(warnings.filter((tag) => !readme.includes(tag)), [], `lintian warnings not explained in deploy/debian/README: ${lines.filter((l) => l.startsWith('W: ')).join('\n')}`);
 });
 
 test('the .deb is installed, upgraded through the guard, removed and purged in a bookworm chroot', { skip: !root && 'needs root (dpkg inside a chroot)', timeout: 900_000 }, () => {
