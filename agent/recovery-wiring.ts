@@ -6,7 +6,8 @@
  *
  * The PLC bridge (when `plcBridge.config` is set): under systemd (INVOCATION_ID) it is the unit
  * `edge-plc-bridge.service`; otherwise, with `plcBridge.launch: auto`, a detached process
- * `node dist/agent/cli/index.js plc-bridge --config FILE` that outlives the agent and is adopted
+ * `node dist/agent/cli/index.js plc-bridge --config FILE` (on the release's own runtime/bin/node
+ * when it has one) that outlives the agent and is adopted
  * by the next one. Its probe is `ping` on its control socket, so a bridge whose PLCs or broker are
  * down is alive (its problem is an alert, not a restart).
  *
@@ -30,6 +31,7 @@ import { restoreConfig as restoreKnownGood } from '../recovery/known-good.js';
 import type { ProbeSpec } from '../recovery/probes.js';
 import type { AgentConfig } from '../core/config.js';
 import { BRIDGE_NODE_FLAGS } from '../plc-bridge/node-flags.js';
+import { runtimeOf } from '../plc-bridge/active-slot.js';
 import { bridgeSocketPath } from '../plc-bridge/paths.js';
 import type { AgentEvent } from '../core/ports.js';
 import type { AdminMethod } from '../core/admin.js';
@@ -79,8 +81,10 @@ function bridgeTarget(w: RecoveryWiring, dir: string): TargetSpec | undefined {
   const timing = { intervalMs: config.recovery.plcBridge.intervalMs, deadlineMs: config.recovery.plcBridge.deadlineMs, startTimeoutMs: config.recovery.startTimeoutMs };
   if (w.env.INVOCATION_ID) return { name: BRIDGE_COMPONENT, handle: new SystemdUnit({ unit: BRIDGE_UNIT, logger: log }), probe, ...timing };
   if (config.plcBridge.launch !== 'auto') return undefined;
-  // With the Node flags the unit starts it with (deploy/systemd/edge-plc-bridge.service).
-  const argv: [string, ...string[]] = [process.execPath, ...BRIDGE_NODE_FLAGS, cliPath(), 'plc-bridge', '--config', file];
+  // With the Node flags the unit starts it with (deploy/systemd/edge-plc-bridge.service), on this
+  // release's own runtime (also when the agent itself was started on another Node.js).
+  const cli = cliPath();
+  const argv: [string, ...string[]] = [runtimeOf(cli), ...BRIDGE_NODE_FLAGS, cli, 'plc-bridge', '--config', file];
   return { name: BRIDGE_COMPONENT, handle: new ManagedProcess({ name: BRIDGE_COMPONENT, argv, dir, logMaxBytes: config.recovery.logMaxBytes, logger: log, env: w.env }), probe, ...timing };
 }
 

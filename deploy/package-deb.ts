@@ -5,7 +5,8 @@
  * Layout (what dpkg owns):
  *   /usr/lib/edge-agent/release/     the self-contained release (deploy/release.ts)
  *   /usr/bin/edge-agent              a wrapper: the active slot's CLI on the guard's runtime
- *   /lib/systemd/system/*.service    the units of deploy/systemd/, started on the guard's runtime
+ *   /lib/systemd/system/*.service    the units of deploy/systemd/: the boot guard on its runtime; the
+ *                                    bridge through ROOT/guard/bin/slot-exec on its slot's runtime
  *   /usr/share/polkit-1/rules.d/50-edge-agent.rules
  *   /etc/edge-agent/config.yaml      conffile: deploy/config.example.yaml without gatewayId (the
  *                                    agent then takes the host name)

@@ -117,7 +117,8 @@ export function archProblem(arch: Arch): string | undefined {
     `cannot build an ${arch} release on this ${process.arch} machine: the native modules better-sqlite3 and unix-dgram ` +
     `are compiled here for linux-${process.arch} (node_modules/*/build/Release/*.node); building them for ${arch} needs an ${arch} ` +
     `toolchain or their prebuilt binaries, which come from GitHub (not reachable here: only the npm registry is). ` +
-    `Run the same command on an ${arch} machine (or an emulated ${arch} container): the runtime (node-linux-${arch}) is pinned already.`
+    `Nothing was built. To build the ${process.arch} release here: npm run release -- --arch ${process.arch}. ` +
+    `For ${arch}, run the same command on an ${arch} machine (or an emulated ${arch} container): the runtime (node-linux-${arch}) is pinned already.`
   );
 }
 

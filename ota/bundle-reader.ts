@@ -21,7 +21,8 @@
  *    of that path is 'unlisted-member'); with `baseDir` each one is read from there (O_NOFOLLOW,
  *    a regular file), hashed while it is copied and refused on the first difference
  *    ('delta-base-modified'): a file is never trusted because its name matches. They are copied
- *    after the archive's last member, so a checkpoint never lists one.
+ *    after the archive's last member, so a checkpoint never lists one; several at a time, each
+ *    fsync'd before the result is returned, like every written file.
  */
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
@@ -61,6 +62,8 @@ export interface ReadBundleOptions {
    * extracting.
    */
   baseDir?: string;
+  /** Called after each of a delta's base files is copied (and fsync'd): how many so far, of how many. */
+  onBaseCopied?: (copied: number, total: number) => void;
 }
 
 /** A point to resume a plain tar bundle at; JSON-safe except for the Buffers. */
@@ -156,6 +159,13 @@ async function writeAll(fh: FileHandle, chunks: Buffer[]): Promise<void> {
 
 /** Bytes gathered into one write: 64 KiB writes awaited one by one made installs 1.5x slower. */
 const WRITE_BATCH = 1024 * 1024;
+/**
+ * A delta's base files copied at a time. Each is still fsync'd before finish() returns (and so
+ * before the slot can be marked verified), but eight copies and fsyncs in flight let the file
+ * system commit them together: copying a release's ~1,800 files this way took half the time of
+ * one at a time (ext4), which made a delta install slower than the full one.
+ */
+const BASE_COPIES = 8;
 
 class PayloadChecker {
   readonly seen = new Set<string>();
@@ -171,6 +181,7 @@ class PayloadChecker {
     private readonly extractTo: string | undefined,
     done: readonly string[] = [],
     private readonly baseDir?: string,
+    private readonly onBaseCopied?: (copied: number, total: number) => void,
   ) {
     for (const rel of done) {
       this.seen.add(rel);
@@ -318,6 +329,30 @@ class PayloadChecker {
     this.baseBytes += f.size;
   }
 
+  /**
+   * Copies every base file with BASE_COPIES in flight. The first failure stops the others from
+   * starting a new file; it is thrown once every copy in flight has ended, so no file handle
+   * outlives the call and the caller can empty the slot.
+   */
+  private async copyBase(baseDir: string): Promise<void> {
+    const todo = [...this.p.base];
+    let next = 0;
+    let failure: { err: unknown } | undefined;
+    const worker = async (): Promise<void> => {
+      while (failure === undefined && next < todo.length) {
+        const [rel, f] = todo[next++]!;
+        try {
+          await this.fromBase(rel, f, baseDir);
+          this.onBaseCopied?.(this.baseFiles, todo.length);
+        } catch (err) {
+          failure ??= { err };
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(BASE_COPIES, todo.length) }, worker));
+    if (failure !== undefined) throw failure.err;
+  }
+
   /** After the archive: every listed entry present, a delta's base files copied, then listed dirs and symlinks created. */
   async finish(): Promise<void> {
     for (const path of [...this.p.files.keys(), ...this.p.links.keys()]) {
@@ -325,7 +360,7 @@ class PayloadChecker {
     }
     if (this.p.base.size > 0) {
       if (this.baseDir !== undefined) {
-        for (const [rel, f] of this.p.base) await this.fromBase(rel, f, this.baseDir);
+        await this.copyBase(this.baseDir);
       } else if (this.extractTo !== undefined) {
         throw new OtaError('delta-base-mismatch', `a delta bundle takes ${this.p.base.size} files from its base release, and there is none to take them from`);
       }
@@ -368,7 +403,7 @@ async function run(source: Readable, opts: ReadBundleOptions, st: InputState): P
     if (!from) opts.checkManifest?.(manifest);
     const p = plan(manifest);
     st.tarLimit = st.tarBytes + allowance(manifest, p);
-    const checker = new PayloadChecker(p, opts.extractTo, from?.seen, opts.baseDir);
+    const checker = new PayloadChecker(p, opts.extractTo, from?.seen, opts.baseDir, opts.onBaseCopied);
     for (let e = await next(); e !== undefined; e = await next()) {
       if (opts.onCheckpoint && st.gzip !== true && !e.header.afterGlobal) {
         const offset = e.header.offset;

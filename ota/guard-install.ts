@@ -9,9 +9,12 @@
  * a new boot-guard.js next to an old slots.js. A running guard has loaded its modules already,
  * so the swap does not disturb it; it runs the new code from its next start.
  *
+ * The set also holds ROOT/guard/bin/slot-exec (ota/slot-exec.ts), what edge-plc-bridge.service
+ * starts: the bridge from the active slot, on that slot's runtime, as the unit's main process.
+ *
  * With `runtime` (a self-contained release's `runtime/bin/node`), the set includes the guard's own
- * Node.js at ROOT/guard/runtime/bin/node: what the units start the guard (and the PLC bridge's
- * slot entry) with, outside the slots, so a release with a broken runtime cannot take the guard
+ * Node.js at ROOT/guard/runtime/bin/node: what the units start the guard with (and what resolves
+ * the bridge's slot), outside the slots, so a release with a broken runtime cannot take the guard
  * down. It changes only with the set (the Debian package, `edge-agent install`), never with an
  * update bundle.
  */
@@ -19,6 +22,7 @@ import { createHash } from 'node:crypto';
 import { lstatSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { fsyncDir, writeFileAtomic } from '../lib/atomic.js';
+import { SLOT_EXEC, SLOT_EXEC_SCRIPT } from './slot-exec.js';
 
 /**
  * What the guard needs, relative to dist/: boot-guard.js imports slots.js, which imports
@@ -43,6 +47,11 @@ export function guardRuntime(root: string): string {
 }
 export const GUARD_RUNTIME = 'runtime/bin/node';
 
+/** The script edge-plc-bridge.service starts (ota/slot-exec.ts) under an install root. */
+export function slotExec(root: string): string {
+  return join(root, GUARD_DIR, SLOT_EXEC);
+}
+
 /** The slot entry point (ota/slot-entry.ts) under an install root. */
 export function slotEntry(root: string): string {
   return join(root, GUARD_DIR, 'ota', 'slot-entry.js');
@@ -54,6 +63,7 @@ export function slotEntry(root: string): string {
  */
 export function installGuard(distDir: string, root: string, opts: { runtime?: string } = {}): string {
   const contents: { path: string; data: Buffer; mode: number }[] = GUARD_FILES.map((f) => ({ path: f, data: readFileSync(join(distDir, f)), mode: 0o644 }));
+  contents.push({ path: SLOT_EXEC, data: Buffer.from(SLOT_EXEC_SCRIPT), mode: 0o755 });
   if (opts.runtime !== undefined) contents.push({ path: GUARD_RUNTIME, data: readFileSync(opts.runtime), mode: 0o755 });
   const hash = createHash('sha256');
   for (const c of contents) hash.update(c.path).update('\0').update(c.data).update('\0');

@@ -1,9 +1,15 @@
 /**
- * Runs `edge-agent` from the ACTIVE slot, in this very process: what edge-plc-bridge.service
- * starts (deploy/systemd/), installed with the boot guard outside the slots (ROOT/guard/,
- * ota/guard-install.ts GUARD_FILES):
+ * Runs `edge-agent` from the ACTIVE slot, in this very process, on the Node.js that runs this
+ * file: what the Debian package's /usr/bin/edge-agent wrapper starts on the guard's runtime (so
+ * that `edge-agent rollback` works even when the active slot's runtime does not start).
+ * Installed with the boot guard outside the slots (ROOT/guard/, ota/guard-install.ts GUARD_FILES):
  *
  *   node ROOT/guard/ota/slot-entry.js --root ROOT -- plc-bridge --config FILE
+ *   node ROOT/guard/ota/slot-entry.js --root ROOT --resolve
+ *
+ * `--resolve` runs nothing: it prints the active slot's runtime (slotNode) and entry point, one
+ * per line, for ROOT/guard/bin/slot-exec (ota/slot-exec.ts), which edge-plc-bridge.service starts
+ * so that the bridge runs on its slot's own runtime as the unit's main process.
  *
  * It reads ROOT/slots.json, rewrites process.argv as if node had been started with the active
  * slot's `dist/agent/cli/index.js` and the arguments after `--`, and imports that file. No child:
@@ -30,18 +36,25 @@ export interface EntryArgs {
   root: string;
   /** What `edge-agent` gets: everything after `--`. */
   args: string[];
+  /** `--resolve`: print the active slot's runtime and entry point instead of running it. */
+  resolve?: true;
 }
 
 /** Pure. Throws an Error whose message is meant for a person. */
 export function parseEntryArgs(argv: readonly string[]): EntryArgs {
   let root = '';
+  let resolveOnly = false;
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] ?? '';
     if (arg === '--') {
       if (!root) throw new Error('--root is required');
       const args = argv.slice(i + 1);
       if (args.length === 0) throw new Error('no edge-agent arguments after --');
-      return { root, args };
+      return resolveOnly ? { root, args, resolve: true } : { root, args };
+    }
+    if (arg === '--resolve') {
+      resolveOnly = true;
+      continue;
     }
     const eq = arg.indexOf('=');
     const name = eq > 0 ? arg.slice(0, eq) : arg;
@@ -50,12 +63,22 @@ export function parseEntryArgs(argv: readonly string[]): EntryArgs {
     if (value === undefined || value === '') throw new Error('--root needs a value');
     root = resolve(value);
   }
-  throw new Error('usage: slot-entry.js --root ROOT -- SUBCOMMAND [ARGS...]');
+  if (resolveOnly && root) return { root, args: [], resolve: true };
+  throw new Error('usage: slot-entry.js --root ROOT -- SUBCOMMAND [ARGS...] | --root ROOT --resolve');
 }
 
 /** The entry point of a slot, laid out as the boot guard starts it. */
 export function slotCli(root: string, slot: SlotName): string {
   return join(root, 'slots', slot, 'dist', 'agent', 'cli', 'index.js');
+}
+
+/**
+ * The Node.js a slot's programs run on: its own runtime/bin/node (a self-contained release), else
+ * this process's (a development install). As ota/boot-guard.ts slotRuntime, for the bridge.
+ */
+export function slotNode(root: string, slot: SlotName): string {
+  const own = join(root, 'slots', slot, 'runtime', 'bin', 'node');
+  return existsSync(own) ? own : process.execPath;
 }
 
 function log(level: 30 | 50, event: string, msg: string, fields: Record<string, unknown> = {}): void {
@@ -89,6 +112,11 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
   if (!existsSync(cli)) {
     log(50, 'no-entry-point', `slot ${slot} has no ${cli}`, { slot, root: opts.root });
     return 1;
+  }
+  if (opts.resolve) {
+    // For ROOT/guard/bin/slot-exec (ota/slot-exec.ts): two lines, the runtime and the entry point.
+    process.stdout.write(`${slotNode(opts.root, slot)}\n${cli}\n`);
+    return 0;
   }
   log(30, 'start', `starting edge-agent ${opts.args[0] ?? ''} from slot ${slot}`, { slot, version, cli });
   process.argv = [process.argv[0] ?? process.execPath, cli, ...opts.args];

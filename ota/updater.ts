@@ -98,6 +98,8 @@ export interface UpdaterOptions {
 export const FAULT_POINTS = [
   'install:began',
   'install:half',
+  // A delta install only: half of the base files copied from the running slot, the others in flight.
+  'install:base-half',
   'install:verified',
   'activate:backed-up',
   'activate:phase-saved',
@@ -331,6 +333,9 @@ export class Updater {
       signal: stop.signal,
       onCheckpoint,
       baseDir: this.slotDir(this.opts.runningSlot),
+      onBaseCopied: (copied, total) => {
+        if (copied * 2 >= total) this.opts.fault?.('install:base-half');
+      },
       ...(checkManifest ? { checkManifest } : {}),
       ...(from ? { resume: from.checkpoint } : {}),
     });

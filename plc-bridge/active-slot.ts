@@ -16,6 +16,8 @@ import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join, sep } from 'node:path';
 
 const CLI_SUFFIX = join('dist', 'agent', 'cli', 'index.js');
+/** A self-contained release's own Node.js (deploy/release.ts), relative to the release. */
+export const RELEASE_RUNTIME = join('runtime', 'bin', 'node');
 
 export type UpgradeCheck = { ok: true; slot?: string } | { ok: false; reason: string };
 
@@ -29,6 +31,18 @@ export function releaseOf(cli: string): string | undefined {
     return undefined;
   }
   return real.endsWith(sep + CLI_SUFFIX) ? real.slice(0, -(CLI_SUFFIX.length + 1)) : undefined;
+}
+
+/**
+ * The Node.js a bridge from entry point `cli` must run on: its release's own runtime (each slot
+ * runs its own, so a runtime upgrade is health-gated and rolled back with its release), or, for a
+ * release without one (a development install), `fallback`: the Node.js of the process asking.
+ */
+export function runtimeOf(cli: string, fallback: string = process.execPath): string {
+  const release = releaseOf(cli);
+  if (release === undefined) return fallback;
+  const own = join(release, RELEASE_RUNTIME);
+  return existsSync(own) ? own : fallback;
 }
 
 interface SlotsView {

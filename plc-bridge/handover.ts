@@ -17,7 +17,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { renameSync } from 'node:fs';
-import { checkUpgrade } from './active-slot.js';
+import { checkUpgrade, runtimeOf } from './active-slot.js';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/log.js';
 import { rpcRequest, socketAlive } from '../lib/rpc.js';
@@ -170,7 +170,7 @@ export interface UpgradeOptions {
 }
 
 /**
- * Starts a successor from `cli` in handover mode (detached, in this process's cgroup under
+ * Starts a successor from `cli` in handover mode, on that release's runtime (runtimeOf; detached, in this process's cgroup under
  * systemd, which then follows it through MAINPID=) and resolves with its pid once it answers
  * on the main socket as active. Rejects `handover-failed` when it exits or misses the deadline;
  * this instance then keeps (or takes back) the role.
@@ -182,14 +182,21 @@ export async function startSuccessor(o: UpgradeOptions): Promise<{ pid: number }
   // The token goes through the environment: /proc/PID/environ is readable by the process's own
   // user only, while its arguments are anyone's to read.
   const token = randomBytes(24).toString('hex');
-  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', 'inherit', 'inherit'], env: { ...(o.env ?? process.env), [HANDOVER_TOKEN_ENV]: token } });
+  // On the successor's own release's runtime, not this process's: an update that changes the
+  // runtime moves the bridge onto the new one too (and a rollback back onto the old one).
+  const node = runtimeOf(o.cli);
+  const child = spawn(node, args, { detached: true, stdio: ['ignore', 'inherit', 'inherit'], env: { ...(o.env ?? process.env), [HANDOVER_TOKEN_ENV]: token } });
+  // A runtime that cannot be executed (ENOEXEC, ENOENT) is reported as an 'error' event: without
+  // a listener it would take this bridge down instead of failing the handover.
+  let spawnError: Error | undefined;
+  child.once('error', (err) => (spawnError = err));
   child.unref();
   const pid = child.pid;
-  if (pid === undefined) throw new PlcError('handover-failed', 'the successor could not be started');
+  if (pid === undefined) throw new PlcError('handover-failed', `the successor could not be started on ${node}${spawnError ? `: ${spawnError.message}` : ''}`);
   o.expect({ pid, token });
   let exited: number | null | undefined;
   child.once('exit', (code, signal) => (exited = code ?? (signal ? -1 : null)));
-  o.logger.info({ successor: pid, cli: o.cli }, 'successor started');
+  o.logger.info({ successor: pid, cli: o.cli, node }, 'successor started');
   const deadline = o.clock.now() + o.timeoutMs + 5000;
   for (;;) {
     if (exited !== undefined) throw new PlcError('handover-failed', `the successor exited (${String(exited)}) before taking over`);

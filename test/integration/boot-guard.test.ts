@@ -6,7 +6,7 @@
  */
 import { afterEach, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { checkInvariants, loadSlots, saveSlots } from '../../ota/slots.js';
 import { waitFor } from '../helpers/util.js';
@@ -207,6 +207,29 @@ test('(j) kill -9 of the guard while a committed slot fails: the next guard cont
   await g.until(() => starts(fx, 'A').length === 1, 'the fallback to slot A');
   assert.ok(starts(fx, 'B').length - before <= 1, `the second guard started slot B ${starts(fx, 'B').length - before} times: it did not continue the count`);
   assert.equal(loadSlots(fx.root).slots.B.state, 'bad');
+});
+
+test('(k) a trial slot whose own runtime is not a program: its starts fail, it is bad, and the committed slot runs on the guard\'s', async () => {
+  const fx = root('run', 'run');
+  // What a corrupt runtime in a self-contained release looks like: runtime/bin/node with its ELF
+  // header and program headers overwritten (as test/integration/release.test.ts ships one).
+  const node = join(fx.root, 'slots', 'B', 'runtime', 'bin', 'node');
+  mkdirSync(join(node, '..'), { recursive: true });
+  writeFileSync(node, Buffer.alloc(64 * 1024, 0x5a), { mode: 0o755 });
+  trialB(fx.root, loadSlots(fx.root));
+  const g = guard(fx, ['--max-trial-starts', '3', ...FAST]);
+  await g.until(() => starts(fx, 'A').length === 1, 'the rollback to slot A');
+  assert.equal(starts(fx, 'B').length, 0, 'slot B\'s code never ran: its runtime does not start');
+  const s = loadSlots(fx.root);
+  assert.deepEqual([s.active, s.slots.A.state, s.slots.B.state, s.slots.B.reason], ['A', 'committed', 'bad', 'trial-starts-exceeded']);
+  assert.deepEqual(checkInvariants(s), []);
+  // (The shell's complaint about the binary shares the guard's stderr, so a log line can be torn:
+  // every start of B that was logged, not how many.)
+  const spawnedB = g.logged('spawned').filter((l) => l.slot === 'B');
+  assert.ok(spawnedB.length > 0 && spawnedB.every((l) => l.node === node), `each start of B was on slot B's own runtime: ${JSON.stringify(spawnedB)}`);
+  assert.deepEqual(g.logged('rolled-back').map((l) => [l.from, l.slot, l.reason]), [['B', 'A', 'trial-starts-exceeded']]);
+  assert.ok(alive(starts(fx, 'A')[0]!.pid), 'slot A keeps running, on the guard\'s Node.js (it has no runtime of its own)');
+  assert.equal(g.proc.exitCode, null, 'the guard itself is untouched');
 });
 
 test('slots.json missing at the first start: exit 78, not installed', async () => {

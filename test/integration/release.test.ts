@@ -8,13 +8,15 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { cpSync, mkdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, createReadStream, mkdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { createCa, issueCert } from '../../certs/devca.js';
 import { buildRelease } from '../../deploy/release.js';
+import { readBundleHead } from '../../ota/bundle-input.js';
 import { createBundle } from '../../ota/bundle-writer.js';
+import type { Manifest } from '../../ota/manifest.js';
 import { keepBundleHead, readBaseManifest } from '../../ota/delta-base.js';
 import { guardRuntime } from '../../ota/guard-install.js';
 import { checkInvariants, loadSlots } from '../../ota/slots.js';
@@ -31,6 +33,7 @@ let broker: Broker;
 let server: BundleServer;
 let trustPath: string;
 let rel110: string;
+let bundlesDir: string;
 
 before(async () => {
   work = tempDir('release');
@@ -40,6 +43,7 @@ before(async () => {
   writeFileSync(trustPath, ca.certPem);
   const sign = { compatible: ['wms-gateway'], keyPem: signer.keyPem, certPem: signer.certPem };
   const bundles = join(work, 'bundles');
+  bundlesDir = bundles;
   mkdirSync(bundles);
   // 1.1.0 on Node.js 20.20.1; 1.1.1 the same release on 20.20.2 (the same module ABI, 115).
   rel110 = buildRelease({ repo: REPO, arch: 'x64', out: join(work, 'out'), cache: CACHE, version: '1.1.0', runtimeVersion: '20.20.1' }).dir;
@@ -101,6 +105,13 @@ test('a release runs on its own runtime with no Node.js on the PATH; a runtime-o
       if (await until(g, () => resOf(got, id, `ready-${n}`).length > 0, 'ready', 1000).then(() => true, () => false)) break;
       assert.ok(n < 30, 'the agent answers commands');
     }
+
+    // The update changes the runtime and nothing else of the release (its version aside): a
+    // delta from 1.1.0 carries the runtime's files and package.json only.
+    const head = await readBundleHead(createReadStream(join(bundlesDir, 'runtime-only.tar')));
+    const carried = (JSON.parse(head.manifestBytes.toString('utf8')) as Manifest).files.filter((f) => f.type === 'file' && f.source !== 'base').map((f) => f.path);
+    assert.ok(carried.includes('runtime/bin/node'), `the new runtime is carried: ${carried.join(', ')}`);
+    assert.deepEqual(carried.filter((p) => !p.startsWith('runtime/')), ['package.json'], 'nothing but the runtime and the version changed');
 
     const u1 = await update('u-runtime', 'runtime-only.tar');
     assert.equal(u1.status, 'successful', JSON.stringify(u1));

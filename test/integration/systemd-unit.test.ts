@@ -31,27 +31,26 @@ const NODE = '/usr/bin/node';
 
 interface UnitSpec {
   name: string;
-  /** Node with its flags, as ExecStart starts it. */
-  node: string;
-  /** The script ExecStart runs after `node`, and its arguments. */
-  script: string;
-  args: string;
+  /** The program ExecStart starts (verify needs it to exist: the test puts a stand-in there). */
+  program: string;
+  /** The whole ExecStart= value. */
+  execStart: string;
 }
 
 // The agent's unit starts the boot guard (ota/boot-guard.ts), which starts the active slot's agent.
 const AGENT: UnitSpec = {
   name: 'edge-agent.service',
-  node: `${NODE} --max-semi-space-size=1`,
-  script: '/opt/edge-agent/guard/ota/boot-guard.js',
-  args: '--root /opt/edge-agent --node-flag --max-semi-space-size=1 -- run --config /etc/edge-agent/config.yaml',
+  program: NODE,
+  execStart: `${NODE} --max-semi-space-size=1 /opt/edge-agent/guard/ota/boot-guard.js --root /opt/edge-agent --node-flag --max-semi-space-size=1 -- run --config /etc/edge-agent/config.yaml`,
 };
-// The bridge's unit runs the active slot's `edge-agent plc-bridge` in the same process (ota/slot-entry.ts).
+// The bridge's unit execs the active slot's `edge-agent plc-bridge` on that slot's own runtime,
+// as the unit's main process (ota/slot-exec.ts), with the flags every other start of the bridge
+// uses too (agent/recovery-wiring.ts, bench/).
+const SLOT_EXEC = '/opt/edge-agent/guard/bin/slot-exec';
 const BRIDGE: UnitSpec = {
   name: 'edge-plc-bridge.service',
-  // The flags every other start of the bridge uses too (agent/recovery-wiring.ts, bench/).
-  node: [NODE, ...BRIDGE_NODE_FLAGS].join(' '),
-  script: '/opt/edge-agent/guard/ota/slot-entry.js',
-  args: '--root /opt/edge-agent -- plc-bridge --config /etc/edge-agent/plc-bridge.yaml',
+  program: SLOT_EXEC,
+  execStart: [SLOT_EXEC, '/opt/edge-agent', ...BRIDGE_NODE_FLAGS, '--', 'plc-bridge', '--config', '/etc/edge-agent/plc-bridge.yaml'].join(' '),
 };
 
 interface Verdict {
@@ -66,12 +65,12 @@ interface Verdict {
  */
 async function verify(unit: UnitSpec, edit: (text: string) => string = (t) => t): Promise<Verdict> {
   const dir = tempDir('unit');
-  const script = join(dir, 'index.js');
-  writeFileSync(script, '');
+  const program = join(dir, 'program');
+  writeFileSync(program, '#!/bin/sh\n', { mode: 0o755 });
   const original = readFileSync(source(unit.name), 'utf8');
-  assert.ok(original.includes(`ExecStart=${unit.node} ${unit.script} `), 'ExecStart changed: update this test');
+  assert.ok(original.includes(`ExecStart=${unit.execStart}\n`), 'ExecStart changed: update this test');
   const path = join(dir, unit.name);
-  writeFileSync(path, edit(original.replace(`ExecStart=${unit.node} ${unit.script}`, `ExecStart=${process.execPath} --max-semi-space-size=1 ${script}`)));
+  writeFileSync(path, edit(original.replace(`ExecStart=${unit.program} `, `ExecStart=${program} `)));
   let code = 0;
   let stderr = '';
   try {
@@ -126,7 +125,7 @@ test('the agent\'s unit keeps the behaviour the agent relies on', () => {
   const d = directives(readFileSync(source(AGENT.name), 'utf8'));
   const expected: Record<string, string> = {
     Type: 'notify',
-    ExecStart: `${AGENT.node} ${AGENT.script} ${AGENT.args}`,
+    ExecStart: AGENT.execStart,
     // The agent, a child of the guard, sends READY=1 and WATCHDOG=1.
     NotifyAccess: 'all',
     WatchdogSec: '30',
@@ -148,7 +147,7 @@ test('the bridge\'s unit keeps what a handover under systemd relies on', () => {
   const d = directives(readFileSync(source(BRIDGE.name), 'utf8'));
   const expected: Record<string, string> = {
     Type: 'notify',
-    ExecStart: `${BRIDGE.node} ${BRIDGE.script} ${BRIDGE.args}`,
+    ExecStart: BRIDGE.execStart,
     // The successor, not the process systemd started, sends MAINPID=, READY=1 and WATCHDOG=1.
     NotifyAccess: 'all',
     // The old bridge's exit before systemd read the successor's MAINPID= must not end the service.
