@@ -7,7 +7,7 @@
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import type { AgentConfig } from '../core/config.js';
+import { storePath, type AgentConfig } from '../core/config.js';
 import type { Clock } from '../lib/clock.js';
 import { secretValues } from '../lib/redact.js';
 import type { Db } from '../lib/sqlite.js';
@@ -16,7 +16,7 @@ import type { ActionImpls, ActionResult } from '../maintenance/actions.js';
 import { shippedProceduresDir } from '../maintenance/catalog.js';
 import { reviewFiles, reviewMessage, type FileFacts, type ReviewKind } from '../maintenance/security-review.js';
 import { IncidentStore } from '../recovery/incidents.js';
-import { restoreTest } from '../recovery/restore-test.js';
+import { restoreTestOffThread } from '../recovery/restore-test.js';
 
 const DAY = 86_400_000;
 
@@ -119,7 +119,7 @@ export function reviewActions(d: ReviewDeps): ActionImpls {
     },
     'restore-test': async () => {
       const configs = [d.configPath, d.config.plcBridge.config].filter((p): p is string => typeof p === 'string');
-      const r = restoreTest({ dataDir: d.config.dataDir, live: d.db, configs });
+      const r = await restoreTestOffThread({ dataDir: d.config.dataDir, livePath: storePath(d.config), live: d.db, configs });
       const tables = r.store?.tables.length ?? 0;
       const msg = r.ok
         ? `restored ${r.store?.backup ?? '?'} (${r.store?.bytes ?? 0} bytes, ${tables} tables) into a temporary directory: integrity_check ok; ${r.configs.filter((c) => c.copy).length} known-good configuration copies match their sha256; the directory is removed`

@@ -16,6 +16,7 @@
  */
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { parse } from 'yaml';
 import { errorMessage } from '../lib/errors.js';
@@ -122,4 +123,34 @@ export function restoreTest(opts: { dataDir: string; live: Db | undefined; confi
   const cleaned = !existsSync(dir);
   if (!cleaned) problems.push(`the temporary directory ${dir} could not be removed`);
   return { ok: problems.length === 0, tempDir: dir, cleaned, store, configs, problems, notes };
+}
+
+/**
+ * restoreTest() in a worker thread (restore-test-worker.ts), the live store read through its own
+ * read-only handle at `livePath`: the same report without blocking the event loop for the copy
+ * and the integrity_check. Falls back to running here when a worker cannot be started.
+ */
+export function restoreTestOffThread(opts: { dataDir: string; livePath: string | undefined; live: Db | undefined; configs: readonly string[] }): Promise<RestoreTestReport> {
+  return new Promise((resolve) => {
+    let worker: Worker;
+    try {
+      worker = new Worker(new URL('./restore-test-worker.js', import.meta.url), { workerData: { dataDir: opts.dataDir, livePath: opts.livePath, configs: [...opts.configs] } });
+    } catch {
+      resolve(restoreTest({ dataDir: opts.dataDir, live: opts.live, configs: opts.configs }));
+      return;
+    }
+    let done = false;
+    const fail = (why: string): void => {
+      if (done) return;
+      done = true;
+      resolve({ ok: false, tempDir: '', cleaned: false, store: null, configs: [], problems: [why], notes: [] });
+    };
+    worker.once('message', (r: RestoreTestReport | { error: string }) => {
+      if ('error' in r) return fail(`the restore test failed: ${r.error}`);
+      done = true;
+      resolve(r);
+    });
+    worker.once('error', (err) => fail(errorMessage(err)));
+    worker.once('exit', (code) => fail(`the restore test ended without a report (worker exit ${code})`));
+  });
 }

@@ -15,7 +15,7 @@ import { HEALTH_MIGRATIONS, HealthHistory } from '../../health/history.js';
 import { formatPerfReview, perfReview, readHourRollups, type PerfReview } from '../../health/perf-review.js';
 import { reviewFile, reviewFiles, type FileFacts } from '../../maintenance/security-review.js';
 import { reviewActions, reviewedFiles } from '../../agent/maintenance-reviews.js';
-import { restoreTest } from '../../recovery/restore-test.js';
+import { restoreTest, restoreTestOffThread } from '../../recovery/restore-test.js';
 import { compareKnownGood, takeKnownGood } from '../../recovery/known-good.js';
 import { RECOVERY_MIGRATIONS, IncidentStore } from '../../recovery/incidents.js';
 import { takeStoreBackup } from '../../recovery/store-backup.js';
@@ -177,4 +177,20 @@ test('maintenance report prints a trend-report step as a table per component', (
   assert.match(text, /^ {2}trend-report:$/m);
   assert.match(text, /^ {4}agent\s+last 7 days\s+7 days before\s+change$/m);
   assert.match(text, /^ {4}memory avg \(MB\)\s+90\s+-\s+-$/m);
+});
+
+test('the restore test off the event loop (a worker thread) gives the same report, the live counts through its own read-only handle', async () => {
+  const dataDir = tempDir('restore-worker-');
+  const livePath = join(dataDir, 'agent.db');
+  const db = openDatabase(livePath, { migrations: [RECOVERY_MIGRATIONS] });
+  const incidents = new IncidentStore(db);
+  for (let i = 0; i < 3; i++) incidents.record({ at: NOW, component: 'c', cause: 'x', action: 'restart' });
+  await takeStoreBackup({ db, dataDir, keep: 3, now: () => NOW });
+  incidents.record({ at: NOW, component: 'c', cause: 'x', action: 'restart' });
+  const r = await restoreTestOffThread({ dataDir, livePath, live: db, configs: [] });
+  assert.equal(r.ok, true, JSON.stringify(r.problems));
+  assert.equal(r.cleaned, true);
+  assert.deepEqual(r.store?.tables.find((t) => t.table === 'incidents'), { table: 'incidents', restored: 3, live: 4 });
+  assert.deepEqual(readdirSync(join(dataDir, 'tmp')), []);
+  db.close();
 });
