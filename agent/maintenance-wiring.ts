@@ -40,6 +40,8 @@ import type { GroupName } from '../health/diag/types.js';
 import { maintenanceOperations } from './ops/maintenance.js';
 import type { Router } from './router.js';
 import { agentStoreReader } from './store-reader.js';
+import { reviewActions } from './maintenance-reviews.js';
+import { compareKnownGood } from '../recovery/known-good.js';
 
 export interface MaintenanceWiring {
   config: AgentConfig;
@@ -245,8 +247,21 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
         removed.push({ path: join(quarantineDir(config.dataDir), n), bytes: 0 });
       }
       let logBytes = 0;
-      if (a.logMaxBytes !== undefined) {
+      {
+        // The ring's bound (diag.logRing: files x maxBytes) unless the step names one; files
+        // beyond the ring's count (left by a larger diag.logRing.files) go first.
+        const ring = config.diag.logRing;
+        const bound = (a.logMaxBytes as number | undefined) ?? ring.files * ring.maxBytes;
         const dir = logRingDir(config);
+        for (const n of (() => { try { return readdirSync(dir); } catch { return []; } })()) {
+          const m = /^agent\.log\.(\d+)$/.exec(n);
+          if (!m || Number(m[1]) < ring.files) continue;
+          const p = join(dir, n);
+          const size = (() => { try { return statSync(p).size; } catch { return 0; } })();
+          rmSync(p, { force: true });
+          removed.push({ path: p, bytes: size });
+          logBytes += size;
+        }
         let files: { p: string; size: number; mtime: number }[] = [];
         try {
           files = readdirSync(dir).map((n) => ({ p: join(dir, n), ...(() => { const s = statSync(join(dir, n)); return { size: s.size, mtime: s.mtimeMs }; })() })).sort((x, y) => y.mtime - x.mtime);
@@ -257,7 +272,7 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
         // The newest file is the one being written: never removed.
         for (const [i, f] of files.entries()) {
           total += f.size;
-          if (i > 0 && total > (a.logMaxBytes as number)) {
+          if (i > 0 && total > bound) {
             rmSync(f.p, { force: true });
             removed.push({ path: f.p, bytes: f.size });
             logBytes += f.size;
@@ -323,9 +338,15 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
     'slot-verify': async () => groups(['slots']),
     'config-verify': async (a) => {
       const r = await groups(['configuration']);
-      return a.failOnDifference ? r : { ...r, ok: !(r.details?.checks as { status: string }[]).some((c) => c.status === 'failure') };
+      // Each configuration file against its newest known-good copy (recovery/known-good.ts).
+      const knownGood = [w.diag.configPath, config.plcBridge.config].filter((p): p is string => typeof p === 'string').map((p) => compareKnownGood(config.dataDir, p));
+      const differ = knownGood.filter((k) => k.state === 'differs');
+      const message = differ.length > 0 ? `${differ.map((k) => `${k.source} differs from its known-good copy ${k.copy ?? ''}`).join('; ')}; ${r.message}` : `${knownGood.filter((k) => k.state === 'same').length} of ${knownGood.length} configuration files match their known-good copies; ${r.message}`;
+      const failed = (r.details?.checks as { status: string }[]).some((c) => c.status === 'failure');
+      return { ok: a.failOnDifference ? r.ok && differ.length === 0 : !failed, message, details: { ...r.details, knownGood } };
     },
     'cert-expiry': async () => groups(['identity']),
+    ...reviewActions({ config, configPath: w.diag.configPath, db, clock }),
     diagnostics: async (a) => {
       const r = await groups(['configuration', 'identity', 'connectivity', 'time', 'storage', 'slots', 'components', 'plc', 'maintenance', 'logs']);
       const warned = (r.details?.checks as { status: string }[]).some((c) => c.status === 'warning');

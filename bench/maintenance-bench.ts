@@ -16,13 +16,13 @@
  *      time), and the CPU of the agent and all its descendants (/proc/PID/stat utime+stime+
  *      cutime+cstime) as % of one core. Goals: <= 1 interval, p99 <= 100 ms, CPU <= 30 %. The
  *      1-minute load average is kept with each window (the machine is shared).
- * Everything on 127.0.0.1; every wait is bounded (the procedure by its maxDurationSec).
+ *   3. The built-in procedures on a realistic data directory (maintenance-builtin-bench.ts).
+ * The gateway and a window's figures: maintenance-gateway.ts. Everything on 127.0.0.1; every wait is bounded (the procedure by its maxDurationSec).
  */
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import mqtt from 'mqtt';
 import { pino } from 'pino';
 import { stringify } from 'yaml';
 import { openDatabase } from '../lib/sqlite.js';
@@ -33,40 +33,18 @@ import { MAINTENANCE_MIGRATIONS, RunStore } from '../maintenance/run-store.js';
 import { Runner } from '../maintenance/runner.js';
 import { validateProcedureText } from '../maintenance/validate.js';
 import type { Procedure } from '../maintenance/schema.js';
-import { startBenchBroker, waitFor, type BenchBroker } from './broker.js';
-import { DIST, sleep, spawnNode, type NodeChild } from './proc.js';
-import { PlcRecorder } from './plc-sub.js';
-import { gapStats, percentile } from './plc-stats.js';
+import { startBenchBroker, type BenchBroker } from './broker.js';
+import { sleep } from './proc.js';
 import { measurement, type BenchResults, type Measurement } from './report.js';
+import { bigStore, fileMB, measure, startGateway, windowLine, type WindowFigures } from './maintenance-gateway.js';
+import { builtinMeasurements, builtinPhase } from './maintenance-builtin-bench.js';
 
-const CLI = join(DIST, 'agent', 'cli', 'index.js');
-const USER_HZ = 100;
-const GW = 'bench-maint';
-const MB = 1024 * 1024;
-const TERMINAL = new Set(['successful', 'failed', 'cancelled', 'rejected']);
+export type { WindowFigures } from './maintenance-gateway.js';
 
 export interface MaintenanceBenchOptions {
   quick: boolean;
   runs: number;
   prefer: 'mosquitto' | 'aedes' | undefined;
-}
-
-export interface WindowFigures {
-  ms: number;
-  maxGapIntervals: number;
-  seqGaps: number;
-  statusP50: number;
-  statusP99: number;
-  statusMax: number;
-  statusAsked: number;
-  statusFailed: number;
-  cpuPct: number;
-  load1: number;
-  /** The agent's own event-loop lag over the window (admin method `event-loop`). */
-  lagP99: number;
-  lagMax: number;
-  /** When (from the window's start) a status answer took over 100 ms, and how long. */
-  slow: string[];
 }
 
 export interface MaintenancePhase {
@@ -83,6 +61,7 @@ export interface MaintenancePhase {
     stepMs: Record<string, number>;
     overruns: number;
   };
+  builtin?: Awaited<ReturnType<typeof builtinPhase>>;
   broker: BenchResults['broker'];
 }
 
@@ -147,43 +126,6 @@ async function overheadPhase(runs: number, steps: number, log: (s: string) => vo
 
 // ---------------------------------------------------------------------------------------------
 // 2. store-optimize + store-backup under PLC load
-
-/** utime+stime+cutime+cstime of a process (fields 14-17 of /proc/PID/stat); 0 when it is gone. */
-function ticksOf(pid: number): { ticks: number; ppid: number } | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return { ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]), ppid: Number(f[1]) };
-  } catch {
-    return undefined;
-  }
-}
-
-/** CPU ticks of `root` and every live descendant (a reaped one is in its parent's cutime/cstime). */
-function treeTicks(root: number): number {
-  const parent = new Map<number, number>();
-  const ticks = new Map<number, number>();
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    const t = ticksOf(Number(name));
-    if (!t) continue;
-    parent.set(Number(name), t.ppid);
-    ticks.set(Number(name), t.ticks);
-  }
-  let sum = 0;
-  for (const [pid, t] of ticks) {
-    let p: number | undefined = pid;
-    for (let depth = 0; p !== undefined && depth < 16; depth++) {
-      if (p === root) {
-        sum += t;
-        break;
-      }
-      p = parent.get(p);
-    }
-  }
-  return sum;
-}
-
 function procedureYaml(): string {
   return stringify({
     id: 'bench-store',
@@ -196,165 +138,34 @@ function procedureYaml(): string {
   });
 }
 
-/** ~`mb` MB store at `path` (created as the agent creates it), `keepPct` of it still in use. */
-function bigStore(path: string, mb: number, keepPct: number): void {
-  const db = openDatabase(path);
-  try {
-    db.exec('CREATE TABLE bench_scratch(id INTEGER PRIMARY KEY, b BLOB NOT NULL)');
-    const rows = Math.round((mb * MB) / 4096);
-    const ins = db.prepare('INSERT INTO bench_scratch(b) VALUES (randomblob(3900))');
-    for (let i = 0; i < rows; i += 5000) db.transaction(() => { for (let k = 0; k < 5000 && i + k < rows; k++) ins.run(); })();
-    const every = Math.max(1, Math.round(100 / keepPct));
-    db.prepare('DELETE FROM bench_scratch WHERE id % ? != 0').run(every);
-    db.pragma('wal_checkpoint(TRUNCATE)');
-  } finally {
-    db.close();
-  }
-}
-
-const fileMB = (p: string): number => statSync(p).size / MB;
-
-interface Ctx {
-  socket: string;
-  agentPid: number;
-  rec: PlcRecorder;
-  intervalMs: number;
-}
-
-/** Measures from now until `until` resolves: status answers every 50 ms, CPU of the tree, cycle gaps. */
-async function measure(ctx: Ctx, until: Promise<unknown>): Promise<WindowFigures> {
-  await adminRequest(ctx.socket, 'event-loop', { reset: true }, 5000);
-  const from = Date.now();
-  const c0 = treeTicks(ctx.agentPid);
-  const w0 = performance.now();
-  const lat: number[] = [];
-  const slow: string[] = [];
-  let failed = 0;
-  let done = false;
-  void until.finally(() => (done = true));
-  while (!done) {
-    const t = performance.now();
-    try {
-      await adminRequest(ctx.socket, 'status', {}, 5000);
-      lat.push(performance.now() - t);
-      if (lat.at(-1)! > 100) slow.push(`+${((t - w0) / 1000).toFixed(2)} s: ${lat.at(-1)!.toFixed(0)} ms`);
-    } catch {
-      failed++;
-    }
-    const next = t + 50 - performance.now();
-    if (next > 0 && !done) await Promise.race([sleep(next), until]);
-  }
-  const ms = performance.now() - w0;
-  const c1 = treeTicks(ctx.agentPid);
-  const to = Date.now();
-  const lag = (await adminRequest(ctx.socket, 'event-loop', { reset: true }, 5000)) as { p99Ms: number; maxMs: number };
-  // Late deliveries of the window's last cycles.
-  await sleep(1000);
-  const recs = ctx.rec.of(`edge/${GW}/plc/`).filter((r) => r.tick >= from && r.tick < to && !r.historical);
-  const gap = gapStats(recs, ctx.intervalMs);
-  return {
-    ms,
-    maxGapIntervals: gap.maxGapIntervals,
-    seqGaps: gap.seqGaps,
-    statusP50: percentile(lat, 50),
-    statusP99: percentile(lat, 99),
-    statusMax: lat.length > 0 ? Math.max(...lat) : NaN,
-    statusAsked: lat.length + failed,
-    statusFailed: failed,
-    cpuPct: ((c1 - c0) / USER_HZ / (ms / 1000)) * 100,
-    load1: loadavg()[0]!,
-    lagP99: lag.p99Ms,
-    lagMax: lag.maxMs,
-    slow,
-  };
-}
-
 async function storePhase(opts: MaintenanceBenchOptions, broker: BenchBroker, log: (s: string) => void): Promise<MaintenancePhase['store']> {
   const devices = opts.quick ? 2 : 4;
   const tagsPer = opts.quick ? 100 : 500;
   const intervalMs = 100;
   const storeMB = opts.quick ? 40 : 200;
-  const root = mkdtempSync(join(tmpdir(), 'bench-maint-'));
-  const children: NodeChild[] = [];
-  const rec = new PlcRecorder({ url: broker.url, protocolVersion: broker.protocolVersion, topics: { bridgeData: `edge/${GW}/plc/`, bridgeRes: `edge/${GW}/res/`, ref: 'bench-maint-ref' } });
-  let wms: mqtt.MqttClient | undefined;
-  try {
-    chmodSync(root, 0o755);
-    const procs = join(root, 'procedures');
-    mkdirSync(procs, { mode: 0o755 });
-    chmodSync(procs, 0o755);
-    const yaml = procedureYaml();
-    const v = validateProcedureText(yaml, 'bench-store.yaml', 'bench-store');
-    if (!v.procedure) throw new Error(`maintenance bench: bench-store is invalid: ${JSON.stringify(v.problems)}`);
-    writeFileSync(join(procs, 'bench-store.yaml'), yaml);
-    chmodSync(join(procs, 'bench-store.yaml'), 0o644);
-
-    const dataDir = join(root, 'data');
-    mkdirSync(dataDir, { mode: 0o700 });
-    const dbPath = join(dataDir, 'agent.db');
-    log(`maintenance: making a ${storeMB} MB store, 80 % of it free pages`);
-    bigStore(dbPath, storeMB, 20);
-    const before = fileMB(dbPath);
-
-    const sim = spawnNode(join(DIST, 'demo', 'plc-sim.js'), ['--devices', String(devices), '--churn', String(tagsPer)]);
-    children.push(sim);
-    await waitFor(() => {
-      if (sim.hasExited()) throw new Error(`plc-sim exited\n${sim.tail()}`);
-      return sim.stdout().includes('\n');
-    }, 'the simulated PLCs listening');
-    const ports = (JSON.parse(sim.stdout().split('\n')[0]!) as { ports: number[] }).ports;
-    const tags = Array.from({ length: tagsPer }, (_, i) => ({ name: `r${i}`, area: 'holding', address: i, type: 'uint16' }));
-    const bridgeConfig = join(root, 'plc-bridge.yaml');
-    writeFileSync(
-      bridgeConfig,
-      stringify({
-        gatewayId: GW,
-        dataDir: join(root, 'bridge-data'),
-        mqtt: { url: broker.url },
-        memory: { rssBytes: 0, heapBytes: 0 },
-        devices: ports.map((port, i) => ({ name: `plc${i}`, host: '127.0.0.1', port, groups: [{ name: 'data', intervalMs, tags }] })),
-      }),
-    );
-    const config = join(root, 'config.yaml');
-    writeFileSync(
-      config,
-      stringify({
-        gatewayId: GW,
-        dataDir,
-        mqtt: { url: broker.url, protocolVersion: broker.protocolVersion },
-        ota: { root: join(root, 'ota') },
-        maintenance: { proceduresDir: procs },
-        plcBridge: { config: bridgeConfig, launch: 'auto' },
-      }),
-    );
-    await rec.start();
-    const agent = spawnNode(CLI, ['run', '--config', config]);
-    children.push(agent);
-    const socket = join(dataDir, 'agent.sock');
-    await waitFor(
-      async () => {
-        if (agent.hasExited()) throw new Error(`the agent exited\n${agent.tail()}`);
-        return ((await adminRequest(socket, 'status', {}, 5000).catch(() => undefined)) as { broker?: { connected?: boolean } } | undefined)?.broker?.connected === true;
+  let dbPath = '';
+  let before = 0;
+  const gw = await startGateway(
+    {
+      broker,
+      devices,
+      tagsPer,
+      intervalMs,
+      procedures: { 'bench-store': procedureYaml() },
+      prepare: (dataDir) => {
+        dbPath = join(dataDir, 'agent.db');
+        log(`maintenance: making a ${storeMB} MB store, 80 % of it free pages`);
+        bigStore(dbPath, storeMB, 20);
+        before = fileMB(dbPath);
       },
-      'the agent connected',
-      60_000,
-    );
-    await waitFor(() => new Set(rec.of(`edge/${GW}/plc/`).map((r) => r.topic)).size === devices, `data from all ${devices} devices`, 60_000);
-    await sleep(3000);
-    const ctx: Ctx = { socket, agentPid: agent.pid, rec, intervalMs };
-
-    wms = await mqtt.connectAsync(broker.url, { clientId: `bench-maint-wms-${process.pid}`, protocolVersion: broker.protocolVersion });
-    let terminal: ((p: Record<string, unknown>) => void) | undefined;
-    const ended = new Promise<Record<string, unknown>>((resolve) => (terminal = resolve));
-    wms.on('message', (_t, payload) => {
-      const p = JSON.parse(payload.toString()) as Record<string, unknown>;
-      if (p.id === 'bench-store-1' && TERMINAL.has(String(p.status))) terminal?.(p);
-    });
-    await wms.subscribeAsync(`edge/${GW}/res/+`, { qos: 1 });
+    },
+    log,
+  );
+  try {
+    const { ctx, rec } = gw;
     rec.clear();
     log(`maintenance: store ${before.toFixed(0)} MB; running store-optimize + store-backup while the bridge polls ${devices * tagsPer} tags every ${intervalMs} ms`);
-    await wms.publishAsync(`edge/${GW}/cmd/maintenance`, JSON.stringify({ id: 'bench-store-1', params: { procedure: 'bench-store', force: true } }), { qos: 1 });
-    const bounded: Promise<Record<string, unknown>> = Promise.race([ended, sleep(300_000).then((): Record<string, unknown> => ({ status: 'bench-timeout' }))]);
+    const bounded = gw.send('bench-store-1', { procedure: 'bench-store', force: true }, 300_000);
     const run = await measure(ctx, bounded);
     const res = await bounded;
     const steps = (res.result as { steps?: { id: string; outcome: string; elapsedMs?: number; message?: string }[] } | undefined)?.steps ?? [];
@@ -367,12 +178,10 @@ async function storePhase(opts: MaintenanceBenchOptions, broker: BenchBroker, lo
     rec.clear();
     const idleMs = Math.min(60_000, Math.max(5000, run.ms));
     const idle = await measure(ctx, sleep(idleMs));
-    const bstatus = (await adminRequest(join(root, 'bridge-data', 'plc-bridge.sock'), 'status', {}, 5000).catch(() => undefined)) as { groups?: Record<string, { overruns: number }> } | undefined;
+    const bstatus = (await adminRequest(gw.bridgeSocket, 'status', {}, 5000).catch(() => undefined)) as { groups?: Record<string, { overruns: number }> } | undefined;
     const overruns = Object.values(bstatus?.groups ?? {}).reduce((s, g) => s + g.overruns, 0);
-    const f = (w: WindowFigures): string =>
-      `largest cycle gap ${w.maxGapIntervals.toFixed(2)} intervals, status p50 ${w.statusP50.toFixed(1)} p99 ${w.statusP99.toFixed(1)} max ${w.statusMax.toFixed(1)} ms (${w.statusAsked} asked, ${w.statusFailed} failed), CPU ${w.cpuPct.toFixed(1)} %, event-loop lag p99 ${w.lagP99.toFixed(0)} max ${w.lagMax.toFixed(0)} ms, load ${w.load1.toFixed(2)}`;
-    log(`maintenance: during the run: ${f(run)}`);
-    log(`maintenance: no procedure:  ${f(idle)}`);
+    log(`maintenance: during the run: ${windowLine(run)}`);
+    log(`maintenance: no procedure:  ${windowLine(idle)}`);
     if (run.slow.length > 0) log(`maintenance: status answers over 100 ms during the run: ${run.slow.join('; ')}`);
     if (idle.slow.length > 0) log(`maintenance: status answers over 100 ms with no procedure: ${idle.slow.join('; ')}`);
     return {
@@ -388,10 +197,7 @@ async function storePhase(opts: MaintenanceBenchOptions, broker: BenchBroker, lo
       overruns,
     };
   } finally {
-    await wms?.endAsync(true);
-    for (const c of children.reverse()) await c.stop();
-    await rec.stop();
-    rmSync(root, { recursive: true, force: true });
+    await gw.stop();
   }
 }
 
@@ -400,13 +206,18 @@ export async function maintenancePhase(opts: MaintenanceBenchOptions, log: (s: s
   const broker = await startBenchBroker(opts.prefer);
   try {
     const store = await storePhase(opts, broker, log);
-    return { overhead, store, broker: { kind: broker.kind, version: broker.version, note: broker.kind === 'mosquitto' ? 'real broker (maintenance)' : 'mosquitto is not installed: in-process aedes' } };
+    const builtin = await builtinPhase(opts, broker, log);
+    return { overhead, store, builtin, broker: { kind: broker.kind, version: broker.version, note: broker.kind === 'mosquitto' ? 'real broker (maintenance)' : 'mosquitto is not installed: in-process aedes' } };
   } finally {
     await broker.stop();
   }
 }
 
 export function maintenanceMeasurements(p: MaintenancePhase): Measurement[] {
+  return [...storeMeasurements(p), ...(p.builtin ? builtinMeasurements(p.builtin) : [])];
+}
+
+function storeMeasurements(p: MaintenancePhase): Measurement[] {
   const s = p.store;
   const load = `${s.tags} tags @ ${s.intervalMs} ms, ${s.storeMB.toFixed(0)} MB store`;
   const REF = 'the same agent and load, no procedure, same length, right after';

@@ -92,20 +92,19 @@ export const BUILTIN_ACTIONS = {
     sideEffects: false,
     with: z.object({ failOnWarning: z.boolean().default(false) }).strict(),
   },
-  // Declared for issue 14's built-in procedures (maintenance-weekly, -monthly); not implemented
-  // yet: a step naming one fails with action-unavailable until it is.
+  // The reviews of maintenance-weekly and -monthly (agent/maintenance-reviews.ts).
   'trend-report': {
     description: 'The health history of the last `days` summarised per component (memory, CPU, disk growth, restarts, incidents), each against the period before; a table per component in the report.',
     sideEffects: false,
     with: z.object({ days: z.number().int().min(1).max(366) }).strict(),
   },
   'security-review': {
-    description: 'Modes and owners of the configuration, keys and procedure files; fails when a secret is readable by others.',
+    description: 'Modes and owners of the configuration, keys, procedure files and the data directory; fails when a secret is readable by others or a file writable by others; changes nothing.',
     sideEffects: false,
     with: none,
   },
   'restore-test': {
-    description: 'Restores the newest backup of the state store into a temporary directory, checks it opens and passes integrity_check, then removes it; the live store is never touched.',
+    description: 'Restores the newest backup of the state store and the newest known-good copy of each configuration file into a temporary directory, checks the store opens and passes integrity_check (row counts beside the live ones) and each copy matches its sha256, then removes the directory; the live files are never touched.',
     sideEffects: false,
     with: none,
   },

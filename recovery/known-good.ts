@@ -208,3 +208,25 @@ function modeOf(path: string): number {
     return 0o640;
   }
 }
+
+export interface KnownGoodComparison {
+  source: string;
+  /** `same`: the file holds the newest known-good copy's bytes; `differs`: it does not; `none`: no copy yet; `unreadable`: the file cannot be read. */
+  state: 'same' | 'differs' | 'none' | 'unreadable';
+  copy: string | null;
+  sha256: string | null;
+  knownGoodSha256: string | null;
+}
+
+/** The file `source` against its newest known-good copy (the daily `config-verify`); reads only. */
+export function compareKnownGood(dataDir: string, source: string): KnownGoodComparison {
+  const newest = listKnownGood(dataDir, source)[0];
+  let sha: string | null = null;
+  try {
+    sha = sha256Hex(readFileSync(source));
+  } catch {
+    return { source, state: 'unreadable', copy: newest?.path ?? null, sha256: null, knownGoodSha256: newest?.sha256 ?? null };
+  }
+  if (!newest) return { source, state: 'none', copy: null, sha256: sha, knownGoodSha256: null };
+  return { source, state: newest.sha256 === sha ? 'same' : 'differs', copy: newest.path, sha256: sha, knownGoodSha256: newest.sha256 ?? null };
+}

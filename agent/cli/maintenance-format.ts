@@ -5,6 +5,7 @@ import type { Check } from '../../maintenance/checks.js';
 import type { CatalogEntry } from '../../maintenance/catalog.js';
 import type { Problem } from '../../maintenance/errors.js';
 import { isParamRef, stepHasSideEffects, type ParamDecl, type Procedure, type Step } from '../../maintenance/schema.js';
+import { formatPerfReview, isPerfReview } from '../../health/perf-review.js';
 
 /** One procedure in `list --json` and `show --json`. */
 export function entryJson(e: CatalogEntry, withDefinition: boolean): Record<string, unknown> {
@@ -147,6 +148,8 @@ interface StepLine {
   output?: string;
   attempts?: number;
   validation?: { ok: boolean; reason: string };
+  /** The action's details: a trend-report step's is printed as a table per component. */
+  data?: unknown;
 }
 
 function stepReportLines(steps: readonly StepLine[], indent: string): string[] {
@@ -181,6 +184,7 @@ export function formatReport(r: Record<string, unknown>): string {
     `  steps: ${t(r.stepsOk, '0')} ok, ${t(r.stepsFailed, '0')} failed, ${t(r.stepsSkipped, '0')} skipped of ${t(r.stepsTotal, String(steps.length))}`,
     ...stepReportLines(steps, '    '),
   ];
+  for (const s of steps) if (isPerfReview(s.data)) lines.push('', `  ${s.id}:`, ...formatPerfReview(s.data, '    '), '');
   if (rb?.executed) lines.push(`  rollback (${rb.cause ?? 'ran'}):`, ...stepReportLines(rb.steps, '    '));
   if (crit.length > 0) lines.push('  success criteria:', ...crit.map((c) => `    ${c.ok ? 'ok' : 'FAILED'}: ${c.name ?? c.reason}${c.name ? ` (${c.reason})` : ''}`));
   if (typeof r.note === 'string') lines.push(`  ${r.note}`);

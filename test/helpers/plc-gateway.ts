@@ -11,6 +11,7 @@ import { createCa, issueCert } from '../../certs/devca.js';
 import { createBundle } from '../../ota/bundle-writer.js';
 import { startBroker, type Broker } from './broker.js';
 import { startSimProcess, type SimProcess } from './plc-sim-process.js';
+import { startPymodbus } from './pymodbus.js';
 import { makeOtaRoot, makeRelease, resOf, serveBundles, startGuard, TERMINAL, until, type BundleServer, type GuardRun, type OtaRoot } from './ota-root.js';
 import { collect, mqttClient, tempDir, type Received } from './util.js';
 import { bridgePing, writeBridgeConfig } from './bridge.js';
@@ -39,12 +40,23 @@ export interface PlcGateway {
   stop(): Promise<void>;
 }
 
-export async function startPlcGateway(opts: { gatewayId: string; releases: ReleaseSpec[]; agent?: Record<string, unknown> }): Promise<PlcGateway> {
+export async function startPlcGateway(opts: {
+  gatewayId: string;
+  releases: ReleaseSpec[];
+  agent?: Record<string, unknown>;
+  /** Instead of the simulated PLC: this many pymodbus PLCs (test/helpers/pymodbus.ts), devices plc0.. with the same `fast` group. */
+  pymodbus?: number;
+}): Promise<PlcGateway> {
   const gw = opts.gatewayId;
   const root = `edge/${gw}`;
   const broker = await startBroker();
   // Register 0 changes on every read (every cycle reports); the PLC runs in its own process.
-  const sim: SimProcess = await startSimProcess(['--churn', '1']);
+  const sim: Pick<SimProcess, 'ports' | 'stop'> = opts.pymodbus
+    ? await (async () => {
+        const servers = await Promise.all(Array.from({ length: opts.pymodbus ?? 0 }, () => startPymodbus({ churn: 1 })));
+        return { ports: servers.map((x) => x.port), stop: async () => void (await Promise.all(servers.map((x) => x.stop()))) };
+      })()
+    : await startSimProcess(['--churn', '1']);
   const work = tempDir(`plc-gw-${gw}`);
   const ca = createCa({ commonName: `${gw} release CA` });
   const signer = issueCert(ca, { commonName: `${gw} release signer`, kind: 'codeSigning' });
@@ -65,7 +77,7 @@ export async function startPlcGateway(opts: { gatewayId: string; releases: Relea
     gatewayId: gw,
     mqtt: { url: broker.url },
     handover: { timeoutMs: 10_000 },
-    devices: [{ name: 'plc0', host: '127.0.0.1', port: sim.ports[0], unitId: 1, timeoutMs: 500, groups: [{ name: 'fast', intervalMs: 100, tags: [{ name: 'counter', area: 'holding', address: 0, type: 'uint16' }] }] }],
+    devices: sim.ports.slice(0, Math.max(1, opts.pymodbus ?? 1)).map((port, i) => ({ name: `plc${i}`, host: '127.0.0.1', port, unitId: 1, timeoutMs: 500, groups: [{ name: 'fast', intervalMs: 100, tags: [{ name: 'counter', area: 'holding', address: 0, type: 'uint16' }] }] })),
   });
   const socket = join(work, 'bridge', 'data', 'plc-bridge.sock');
   const r = makeOtaRoot({

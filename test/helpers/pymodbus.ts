@@ -38,13 +38,15 @@ export interface PymodbusOptions {
   size?: number;
   unitId?: number;
   timeoutMs?: number;
+  /** Holding registers 0..churn-1 go up by one on every read (values that change every cycle). */
+  churn?: number;
 }
 
 export async function startPymodbus(opts: PymodbusOptions = {}): Promise<PymodbusServer> {
   const dir = tempDir('pymodbus');
   const initPath = join(dir, 'init.json');
   writeFileSync(initPath, JSON.stringify(opts.init ?? {}));
-  const args = [SCRIPT, '--port', '0', '--init', initPath, '--size', String(opts.size ?? 200), '--unit', String(opts.unitId ?? 1)];
+  const args = [SCRIPT, '--port', '0', '--init', initPath, '--size', String(opts.size ?? 200), '--unit', String(opts.unitId ?? 1), ...(opts.churn ? ['--churn', String(opts.churn)] : [])];
   const proc = spawn(SYSTEM_PYTHON, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const killOnExit = (): void => void proc.kill('SIGKILL');
   process.on('exit', killOnExit);
