@@ -28,7 +28,7 @@
  * SIGTERM, and at exit.
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -441,6 +441,16 @@ async function capacityStep(size: number, log: (s: string) => void): Promise<Cap
     step.error = (err as Error).message.split('\n')[0];
   } finally {
     step.usage = u.stop();
+    if (!step.ok) {
+      // What the broker holds against what it may: open files (proc(5): /proc/PID/fd, limits).
+      try {
+        const fds = readdirSync(`/proc/${b.pid()}/fd`).length;
+        const limit = /Max open files\s+(\d+)/.exec(readFileSync(`/proc/${b.pid()}/limits`, 'utf8'))?.[1];
+        step.error = `${step.error ?? ''}; broker open files ${fds} of ${limit ?? '?'}`;
+      } catch {
+        // the broker is gone
+      }
+    }
     const tail = b.logFrom(Math.max(0, b.logSize() - 4000)).filter((l) => /rror|arning/.test(l)).slice(-3);
     if (tail.length) step.error = `${step.error ?? ''} broker: ${tail.join(' | ')}`;
     await sims.stop();
