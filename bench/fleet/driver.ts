@@ -17,6 +17,11 @@ export interface Wms {
   terminals: Map<string, Set<string>>;
   /** Command id -> healthy, from its update-health event. */
   health: Map<string, boolean>;
+  /** Command id -> when (Date.now()) its first `executing` status past `waiting` came (the work started), and its first terminal status. */
+  startedAt: Map<string, number>;
+  terminalAt: Map<string, number>;
+  /** Gateways that published a status of a command whose id starts with `ro-` (they received a rollout command). */
+  rolloutSeen: Set<string>;
   send(gw: string, op: string, id: string, params?: Record<string, unknown>): void;
   close(): Promise<void>;
 }
@@ -25,17 +30,24 @@ export async function connectWms(url: string, members: number, name = 'wms'): Pr
   const clients: MqttClient[] = [];
   const terminals = new Map<string, Set<string>>();
   const health = new Map<string, boolean>();
+  const startedAt = new Map<string, number>();
+  const terminalAt = new Map<string, number>();
+  const rolloutSeen = new Set<string>();
   for (let m = 0; m < members; m++) {
     const c = await mqtt.connectAsync(url, { clientId: `${name}-${m}`, clean: true, reconnectPeriod: 0, protocolVersion: 5 });
-    c.on('message', (_topic, payload) => {
-      let msg: { id?: string; status?: string; type?: string; command?: string; healthy?: boolean };
+    c.on('message', (topic, payload) => {
+      const at = Date.now();
+      let msg: { id?: string; status?: string; type?: string; command?: string; healthy?: boolean; progress?: { step?: string } };
       try {
         msg = JSON.parse(payload.toString()) as typeof msg;
       } catch {
         return; // a cleared retained result is an empty payload
       }
       if (msg.type === 'update-health' && msg.command) health.set(msg.command, msg.healthy === true);
-      else if (msg.id && msg.status && TERMINAL.has(msg.status)) {
+      if (msg.id?.startsWith('ro-') && topic.includes('/res/')) rolloutSeen.add(topic.split('/')[1] ?? '');
+      if (msg.id && msg.status === 'executing' && msg.progress?.step !== 'waiting' && !startedAt.has(msg.id)) startedAt.set(msg.id, at);
+      if (msg.id && msg.status && TERMINAL.has(msg.status)) {
+        if (!terminalAt.has(msg.id)) terminalAt.set(msg.id, at);
         const s = terminals.get(msg.id) ?? new Set<string>();
         s.add(msg.status);
         terminals.set(msg.id, s);
@@ -48,6 +60,9 @@ export async function connectWms(url: string, members: number, name = 'wms'): Pr
   return {
     terminals,
     health,
+    startedAt,
+    terminalAt,
+    rolloutSeen,
     send: (gw, op, id, params) => void sender.publish(`edge/${gw}/cmd/${op}`, JSON.stringify({ id, ...(params ? { params } : {}) }), { qos: 1 }),
     close: async () => {
       for (const c of clients) await c.endAsync(true);
@@ -100,6 +115,12 @@ export interface RolloutPlan {
   waveTimeoutMs: number;
   /** How long to wait for the update-health reports of a wave's successes before the next wave. */
   healthTimeoutMs: number;
+  /** The bundle's URL (default: one nobody serves; simulated gateways do not download). */
+  bundleUrl?: string;
+  /** Extra `update` params for one gateway, e.g. a staggered `notBefore` (index: in the wave). */
+  params?(gw: string, wave: number, index: number): Record<string, unknown>;
+  /** A longer wait for a wave holding any of these gateways (real installs take longer than simulated ones). */
+  slow?: { ids: ReadonlySet<string>; waveTimeoutMs: number };
 }
 
 export interface RolloutOutcome {
@@ -119,6 +140,10 @@ export interface RolloutOutcome {
   commandedIds: Set<string>;
   /** The gateways of the waves up to the one that halted (all, when none did). */
   allowedIds: Set<string>;
+  /** Gateways seen answering a rollout command (its statuses at the driver). */
+  seenIds: Set<string>;
+  /** Gateway -> its command: sent, work started, terminal (Date.now(); undefined if not seen), terminal status. */
+  perGateway: Map<string, { id: string; sentAt: number; startedAt: number | undefined; terminalAt: number | undefined; status: string | undefined; healthy: boolean | undefined }>;
   durationMs: number;
 }
 
@@ -132,6 +157,7 @@ export async function runRollout(p: RolloutPlan): Promise<RolloutOutcome> {
   let halted = false;
   let haltedAtWave: number | undefined;
   let wavesSent = 0;
+  const sentAt = new Map<string, { id: string; at: number }>();
   const bad = (id: string): boolean => w.terminals.get(id)?.has('failed') === true || w.health.get(id) === false;
   for (let wave = 0; wave < p.waves.length && !halted; wave++) {
     wavesSent++;
@@ -139,14 +165,15 @@ export async function runRollout(p: RolloutPlan): Promise<RolloutOutcome> {
     const ids = p.ids.slice(from, to);
     const rolloutId = `ro-wave-${wave}`;
     const waveCmds = ids.map((gw) => ({ gw, id: `${rolloutId}-${gw}` }));
-    for (const c of waveCmds) {
+    for (const [i, c] of waveCmds.entries()) {
       commandedIds.add(c.gw);
       allowedIds.add(c.gw);
       sentIds.push(c.id);
-      w.send(c.gw, 'update', c.id, { url: 'http://127.0.0.1:1/bundle.tar', rolloutId });
+      sentAt.set(c.gw, { id: c.id, at: Date.now() });
+      w.send(c.gw, 'update', c.id, { url: p.bundleUrl ?? 'http://127.0.0.1:1/bundle.tar', rolloutId, ...p.params?.(c.gw, wave, i) });
     }
     // Wait for the wave: halt as soon as the threshold is passed with the minimum sample.
-    const deadline = performance.now() + p.waveTimeoutMs;
+    const deadline = performance.now() + (p.slow && ids.some((id) => p.slow!.ids.has(id)) ? p.slow.waveTimeoutMs : p.waveTimeoutMs);
     const verdict = (): boolean => {
       const done = waveCmds.filter((c) => w.terminals.has(c.id));
       if (done.length >= p.minSample && done.filter((c) => bad(c.id)).length / done.length > p.abortAbove) {
@@ -171,7 +198,7 @@ export async function runRollout(p: RolloutPlan): Promise<RolloutOutcome> {
     if (from >= p.ids.length) break;
   }
   // Let the halted wave's stragglers finish, so every command has its terminal status.
-  const end = performance.now() + p.waveTimeoutMs;
+  const end = performance.now() + Math.max(p.waveTimeoutMs, p.slow?.waveTimeoutMs ?? 0);
   while (sentIds.some((id) => !w.terminals.has(id)) && performance.now() < end) await sleep(20);
   await sleep(500);
   const check = checkTerminals(w, sentIds);
@@ -188,6 +215,10 @@ export async function runRollout(p: RolloutPlan): Promise<RolloutOutcome> {
     missingTerminal: check.missing,
     commandedIds,
     allowedIds,
+    seenIds: new Set(w.rolloutSeen),
+    perGateway: new Map(
+      [...sentAt].map(([gw, { id, at }]) => [gw, { id, sentAt: at, startedAt: w.startedAt.get(id), terminalAt: w.terminalAt.get(id), status: [...(w.terminals.get(id) ?? [])][0], healthy: w.health.get(id) }]),
+    ),
     durationMs: performance.now() - t0,
   };
   await w.close();

@@ -17,9 +17,15 @@
  *   results when they forget them), each with exactly one terminal status at the driver; then the
  *   retained results a fresh subscriber to `edge/+/res/+` receives, and the broker's own
  *   `$SYS/broker/retained messages/count`, right after and after expiry / clearing.
- * - rollout: `rolloutGateways` simulated gateways, the driver's waves with an abort threshold and
- *   a minimum sample, the third wave failing half the time: the driver must halt there, no gateway
- *   past it may receive a command, every command exactly one terminal status.
+ * - rollout: a signed bundle (1.1.0 of this build, signed by a CA made for the run that the real
+ *   agents' `ota.trustAnchors` name) served over HTTP on 127.0.0.1 (bytes counted), to the real
+ *   agents (all in the first wave, their installs started `INSTALL_STAGGER_MS` apart with
+ *   `notBefore`) and `rolloutGateways` simulated gateways, on the same broker; the driver's waves
+ *   with an abort threshold and a minimum sample, the third wave (simulated) failing half the time:
+ *   the driver must halt there, no gateway past it (real or simulated) may receive a command, every
+ *   command exactly one terminal status, every real agent committed the new version (its `status`
+ *   and slots.json) and sent `update-health`. Each real agent's install time and the CPU and RSS of
+ *   the agent processes under its guard during it (treeSampler: old and new process).
  * - capacity: fleets of growing size (`capacity`), one command each: the largest whose every
  *   command is answered; the first that fails says what limits it.
  *
@@ -28,10 +34,10 @@
  * SIGTERM, and at exit.
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import mqtt from 'mqtt';
 import { canConnect, findMosquitto, freePort, waitFor } from '../broker.js';
 import { DIST } from '../proc.js';
@@ -39,7 +45,10 @@ import { measurement, median, type Measurement } from '../report.js';
 import { connectWms, runCommands, runRollout, type RolloutOutcome, type TerminalCheck } from './driver.js';
 import { startRealAgents, type RealAgents } from './real-agents.js';
 import type { SimChildOp, SimChildStart } from './sim-child.js';
-import { formatUsage, usageWindow, type Usage } from './usage.js';
+import { formatUsage, treeSampler, usageWindow, type Usage } from './usage.js';
+import { createCa, issueCert } from '../../certs/devca.js';
+import { createBundle } from '../../ota/bundle-writer.js';
+import { makeRelease, serveBundles } from '../../test/helpers/ota-root.js';
 
 export interface FleetOptions {
   gateways: number;
@@ -94,7 +103,15 @@ export interface FleetPhase {
   idle: Usage;
   storms: Storm[];
   retained: Retained;
-  rollout: RolloutOutcome & { fleet: number; startedPastHalt: number; usage: Usage };
+  rollout: RolloutOutcome & {
+    fleet: number;
+    simulated: number;
+    /** Gateways that got a command (simulated: say so; real: answered it at the driver). */
+    received: number;
+    startedPastHalt: number;
+    usage: Usage;
+    real: { installs: RealInstall[]; committed: number; startMs: number[]; bytesServed: number; bundleBytes: number };
+  };
   capacity: CapacityStep[];
 }
 
@@ -384,26 +401,147 @@ async function retainedScenario(b: Broker, sims: Awaited<ReturnType<typeof start
   return { check, after, expired, sys: { before: sysBefore, after: sysAfter, expired: sysExpired }, usage };
 }
 
-async function rolloutScenario(n: number, log: (s: string) => void): Promise<FleetPhase['rollout']> {
-  const b = await mosquitto();
-  await b.start();
-  const ids = Array.from({ length: n }, (_, i) => `ro${String(i).padStart(5, '0')}`);
+/** The signed bundle of the rollout: 1.1.0 of this build, signed by a CA the real agents trust, served over HTTP on 127.0.0.1. */
+interface RolloutBundle {
+  trustPath: string;
+  url: string;
+  sha256: string;
+  size: number;
+  /** Body bytes the server sent, and its requests. */
+  sent(): number;
+  requests(): number;
+  close(): Promise<void>;
+}
+
+async function makeRolloutBundle(): Promise<RolloutBundle> {
+  const work = mkdtempSync(join(tmpdir(), 'bench-fleet-bundle-'));
+  const killer = (): void => rmSync(work, { recursive: true, force: true });
+  killers.add(killer);
+  try {
+    const ca = createCa({ commonName: 'fleet bench release CA' });
+    const signer = issueCert(ca, { commonName: 'fleet bench release signer', kind: 'codeSigning' });
+    const trustPath = join(work, 'trust.pem');
+    writeFileSync(trustPath, ca.certPem);
+    const rel = join(work, 'rel-1.1.0');
+    makeRelease(rel, '1.1.0');
+    mkdirSync(join(work, 'bundles'));
+    const file = join(work, 'bundles', 'v1.1.0.tar');
+    await createBundle({ inDir: rel, version: '1.1.0', compatible: ['wms-gateway'], keyPem: signer.keyPem, certPem: signer.certPem, out: file });
+    rmSync(rel, { recursive: true, force: true });
+    const data = readFileSync(file);
+    const server = await serveBundles(join(work, 'bundles'));
+    return {
+      trustPath,
+      url: server.url('v1.1.0.tar'),
+      sha256: createHash('sha256').update(data).digest('hex'),
+      size: data.length,
+      sent: () => server.sent('v1.1.0.tar'),
+      requests: () => server.requests.length,
+      close: async () => {
+        await server.close();
+        killer();
+        killers.delete(killer);
+      },
+    };
+  } catch (err) {
+    killer();
+    killers.delete(killer);
+    throw err;
+  }
+}
+
+/** Between the staggered starts of the real agents' installs (`notBefore`), ms. */
+const INSTALL_STAGGER_MS = 4000;
+/** The real agents' OTA settings in the bench: the update-health report 2 s after the commit, a 2 s health gate. */
+const REAL_OTA = { healthReportSec: 2, healthGate: { stableMs: 2000, timeoutMs: 60_000 }, download: { idleTimeoutMs: 30_000, retries: 2 } };
+
+export interface RealInstall {
+  id: string;
+  status: string | undefined;
+  /** The agent's first `executing` past `waiting` (download) -> `successful` at the driver. */
+  installMs: number | undefined;
+  healthy: boolean | undefined;
+  /** CPU (% of one core) and the largest RSS of the agent processes under its guard (old and new) during its install. */
+  usage: { cpuPct: number; rssMiB: number } | undefined;
+  /** After the rollout: what the agent says (admin `status`) and its ROOT/slots.json. */
+  version: string | undefined;
+  slot: string | undefined;
+  activeState: string;
+  activeVersion: string | undefined;
+}
+
+/**
+ * The rollout, on the bench's broker: the real agents first (the first wave holds them all, each
+ * install's start staggered with `notBefore`), then `n` simulated gateways; the third wave's
+ * simulated gateways fail half the time, so the driver must halt there.
+ */
+async function rolloutScenario(b: Broker, real: RealAgents | undefined, bundle: RolloutBundle | undefined, n: number, log: (s: string) => void): Promise<FleetPhase['rollout']> {
+  const simIds = Array.from({ length: n }, (_, i) => `ro${String(i).padStart(5, '0')}`);
+  const realIds = real?.ids ?? [];
+  const realSet = new Set(realIds);
+  const ids = [...realIds, ...simIds];
   const waves = [0.01, 0.05, 0.25, 1];
+  if (realIds.length > Math.round(waves[0]! * ids.length)) throw new Error(`${realIds.length} real agents do not fit the first wave of ${Math.round(waves[0]! * ids.length)}`);
   // The third wave's gateways (between 5 % and 25 %) fail half the time: the driver must halt there.
-  const bad = ids.slice(Math.round(0.05 * n), Math.round(0.25 * n));
-  const sims = await startSims(b.url, ids, { bad, badRate: 0.5, delayMs: [50, 500] });
+  const bad = ids.slice(Math.round(0.05 * ids.length), Math.round(0.25 * ids.length)).filter((id) => !realSet.has(id));
+  const sims = await startSims(b.url, simIds, { bad, badRate: 0.5, delayMs: [50, 500] });
   try {
     await waitFor(async () => (await sims.connected()) === n, `${n} simulated gateways connected`, 120_000);
     const u = usageWindow({ broker: b.pid(), ...simPids(sims.procs), driver: process.pid });
-    const out = await runRollout({ url: b.url, ids, waves, abortAbove: 0.2, minSample: 20, members: 4, waveTimeoutMs: 60_000, healthTimeoutMs: 10_000 });
+    const tree = real ? treeSampler(real.guardPids()) : undefined;
+    const sentBefore = bundle?.sent() ?? 0;
+    let out: RolloutOutcome;
+    try {
+      out = await runRollout({
+        url: b.url,
+        ids,
+        waves,
+        abortAbove: 0.2,
+        minSample: 20,
+        members: 4,
+        waveTimeoutMs: 60_000,
+        healthTimeoutMs: 30_000,
+        ...(bundle ? { bundleUrl: bundle.url } : {}),
+        // Real installs one after the other (2 cores): each agent's own notBefore, INSTALL_STAGGER_MS apart.
+        params: (gw) => (realSet.has(gw) && bundle ? { notBefore: new Date(Date.now() + INSTALL_STAGGER_MS * realIds.indexOf(gw)).toISOString(), sha256: bundle.sha256, size: bundle.size } : {}),
+        slow: { ids: realSet, waveTimeoutMs: INSTALL_STAGGER_MS * realIds.length + 180_000 },
+      });
+    } finally {
+      tree?.stop();
+    }
     const usage = u.stop();
     const commanded = ((await sims.req('commanded')) as string[][]).flat();
-    const startedPastHalt = commanded.filter((id) => !out.allowedIds.has(id)).length;
-    log(`fleet rollout: ${out.sent} commands in ${out.wavesSent} waves, halted ${out.halted ? `at wave ${out.haltedAtWave! + 1}` : 'never'}, ${commanded.length} gateways received an update (${out.allowedIds.size} in the waves sent, ${startedPastHalt} past the halt), ${out.terminal} terminal, ${out.doubleTerminal} double, ${out.missingTerminal} missing, ${out.healthEvents} update-health (${out.unhealthy} unhealthy); ${formatUsage(usage)}`);
-    return { ...out, fleet: n, startedPastHalt, usage };
+    // A gateway got the command: a simulated one says so, a real one answered it at the driver.
+    const got = new Set([...commanded, ...[...out.seenIds].filter((id) => realSet.has(id))]);
+    const startedPastHalt = [...got].filter((id) => !out.allowedIds.has(id)).length;
+    const states = (await real?.state()) ?? [];
+    const installs: RealInstall[] = realIds.map((id, i) => {
+      const p = out.perGateway.get(id);
+      const st = states[i]!;
+      const installMs = p?.startedAt !== undefined && p.terminalAt !== undefined ? p.terminalAt - p.startedAt : undefined;
+      return {
+        id,
+        status: p?.status,
+        installMs,
+        healthy: p?.healthy,
+        usage: p?.startedAt !== undefined && p.terminalAt !== undefined ? tree?.usage(id, p.startedAt, p.terminalAt) : undefined,
+        version: st.version,
+        slot: st.slot,
+        activeState: st.activeState,
+        activeVersion: st.activeVersion,
+      };
+    });
+    const committed = installs.filter((x) => x.status === 'successful' && x.version === '1.1.0' && x.activeVersion === '1.1.0' && x.activeState === 'committed').length;
+    const bytesServed = (bundle?.sent() ?? 0) - sentBefore;
+    log(`fleet rollout: ${out.sent} commands (${realIds.length} real + ${out.sent - realIds.length} simulated) in ${out.wavesSent} waves, halted ${out.halted ? `at wave ${out.haltedAtWave! + 1}` : 'never'}, ${got.size} gateways received an update (${out.allowedIds.size} in the waves sent, ${startedPastHalt} past the halt), ${out.terminal} terminal, ${out.doubleTerminal} double, ${out.missingTerminal} missing, ${out.healthEvents} update-health (${out.unhealthy} unhealthy); ${formatUsage(usage)}`);
+    if (realIds.length) {
+      const ms = installs.flatMap((x) => (x.installMs === undefined ? [] : [x.installMs]));
+      const us = installs.flatMap((x) => (x.usage ? [x.usage] : []));
+      log(`fleet rollout, real agents: ${committed} of ${realIds.length} committed 1.1.0 (status and slots.json: ${installs.map((x) => `${x.id} ${x.status ?? '-'} ${x.version ?? '?'}/${x.slot ?? '?'} ${x.activeVersion ?? '?'} ${x.activeState}`).join(', ')}); install (download -> successful) median ${ms.length ? median(ms) : NaN} ms, max ${ms.length ? Math.max(...ms) : NaN} ms against a cold start under the guard median ${real ? median(real.startMs) : NaN} ms; during its install each agent (old + new process) median/max ${us.length ? median(us.map((x) => x.cpuPct)) : NaN}/${us.length ? Math.max(...us.map((x) => x.cpuPct)) : NaN}% CPU, ${us.length ? median(us.map((x) => x.rssMiB)) : NaN}/${us.length ? Math.max(...us.map((x) => x.rssMiB)) : NaN} MiB; bundle ${bundle?.size ?? 0} bytes, ${bytesServed} bytes served (${bundle ? (bytesServed / bundle.size).toFixed(2) : 0} bundles); update-health ${installs.filter((x) => x.healthy === true).length} healthy`);
+    }
+    return { ...out, fleet: ids.length, simulated: n, received: got.size, startedPastHalt, usage, real: { installs, committed, startMs: real?.startMs ?? [], bytesServed, bundleBytes: bundle?.size ?? 0 } };
   } finally {
     await sims.stop();
-    await b.close();
   }
 }
 
@@ -469,6 +607,7 @@ export async function fleetPhase(o: FleetOptions, log: (s: string) => void): Pro
   process.once('SIGTERM', onSignal);
   process.on('exit', killAll);
   let real: RealAgents | undefined;
+  let bundle: RolloutBundle | undefined;
   const b = await mosquitto();
   try {
     await b.start();
@@ -480,8 +619,10 @@ export async function fleetPhase(o: FleetOptions, log: (s: string) => void): Pro
       await waitFor(async () => (await sims.connected()) === o.gateways, `${o.gateways} simulated gateways connected`, 120_000);
       log(`fleet: ${o.gateways} simulated gateways connected after ${Date.now() - t0} ms (${PER_CHILD} per process at most)`);
       if (o.agents > 0) {
+        bundle = await makeRolloutBundle();
+        log(`fleet: the rollout's signed bundle (1.1.0 of this build) ${bundle.size} bytes at ${bundle.url}`);
         const t1 = Date.now();
-        real = await startRealAgents(o.agents, b.url, BACKOFF, { resultExpirySec: o.resultExpirySec });
+        real = await startRealAgents(o.agents, b.url, BACKOFF, { resultExpirySec: o.resultExpirySec, ota: { trustAnchors: bundle.trustPath, ...REAL_OTA } });
         killers.add(real.killAll);
         log(`fleet: ${o.agents} real agents under their boot guards started one after the other, all connected after ${Date.now() - t1} ms`);
       }
@@ -494,12 +635,15 @@ export async function fleetPhase(o: FleetOptions, log: (s: string) => void): Pro
       for (let i = 0; i < o.runs; i++) for (const jitter of i % 2 === 0 ? [false, true] : [true, false]) storms.push(await storm(b, sims, real, o.agents, jitter, log));
       const retained = await retainedScenario(b, sims, simIds, real, o, log);
       const out: FleetPhase = { gateways: o.gateways, agents: o.agents, idle, storms, retained, rollout: undefined as unknown as FleetPhase['rollout'], capacity: [] };
+      // The rollout on the same broker and real agents; the storm's simulated fleet makes way for the rollout's.
+      await sims.stop();
+      out.rollout = await rolloutScenario(b, real, bundle, o.rolloutGateways, log);
       await real?.stop();
       if (real) killers.delete(real.killAll);
       real = undefined;
-      await sims.stop();
+      await bundle?.close();
+      bundle = undefined;
       await b.close();
-      out.rollout = await rolloutScenario(o.rolloutGateways, log);
       for (const size of o.capacity) {
         const step = await capacityStep(size, log);
         out.capacity.push(step);
@@ -511,6 +655,7 @@ export async function fleetPhase(o: FleetOptions, log: (s: string) => void): Pro
         retained.check.double + retained.check.missing > 0 ? `${retained.check.double} double / ${retained.check.missing} missing terminal statuses (retained scenario)` : '',
         r.doubleTerminal + r.missingTerminal > 0 ? `${r.doubleTerminal} double / ${r.missingTerminal} missing terminal statuses (rollout)` : '',
         r.startedPastHalt > 0 ? `${r.startedPastHalt} gateways past the halted wave received the update` : '',
+        r.real.committed < o.agents ? `${o.agents - r.real.committed} of ${o.agents} real agents did not commit 1.1.0` : '',
         !r.halted ? 'the rollout did not halt at its failing wave' : '',
       ].filter(Boolean);
       if (problems.length) log(`fleet: ASSERTION FAILED: ${problems.join('; ')}`);
@@ -519,6 +664,7 @@ export async function fleetPhase(o: FleetOptions, log: (s: string) => void): Pro
     } finally {
       await real?.stop();
       await sims.stop();
+      await bundle?.close();
     }
   } finally {
     await b.close();
@@ -611,14 +757,44 @@ export function fleetMeasurements(p: FleetPhase): Measurement[] {
     }),
     measurement({
       id: 'fleet-rollout-halt',
-      title: `rollout to ${r.fleet} simulated gateways, the third of 4 waves failing: gateways that received the update (halted at wave ${r.haltedAtWave === undefined ? 'none' : String(r.haltedAtWave + 1)}, ${r.startedPastHalt} past it)`,
+      title: `rollout of a signed bundle to ${r.fleet} gateways (${r.fleet - r.simulated} real agents in the first wave, ${r.simulated} simulated), the third of 4 waves failing: gateways that received the update (halted at wave ${r.haltedAtWave === undefined ? 'none' : String(r.haltedAtWave + 1)}, ${r.startedPastHalt} past it)`,
       unit: 'gateways',
-      samples: [r.commandedIds.size],
+      samples: [r.received],
       reference: { name: 'gateways up to the halted wave', samples: [r.allowedIds.size] },
       goal: { op: '<=', value: 1, of: 'ratio' },
-      details: { sent: [r.sent], terminal: [r.terminal], failed: [r.failed], double: [r.doubleTerminal], missing: [r.missingTerminal], updateHealth: [r.healthEvents], unhealthy: [r.unhealthy], durationMs: [r.durationMs], ...usageDetails('rollout.', r.usage) },
+      details: { sent: [r.sent], terminal: [r.terminal], failed: [r.failed], double: [r.doubleTerminal], missing: [r.missingTerminal], updateHealth: [r.healthEvents], unhealthy: [r.unhealthy], durationMs: [r.durationMs], startedPastHalt: [r.startedPastHalt], ...usageDetails('rollout.', r.usage) },
     }),
   ];
+  const ri = r.real.installs;
+  if (ri.length) {
+    const took = ri.flatMap((x) => (x.installMs === undefined ? [] : [x.installMs]));
+    const us = ri.flatMap((x) => (x.usage ? [x.usage] : []));
+    ms.push(
+      measurement({
+        id: 'fleet-rollout-real-committed',
+        title: `real agents that downloaded the signed bundle, installed it into their inactive slot, activated it through their boot guard, committed 1.1.0 (their status and slots.json) and reported update-health (${ri.filter((x) => x.healthy === true).length} healthy), in the rollout's first wave`,
+        unit: 'agents',
+        samples: [r.real.committed],
+        reference: { name: 'real agents in the rollout', samples: [ri.length] },
+        goal: { op: '>=', value: 1, of: 'ratio' },
+        details: { bundleBytes: [r.real.bundleBytes], bytesServed: [r.real.bytesServed] },
+      }),
+      measurement({
+        id: 'fleet-rollout-real-install',
+        title: `a real agent's install in the rollout (first executing step past waiting -> successful: download, verify, install, activate, ${REAL_OTA.healthGate.stableMs / 1000} s health gate, commit), ${INSTALL_STAGGER_MS / 1000} s apart (max ${took.length ? Math.max(...took) : NaN} ms)`,
+        unit: 'ms',
+        samples: took,
+        reference: { name: "the same agents' cold start under their guard (guard start -> connected), same run", samples: r.real.startMs },
+        details: {
+          installMsMax: [took.length ? Math.max(...took) : NaN],
+          installCpuPctMedian: [us.length ? median(us.map((x) => x.cpuPct)) : NaN],
+          installCpuPctMax: [us.length ? Math.max(...us.map((x) => x.cpuPct)) : NaN],
+          installRssMiBMedian: [us.length ? median(us.map((x) => x.rssMiB)) : NaN],
+          installRssMiBMax: [us.length ? Math.max(...us.map((x) => x.rssMiB)) : NaN],
+        },
+      }),
+    );
+  }
   if (cap.length) {
     const last = cap[cap.length - 1]!;
     const top = cap.filter((s) => s.ok).at(-1);

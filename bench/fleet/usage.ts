@@ -4,7 +4,7 @@
  * % of one core, and the largest VmRSS sampled every second in it. A process that is gone counts
  * what it used until its last sample.
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 const TICK_MS = 10; // USER_HZ is 100 on Linux
 
@@ -81,4 +81,90 @@ export function formatUsage(u: Usage): string {
   if (agents.length) parts.push(`each agent (median/max of ${agents.length}) ${med(agents.map((a) => a.cpuPct))}/${Math.max(...agents.map((a) => a.cpuPct))}% ${med(agents.map((a) => a.rssMiB))}/${Math.max(...agents.map((a) => a.rssMiB))} MiB`);
   if (guards.length) parts.push(`each guard ${med(guards.map((a) => a.cpuPct))}% ${med(guards.map((a) => a.rssMiB))} MiB`);
   return parts.join(', ');
+}
+
+interface ProcRow {
+  ppid: number;
+  /** utime + stime + cutime + cstime (fields 14-17): the process and its reaped children. */
+  all: number;
+  /** cutime + cstime: its reaped children only. */
+  reaped: number;
+}
+
+function procTable(): Map<number, ProcRow> {
+  const out = new Map<number, ProcRow>();
+  let names: string[];
+  try {
+    names = readdirSync('/proc');
+  } catch {
+    return out;
+  }
+  for (const n of names) {
+    if (!/^\d+$/.test(n)) continue;
+    try {
+      const stat = readFileSync(`/proc/${n}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const reaped = Number(f[13]) + Number(f[14]);
+      out.set(Number(n), { ppid: Number(f[1]), all: Number(f[11]) + Number(f[12]) + reaped, reaped });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+export interface TreeSample {
+  at: number;
+  /** CPU ticks of everything a guard ever ran (its live descendants and the ones it reaped), not the guard's own. */
+  ticks: number;
+  /** The largest VmRSS among its live descendants now, MiB. */
+  rssMiB: number;
+}
+
+/**
+ * Samples, every second, what each boot guard (name -> pid) runs under it: the agent processes
+ * come and go across an update (old agent, new agent in its trial), so they are followed through
+ * the guard: CPU of its descendants, live (utime + stime + their reaped children) and reaped
+ * (the guard's cutime + cstime, proc(5)), and the largest RSS among them. `usage(name, from, to)`
+ * is % of one core and the largest RSS between two Date.now() moments.
+ */
+export function treeSampler(guards: Record<string, number>): { stop(): void; usage(name: string, from: number, to: number): KindUsage | undefined; samples: Map<string, TreeSample[]> } {
+  const samples = new Map<string, TreeSample[]>(Object.keys(guards).map((k) => [k, []]));
+  const sample = (): void => {
+    const table = procTable();
+    const kids = new Map<number, number[]>();
+    for (const [pid, r] of table) kids.set(r.ppid, [...(kids.get(r.ppid) ?? []), pid]);
+    const at = Date.now();
+    for (const [name, gpid] of Object.entries(guards)) {
+      const g = table.get(gpid);
+      if (!g) continue;
+      let ticks = g.reaped;
+      let rss = 0;
+      const stack = [...(kids.get(gpid) ?? [])];
+      while (stack.length) {
+        const pid = stack.pop()!;
+        ticks += table.get(pid)?.all ?? 0;
+        rss = Math.max(rss, rssMiB(pid) ?? 0);
+        stack.push(...(kids.get(pid) ?? []));
+      }
+      samples.get(name)!.push({ at, ticks, rssMiB: rss });
+    }
+  };
+  sample();
+  const timer = setInterval(sample, 1000);
+  return {
+    samples,
+    stop: () => {
+      clearInterval(timer);
+      sample();
+    },
+    usage: (name, from, to) => {
+      const xs = samples.get(name) ?? [];
+      const a = [...xs].reverse().find((s) => s.at <= from) ?? xs[0];
+      const b = xs.find((s) => s.at >= to) ?? xs.at(-1);
+      if (!a || !b || b.at <= a.at) return undefined;
+      const within = xs.filter((s) => s.at >= a.at && s.at <= b.at);
+      return { cpuPct: Math.round((1000 * (b.ticks - a.ticks) * TICK_MS) / (b.at - a.at)) / 10, rssMiB: Math.round(Math.max(...within.map((s) => s.rssMiB))) };
+    },
+  };
 }
