@@ -22,6 +22,8 @@ export interface Wms {
   terminalAt: Map<string, number>;
   /** Gateways that published a status of a command whose id starts with `ro-` (they received a rollout command). */
   rolloutSeen: Set<string>;
+  /** Command id -> progress step -> when its first `executing` status with that step came. */
+  steps: Map<string, Map<string, number>>;
   send(gw: string, op: string, id: string, params?: Record<string, unknown>): void;
   close(): Promise<void>;
 }
@@ -33,6 +35,7 @@ export async function connectWms(url: string, members: number, name = 'wms'): Pr
   const startedAt = new Map<string, number>();
   const terminalAt = new Map<string, number>();
   const rolloutSeen = new Set<string>();
+  const steps = new Map<string, Map<string, number>>();
   for (let m = 0; m < members; m++) {
     const c = await mqtt.connectAsync(url, { clientId: `${name}-${m}`, clean: true, reconnectPeriod: 0, protocolVersion: 5 });
     c.on('message', (topic, payload) => {
@@ -46,6 +49,11 @@ export async function connectWms(url: string, members: number, name = 'wms'): Pr
       if (msg.type === 'update-health' && msg.command) health.set(msg.command, msg.healthy === true);
       if (msg.id?.startsWith('ro-') && topic.includes('/res/')) rolloutSeen.add(topic.split('/')[1] ?? '');
       if (msg.id && msg.status === 'executing' && msg.progress?.step !== 'waiting' && !startedAt.has(msg.id)) startedAt.set(msg.id, at);
+      if (msg.id && msg.status === 'executing' && msg.progress?.step) {
+        const m = steps.get(msg.id) ?? new Map<string, number>();
+        if (!m.has(msg.progress.step)) m.set(msg.progress.step, at);
+        steps.set(msg.id, m);
+      }
       if (msg.id && msg.status && TERMINAL.has(msg.status)) {
         if (!terminalAt.has(msg.id)) terminalAt.set(msg.id, at);
         const s = terminals.get(msg.id) ?? new Set<string>();
@@ -63,6 +71,7 @@ export async function connectWms(url: string, members: number, name = 'wms'): Pr
     startedAt,
     terminalAt,
     rolloutSeen,
+    steps,
     send: (gw, op, id, params) => void sender.publish(`edge/${gw}/cmd/${op}`, JSON.stringify({ id, ...(params ? { params } : {}) }), { qos: 1 }),
     close: async () => {
       for (const c of clients) await c.endAsync(true);
@@ -143,7 +152,7 @@ export interface RolloutOutcome {
   /** Gateways seen answering a rollout command (its statuses at the driver). */
   seenIds: Set<string>;
   /** Gateway -> its command: sent, work started, terminal (Date.now(); undefined if not seen), terminal status. */
-  perGateway: Map<string, { id: string; sentAt: number; startedAt: number | undefined; terminalAt: number | undefined; status: string | undefined; healthy: boolean | undefined }>;
+  perGateway: Map<string, { id: string; sentAt: number; startedAt: number | undefined; terminalAt: number | undefined; status: string | undefined; healthy: boolean | undefined; steps: Record<string, number> }>;
   durationMs: number;
 }
 
@@ -217,7 +226,7 @@ export async function runRollout(p: RolloutPlan): Promise<RolloutOutcome> {
     allowedIds,
     seenIds: new Set(w.rolloutSeen),
     perGateway: new Map(
-      [...sentAt].map(([gw, { id, at }]) => [gw, { id, sentAt: at, startedAt: w.startedAt.get(id), terminalAt: w.terminalAt.get(id), status: [...(w.terminals.get(id) ?? [])][0], healthy: w.health.get(id) }]),
+      [...sentAt].map(([gw, { id, at }]) => [gw, { id, sentAt: at, startedAt: w.startedAt.get(id), terminalAt: w.terminalAt.get(id), status: [...(w.terminals.get(id) ?? [])][0], healthy: w.health.get(id), steps: Object.fromEntries(w.steps.get(id) ?? []) }]),
     ),
     durationMs: performance.now() - t0,
   };

@@ -467,6 +467,8 @@ export interface RealInstall {
   status: string | undefined;
   /** The agent's first `executing` past `waiting` (download) -> `successful` at the driver. */
   installMs: number | undefined;
+  /** Progress step -> ms from the install's start to its first status with that step, at the driver. */
+  stepMs: Record<string, number>;
   healthy: boolean | undefined;
   /** CPU (% of one core) and the largest RSS of the agent processes under its guard (old and new) during its install. */
   usage: { cpuPct: number; rssMiB: number } | undefined;
@@ -530,6 +532,7 @@ async function rolloutScenario(b: Broker, real: RealAgents | undefined, bundle: 
         id,
         status: p?.status,
         installMs,
+        stepMs: Object.fromEntries(Object.entries(p?.steps ?? {}).flatMap(([k, at]) => (p?.startedAt === undefined ? [] : [[k, at - p.startedAt]]))),
         healthy: p?.healthy,
         usage: p?.startedAt !== undefined && p.terminalAt !== undefined ? tree?.usage(id, p.startedAt, p.terminalAt) : undefined,
         version: st.version,
@@ -544,7 +547,9 @@ async function rolloutScenario(b: Broker, real: RealAgents | undefined, bundle: 
     if (realIds.length) {
       const ms = installs.flatMap((x) => (x.installMs === undefined ? [] : [x.installMs]));
       const us = installs.flatMap((x) => (x.usage ? [x.usage] : []));
-      log(`fleet rollout, real agents: ${committed} of ${realIds.length} committed 1.1.0 (status and slots.json: ${installs.map((x) => `${x.id} ${x.status ?? '-'} ${x.version ?? '?'}/${x.slot ?? '?'} ${x.activeVersion ?? '?'} ${x.activeState}`).join(', ')}); install (download -> successful) median ${ms.length ? median(ms) : NaN} ms, max ${ms.length ? Math.max(...ms) : NaN} ms against a cold start under the guard median ${real ? median(real.startMs) : NaN} ms; during its install each agent (old + new process) median/max ${us.length ? median(us.map((x) => x.cpuPct)) : NaN}/${us.length ? Math.max(...us.map((x) => x.cpuPct)) : NaN}% CPU, ${us.length ? median(us.map((x) => x.rssMiB)) : NaN}/${us.length ? Math.max(...us.map((x) => x.rssMiB)) : NaN} MiB; bundle ${bundle?.size ?? 0} bytes, ${bytesServed} bytes served (${bundle ? (bytesServed / bundle.size).toFixed(2) : 0} bundles); update-health ${installs.filter((x) => x.healthy === true).length} healthy`);
+      const stepNames = [...new Set(installs.flatMap((x) => Object.keys(x.stepMs)))].sort((a, b) => median(installs.flatMap((x) => x.stepMs[a] ?? [])) - median(installs.flatMap((x) => x.stepMs[b] ?? [])));
+      const stepLine = stepNames.map((k) => `${k} ${median(installs.flatMap((x) => x.stepMs[k] ?? []))}`).join(', ');
+      log(`fleet rollout, real agents: ${committed} of ${realIds.length} committed 1.1.0 (status and slots.json: ${installs.map((x) => `${x.id} ${x.status ?? '-'} ${x.version ?? '?'}/${x.slot ?? '?'} ${x.activeVersion ?? '?'} ${x.activeState}`).join(', ')}); install (download -> successful) median ${ms.length ? median(ms) : NaN} ms, max ${ms.length ? Math.max(...ms) : NaN} ms against a cold start under the guard median ${real ? median(real.startMs) : NaN} ms; each step's first status (median ms after the install's start): ${stepLine}; during its install each agent (old + new process) median/max ${us.length ? median(us.map((x) => x.cpuPct)) : NaN}/${us.length ? Math.max(...us.map((x) => x.cpuPct)) : NaN}% CPU, ${us.length ? median(us.map((x) => x.rssMiB)) : NaN}/${us.length ? Math.max(...us.map((x) => x.rssMiB)) : NaN} MiB; bundle ${bundle?.size ?? 0} bytes, ${bytesServed} bytes served (${bundle ? (bytesServed / bundle.size).toFixed(2) : 0} bundles); update-health ${installs.filter((x) => x.healthy === true).length} healthy`);
     }
     return { ...out, fleet: ids.length, simulated: n, received: got.size, startedPastHalt, usage, real: { installs, committed, startMs: real?.startMs ?? [], bytesServed, bundleBytes: bundle?.size ?? 0 } };
   } finally {
@@ -798,6 +803,8 @@ export function fleetMeasurements(p: FleetPhase): Measurement[] {
           installCpuPctMax: [us.length ? Math.max(...us.map((x) => x.cpuPct)) : NaN],
           installRssMiBMedian: [us.length ? median(us.map((x) => x.rssMiB)) : NaN],
           installRssMiBMax: [us.length ? Math.max(...us.map((x) => x.rssMiB)) : NaN],
+          // Each progress step's first status, ms after the install's start (medians over the agents).
+          ...Object.fromEntries([...new Set(ri.flatMap((x) => Object.keys(x.stepMs)))].map((k) => [`step.${k}Ms`, ri.flatMap((x) => x.stepMs[k] ?? [])])),
         },
       }),
     );
