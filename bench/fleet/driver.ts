@@ -48,10 +48,12 @@ export async function connectWms(url: string, members: number, name = 'wms'): Pr
       }
       if (msg.type === 'update-health' && msg.command) health.set(msg.command, msg.healthy === true);
       if (msg.id?.startsWith('ro-') && topic.includes('/res/')) rolloutSeen.add(topic.split('/')[1] ?? '');
-      if (msg.id && msg.status === 'executing' && msg.progress?.step !== 'waiting' && !startedAt.has(msg.id)) startedAt.set(msg.id, at);
-      if (msg.id && msg.status === 'executing' && msg.progress?.step) {
+      // The work starts with the first step past `waiting` (an `executing` without a step, or `waiting`, is not it).
+      const step = msg.progress?.step;
+      if (msg.id && msg.status === 'executing' && step !== undefined && step !== 'waiting' && !startedAt.has(msg.id)) startedAt.set(msg.id, at);
+      if (msg.id && msg.status === 'executing' && step) {
         const m = steps.get(msg.id) ?? new Map<string, number>();
-        if (!m.has(msg.progress.step)) m.set(msg.progress.step, at);
+        if (!m.has(step)) m.set(step, at);
         steps.set(msg.id, m);
       }
       if (msg.id && msg.status && TERMINAL.has(msg.status)) {
