@@ -532,7 +532,8 @@ async function rolloutScenario(b: Broker, real: RealAgents | undefined, bundle: 
         id,
         status: p?.status,
         installMs,
-        stepMs: Object.fromEntries(Object.entries(p?.steps ?? {}).flatMap(([k, at]) => (p?.startedAt === undefined ? [] : [[k, at - p.startedAt]]))),
+        // `waiting` (before the start: the staggered notBefore) is not part of the install.
+        stepMs: Object.fromEntries(Object.entries(p?.steps ?? {}).flatMap(([k, at]) => (p?.startedAt === undefined || k === 'waiting' ? [] : [[k, at - p.startedAt]]))),
         healthy: p?.healthy,
         usage: p?.startedAt !== undefined && p.terminalAt !== undefined ? tree?.usage(id, p.startedAt, p.terminalAt) : undefined,
         version: st.version,
