@@ -34,9 +34,11 @@
  *  19. bytes downloaded by a delta bundle, patch release and         vs the full bundle of the same release (release-bench.ts; `--only release`)
  *      dependency upgrade; its install time; bundle size gzip         vs full install; plain bundle
  *      idle RSS on the release's own runtime                          vs the same agent on the system's Node.js
- *  20. fleet: broker restart with 5,000 simulated gateways, peak      vs the same fleet without the first-reconnect
- *      connects/s and time to all online; a rollout that must halt       jitter, same run (bench/fleet/; `--only fleet`,
- *      at its failing wave                                               `--fleet-gateways N`)
+ *  20. fleet: broker restart with 5,000 simulated + 10 real gateways, vs the same fleet without the first-reconnect
+ *      peak CONNECTs/s in the broker's log and time to all online;       jitter, same broker and run (bench/fleet/;
+ *      retained results after 10,000 commands once expired/cleared;     `--only fleet`, `--fleet-gateways N`,
+ *      a rollout that must halt at its failing wave; the largest fleet   `--fleet-agents N`, `--fleet-commands N`,
+ *      with every command answered                                        `--fleet-capacity A,B,..|none`)
  *
  * `--only startup,outbox,ota,health` picks groups (default: startup, outbox, ota; `ota` is 5-8;
  * `health` is 9, minutes long, so only when asked for, e.g. `--only health`; health-bench.ts). 1-4 use a real mosquitto
@@ -248,6 +250,8 @@ async function main(): Promise<number> {
       'plc-minutes': { type: 'string' },
       'fleet-gateways': { type: 'string' },
       'fleet-agents': { type: 'string' },
+      'fleet-commands': { type: 'string' },
+      'fleet-capacity': { type: 'string' },
       'flood-commands': { type: 'string' },
     },
   });
@@ -327,9 +331,13 @@ async function main(): Promise<number> {
   }
   if (run.has('fleet')) {
     const n = Number(values['fleet-gateways'] ?? (cfg.quick ? 1000 : 5000));
-    // Real agents: 3 by default, not 10: two cores are shared by the broker, 5,000 simulated gateways and every agent (`--fleet-agents N`).
-    const agents = Number(values['fleet-agents'] ?? (cfg.quick ? 1 : 3));
-    const f = await fleetPhase({ gateways: n, agents, rolloutGateways: cfg.quick ? 500 : 2000, runs: values.runs === undefined ? 1 : cfg.runs }, log);
+    const agents = Number(values['fleet-agents'] ?? (cfg.quick ? 1 : 10));
+    const commands = Number(values['fleet-commands'] ?? (cfg.quick ? 1000 : 10_000));
+    // The capacity steps (`--fleet-capacity 5000,10000`, `none` to skip): the largest fleet whose every command is answered.
+    const cap = values['fleet-capacity'] ?? (cfg.quick ? 'none' : '5000,10000,15000,19900,21000');
+    const capacity = cap === 'none' ? [] : cap.split(',').map(Number);
+    const runs = values.runs === undefined ? (cfg.quick ? 1 : 3) : cfg.runs;
+    const f = await fleetPhase({ gateways: n, agents, rolloutGateways: cfg.quick ? 500 : 2000, runs, commands, resultExpirySec: cfg.quick ? 5 : 20, capacity }, log);
     ms.push(...fleetMeasurements(f));
   }
   if (run.has('health')) {

@@ -3,7 +3,9 @@
  * Each implements the contract's command lifecycle for `update` (accepted -> executing ->
  * successful | failed, retained on ~/res/{id}, with the command's rolloutId), a retained
  * `~/status`, and an `update-health` event after a success; failures and delays are drawn from
- * per-gateway rates. Reconnects follow the agent's policy (lib/backoff.ts, lib/broker-list.ts):
+ * per-gateway rates. Any other operation is answered `successful` at once (the capacity and
+ * retained-results scenarios). Results are retained with the agent's policy: MQTT 5 message
+ * expiry, or on 3.1.1 an empty retained publish when the id is forgotten. Reconnects follow the agent's policy (lib/backoff.ts, lib/broker-list.ts):
  * with `firstJitter` the first reconnect after a loss waits a random fraction of the initial
  * backoff, without it the plain first backoff step (what the agent did before issue 18).
  * Bench code, not product code: only 127.0.0.1.
@@ -19,7 +21,17 @@ export interface SimOptions {
   firstJitter: boolean;
   /** Per gateway: probability that an update fails; and the work's delay range (ms). */
   failRate(id: string): number;
+  /** Gateways whose update-health after a success says healthy: false. */
+  unhealthy?(id: string): boolean;
   delayMs: [number, number];
+  /**
+   * MQTT version per gateway (default 4). Results are retained as the agent publishes them: on 5
+   * with a message expiry of `resultExpirySec` (0: none); on 4 cleared (empty retained publish)
+   * `forgetMs` after their terminal status, as the agent does when it forgets a command id.
+   */
+  protocol?(id: string): 4 | 5;
+  resultExpirySec?: number;
+  forgetMs?: number;
   /** Told of every CONNACK, and of every connection attempt (what the broker sees coming). */
   onConnect?(at: number): void;
   onAttempt?(at: number): void;
@@ -29,6 +41,8 @@ export interface SimFleet {
   connected(): number;
   /** Gateways that received at least one command. */
   commanded(): Set<string>;
+  /** Switches the first-reconnect policy for the next losses (the storm runs alternate it). */
+  setFirstJitter(on: boolean): void;
   stop(): Promise<void>;
 }
 
@@ -37,11 +51,13 @@ export async function startSimFleet(o: SimOptions, rampPerTick = 200): Promise<S
   const commanded = new Set<string>();
   let stopped = false;
   let up = 0;
+  let firstJitter = o.firstJitter;
+  const forgets = new Set<NodeJS.Timeout>();
   const connect = (id: string): void => {
     const s = state.get(id)!;
     if (stopped) return;
     o.onAttempt?.(performance.now());
-    const client = mqtt.connect(o.url, { clientId: `sim-${id}`, clean: true, reconnectPeriod: 0, connectTimeout: 10_000, keepalive: 60, writeCache: false, will: { topic: `edge/${id}/status`, payload: Buffer.from('{"state":"offline"}'), qos: 1, retain: true } });
+    const client = mqtt.connect(o.url, { clientId: `sim-${id}`, protocolVersion: o.protocol?.(id) ?? 4, clean: true, reconnectPeriod: 0, connectTimeout: 10_000, keepalive: 60, writeCache: false, will: { topic: `edge/${id}/status`, payload: Buffer.from('{"state":"offline"}'), qos: 1, retain: true } });
     s.client = client;
     client.on('connect', () => {
       s.up = true;
@@ -61,7 +77,7 @@ export async function startSimFleet(o: SimOptions, rampPerTick = 200): Promise<S
       s.client = undefined;
       client.end(true);
       if (stopped) return;
-      const delay = lost ? (o.firstJitter ? firstReconnectDelay(o.backoff.initialMs) : backoffDelay(o.backoff, 0)) : backoffDelay(o.backoff, s.attempt++);
+      const delay = lost ? (firstJitter ? firstReconnectDelay(o.backoff.initialMs) : backoffDelay(o.backoff, 0)) : backoffDelay(o.backoff, s.attempt++);
       s.timer = setTimeout(() => connect(id), delay);
     });
   };
@@ -72,18 +88,32 @@ export async function startSimFleet(o: SimOptions, rampPerTick = 200): Promise<S
     } catch {
       return;
     }
-    if (!cmd.id || !topic.endsWith('/cmd/update')) return;
-    commanded.add(id);
+    if (!cmd.id) return;
+    const cmdId = cmd.id;
+    const v5 = (o.protocol?.(id) ?? 4) === 5;
+    const resTopic = `edge/${id}/res/${cmdId}`;
     const res = (status: string, extra: Record<string, unknown> = {}): void => {
-      client.publish(`edge/${id}/res/${cmd.id}`, JSON.stringify({ id: cmd.id, op: 'update', status, ts: new Date().toISOString(), rolloutId: cmd.params?.rolloutId, ...extra }), { qos: 1, retain: true });
+      const expiry = v5 && (o.resultExpirySec ?? 0) > 0 ? { properties: { messageExpiryInterval: o.resultExpirySec } } : {};
+      client.publish(resTopic, JSON.stringify({ id: cmdId, op: topic.slice(topic.lastIndexOf('/') + 1), status, ts: new Date().toISOString(), rolloutId: cmd.params?.rolloutId, ...extra }), { qos: 1, retain: true, ...expiry });
+      if (!v5 && o.forgetMs !== undefined && ['successful', 'failed'].includes(status)) {
+        const t = setTimeout(() => {
+          forgets.delete(t);
+          // The agent forgets the id: its retained result is cleared (a zero-length retained publish).
+          if (s.client === client && s.up) client.publish(resTopic, '', { qos: 1, retain: true });
+        }, o.forgetMs);
+        forgets.add(t);
+      }
     };
+    const s = state.get(id)!;
+    if (!topic.endsWith('/cmd/update')) return res('successful', { result: {} });
+    commanded.add(id);
     res('accepted');
     res('executing', { progress: { step: 'download', percent: 0 } });
     const [lo, hi] = o.delayMs;
     setTimeout(() => {
       if (Math.random() < o.failRate(id)) return res('failed', { reason: { code: 'rolled-back', message: 'simulated failure' } });
       res('successful', { result: { fromVersion: '1.0.0', toVersion: '1.1.0', rolledBack: false } });
-      client.publish(`edge/${id}/events`, JSON.stringify({ type: 'update-health', code: 'update-health', severity: 'info', command: cmd.id, rolloutId: cmd.params?.rolloutId, restarts: 0, incidents: 0, alerts: [], healthy: true }), { qos: 1 });
+      client.publish(`edge/${id}/events`, JSON.stringify({ type: 'update-health', code: 'update-health', severity: 'info', command: cmdId, rolloutId: cmd.params?.rolloutId, restarts: 0, incidents: 0, alerts: [], healthy: o.unhealthy?.(id) !== true }), { qos: 1 });
     }, lo + Math.random() * (hi - lo));
   };
   for (const id of o.ids) state.set(id, { client: undefined, up: false, attempt: 0, timer: undefined });
@@ -95,8 +125,10 @@ export async function startSimFleet(o: SimOptions, rampPerTick = 200): Promise<S
   return {
     connected: () => up,
     commanded: () => commanded,
+    setFirstJitter: (on) => (firstJitter = on),
     stop: async () => {
       stopped = true;
+      for (const t of forgets) clearTimeout(t);
       for (const s of state.values()) {
         clearTimeout(s.timer);
         s.client?.end(true);
