@@ -37,7 +37,8 @@
  *  20. fleet: broker restart with 5,000 simulated + 10 real gateways, vs the same fleet without the first-reconnect
  *      peak CONNECTs/s in the broker's log and time to all online;       jitter, same broker and run (bench/fleet/;
  *      retained results after 10,000 commands once expired/cleared;     `--only fleet`, `--fleet-gateways N`,
- *      a rollout that must halt at its failing wave; the largest fleet   `--fleet-agents N`, `--fleet-commands N`,
+ *      a signed bundle rolled out to the 10 real agents and the          `--fleet-agents N`, `--fleet-commands N`,
+ *      simulated fleet, halting at its failing wave; the largest fleet
  *      with every command answered                                        `--fleet-capacity A,B,..|none`)
  *
  * `--only startup,outbox,ota,health` picks groups (default: startup, outbox, ota; `ota` is 5-8;
