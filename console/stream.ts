@@ -4,9 +4,11 @@
  * (https://html.spec.whatwg.org/multipage/server-sent-events.html#the-last-event-id-header).
  *
  * Invariants: the ring holds at most `capacity` events and `maxBytes` of data (one PLC event of
- * 2,000 tags is about 100 kB: a count alone would let it grow to hundreds of MB); numbers only grow within an epoch; a new process has a new epoch, so an id from
- * before a restart (or one that fell out of the ring) never resumes: that browser gets a full
- * snapshot instead, and misses nothing either way.
+ * 2,000 tags is about 100 kB: a count alone would let it grow to hundreds of MB; 1 MB is several
+ * seconds of such a bridge, and a browser reconnects after one); numbers only grow within an
+ * epoch; a new process has a new epoch, so an id from before a restart (or one that fell out of
+ * the ring, or one from before a `skip`) never resumes: that browser gets a full snapshot
+ * instead, and misses nothing either way.
  */
 import { randomBytes } from 'node:crypto';
 
@@ -29,8 +31,18 @@ export class EventRing {
 
   constructor(
     private readonly capacity = 5000,
-    private readonly maxBytes = 4 * 1024 * 1024,
+    private readonly maxBytes = 1024 * 1024,
   ) {}
+
+  /**
+   * A change nobody is listening to, not kept: the number moves on and the ring is emptied, so
+   * any id from before it gets a snapshot (which holds the change) instead of a replay without it.
+   */
+  skip(): void {
+    this.n++;
+    this.ring.length = 0;
+    this.bytes = 0;
+  }
 
   publish(name: StreamEventName, payload: unknown): StreamEvent {
     const e = { id: `${this.epoch}-${++this.n}`, name, data: JSON.stringify(payload) };
@@ -79,5 +91,10 @@ export class EventRing {
 
 /** One event in the text/event-stream format; `data` is JSON, so it holds no newline. */
 export function formatEvent(e: StreamEvent): string {
-  return `id: ${e.id}\nevent: ${e.name}\ndata: ${e.data}\n\n`;
+  return `${eventHead(e)}${e.data}\n\n`;
+}
+
+/** What comes before an event's data: `eventHead(e) + e.data + "\n\n"` is formatEvent(e). */
+export function eventHead(e: StreamEvent): string {
+  return `id: ${e.id}\nevent: ${e.name}\ndata: `;
 }
