@@ -90,6 +90,11 @@ export class PlcFeed {
     if (c) await c.endAsync(true);
   }
 
+  /** The bridge's state without the values: what every tab's stream snapshot carries. */
+  brief(): { bridge: string; devices: Record<string, unknown> } {
+    return { bridge: this.bridge, devices: this.devices };
+  }
+
   snapshot(): PlcState {
     return {
       bridge: this.bridge,

@@ -39,7 +39,7 @@ export const STATIC: Record<string, [string, string]> = {
   '/vendor/uPlot.min.css': ['vendor/uPlot.min.css', 'text/css; charset=utf-8'],
 };
 
-export const READ_PAGES = ['health', 'alerts', 'incidents', 'updates', 'logs', 'operations', 'maintenance', 'audit'] as const;
+export const READ_PAGES = ['health', 'alerts', 'incidents', 'updates', 'logs', 'operations', 'maintenance', 'audit', 'plc'] as const;
 
 export interface ConsoleServerOptions {
   host: string;
@@ -178,6 +178,7 @@ export class ConsoleServer {
     if (method === 'GET' && path.startsWith('/api/data/')) {
       const page = path.slice('/api/data/'.length);
       if (!(READ_PAGES as readonly string[]).includes(page)) return this.json(res, 404, { error: 'not-found', message: 'no such data' });
+      if (page === 'plc') return this.json(res, 200, this.o.plc?.snapshot() ?? null);
       return this.json(res, 200, this.o.backend.read(page, url.searchParams));
     }
     if (method === 'GET' && path.startsWith('/api/download/')) return this.download(res, session, path.slice('/api/download/'.length));
@@ -221,7 +222,9 @@ export class ConsoleServer {
     const missed = this.o.ring.since(typeof last === 'string' ? last : undefined);
     if (missed) for (const e of missed) writeEvent(res, e);
     else {
-      const snap = { status: this.o.backend.status(), plc: this.o.plc?.snapshot() ?? null, role: session.role };
+      // The bridge's state, not its 2,000 values: the PLC page fetches those when it opens (and
+      // again after a snapshot), so the other pages do not load them.
+      const snap = { status: this.o.backend.status(), plc: this.o.plc?.brief() ?? null, role: session.role };
       writeEvent(res, { id: this.o.ring.lastId(), name: 'snapshot', data: JSON.stringify(snap) });
     }
     // Everything the stream holds is released at once when it ends, by either side: a write

@@ -5,7 +5,7 @@
  */
 import { h } from './dom.js';
 import { PAGES, type AppState, type Ctx } from './pages.js';
-import { plcApply, plcSnapshot, type PlcSnapshot } from './plc.js';
+import { plcApply, plcSnapshot } from './plc.js';
 
 const state: AppState = { status: {}, plc: null, ops: new Map(), opsVersion: 0, role: 'viewer', pid: undefined };
 let csrf = '';
@@ -82,7 +82,7 @@ function onEvent(name: string, data: string): void {
   switch (name) {
     case 'snapshot':
       state.status = (d.status as Record<string, unknown>) ?? {};
-      plcSnapshot(state, (d.plc as PlcSnapshot | null) ?? null);
+      plcSnapshot(state, (d.plc as { bridge?: unknown; devices?: unknown } | null) ?? null);
       break;
     case 'status':
       state.status = d;

@@ -96,12 +96,33 @@ function paint(r: Row, v: Val | undefined): void {
   if (r.shown.age !== age) r.age.textContent = r.shown.age = age;
 }
 
-/** A snapshot's PLC state (on connect, after a restart): every value replaced, the drawn rows painted. */
-export function plcSnapshot(state: AppState, plc: PlcSnapshot | null): void {
-  state.plc = plc;
-  values.clear();
-  for (const g of plc?.groups ?? []) merge(g, true);
-  listDirty = true;
+/** Asks the agent for every tag and its latest value again (set while the page is open). */
+let reload: (() => void) | undefined;
+
+/**
+ * The stream's snapshot (on connect, after a restart or a gap): the bridge's state. Values that
+ * changed meanwhile are not in it: an open PLC page fetches every value again.
+ */
+export function plcSnapshot(state: AppState, brief: { bridge?: unknown; devices?: unknown } | null): void {
+  state.plc = brief ? { bridge: typeof brief.bridge === 'string' ? brief.bridge : 'unknown', devices: obj(brief.devices), tags: state.plc?.tags ?? [], groups: [] } : null;
+  if (view?.tbody.isConnected) reload?.();
+}
+
+function fetchAll(ctx: Ctx): void {
+  ctx
+    .get('/api/data/plc')
+    .then((d) => {
+      const snap = d as PlcSnapshot | null;
+      if (!snap) {
+        ctx.state.plc = null;
+        return ctx.rerender();
+      }
+      ctx.state.plc = { bridge: snap.bridge, devices: obj(snap.devices), tags: Array.isArray(snap.tags) ? snap.tags : [], groups: [] };
+      for (const g of Array.isArray(snap.groups) ? snap.groups : []) merge(g, true);
+      listDirty = true;
+      ctx.rerender();
+    })
+    .catch(() => undefined);
 }
 
 function merge(d: GroupValues, drawn: boolean): boolean {
@@ -111,6 +132,8 @@ function merge(d: GroupValues, drawn: boolean): boolean {
     if (typeof v.q !== 'string') continue;
     const k = key(d.device, tag);
     const known0 = values.get(k);
+    // Fetched values and stream events cross: an older value never replaces a newer one.
+    if (known0 && known0.val.ts > v.ts) continue;
     if (known0) known0.val = v;
     else values.set(k, { device: d.device, group: d.group, tag, val: v });
     const r = drawn ? rows.get(k) : undefined;
@@ -190,6 +213,8 @@ function scheduleWindow(): void {
 }
 
 export function plcOpen(root: HTMLElement, ctx: Ctx): void {
+  reload = () => fetchAll(ctx);
+  fetchAll(ctx);
   rows.clear();
   known = new Set();
   listKeys = '';
