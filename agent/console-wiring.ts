@@ -153,7 +153,7 @@ export function wireConsole(w: {
         // no one); a browser that connects or comes back gets the snapshot, which holds it.
         onChange: (change) => {
           if (ring.subscribers === 0) ring.skip();
-          else ring.publish('plc', change);
+          else ring.publish('plc', change, false);
         },
       })
     : undefined;

@@ -3,12 +3,12 @@
  * browser that reconnects with `Last-Event-ID` gets what it missed
  * (https://html.spec.whatwg.org/multipage/server-sent-events.html#the-last-event-id-header).
  *
- * Invariants: the ring holds at most `capacity` events and `maxBytes` of data (one PLC event of
- * 2,000 tags is about 100 kB: a count alone would let it grow to hundreds of MB; 1 MB is several
- * seconds of such a bridge, and a browser reconnects after one); numbers only grow within an
- * epoch; a new process has a new epoch, so an id from before a restart (or one that fell out of
- * the ring, or one from before a `skip`) never resumes: that browser gets a full snapshot
- * instead, and misses nothing either way.
+ * Invariants: the ring holds at most `capacity` events and `maxBytes` of data; PLC values are
+ * delivered but not kept (one event of 2,000 tags is about 100 kB, every second); numbers only
+ * grow within an epoch; a new process has a new epoch, so an id from before a restart (or one
+ * that fell out of the ring, or one from before an event not kept or a `skip`) never resumes:
+ * that browser gets a full snapshot instead (and its PLC page fetches every value again), and
+ * misses nothing either way.
  */
 import { randomBytes } from 'node:crypto';
 
@@ -25,6 +25,8 @@ export type Listener = (e: StreamEvent) => void;
 export class EventRing {
   readonly epoch = randomBytes(4).toString('hex');
   private n = 0;
+  /** The latest number of an event delivered but not kept: an id before it cannot be replayed. */
+  private unkept = 0;
   private readonly ring: StreamEvent[] = [];
   private bytes = 0;
   private readonly listeners = new Set<Listener>();
@@ -39,18 +41,31 @@ export class EventRing {
    * any id from before it gets a snapshot (which holds the change) instead of a replay without it.
    */
   skip(): void {
-    this.n++;
-    this.ring.length = 0;
-    this.bytes = 0;
+    this.unkept = ++this.n;
   }
 
-  publish(name: StreamEventName, payload: unknown): StreamEvent {
+  /**
+   * `keep` false: delivered to the listeners now but not kept for a replay (PLC values: a
+   * browser that missed some gets a snapshot and fetches every value again, which is less than
+   * replaying them, and nothing holds 100 kB a second long enough to age into the old heap).
+   */
+  publish(name: StreamEventName, payload: unknown, keep = true): StreamEvent {
     const e = { id: `${this.epoch}-${++this.n}`, name, data: JSON.stringify(payload) };
+    if (!keep) {
+      this.unkept = this.n;
+      this.deliver(e);
+      return e;
+    }
     this.ring.push(e);
     this.bytes += e.data.length;
     let drop = 0;
     while (drop < this.ring.length - 1 && (this.ring.length - drop > this.capacity || this.bytes > this.maxBytes)) this.bytes -= this.ring[drop++]!.data.length;
     if (drop > 0) this.ring.splice(0, drop);
+    this.deliver(e);
+    return e;
+  }
+
+  private deliver(e: StreamEvent): void {
     for (const l of this.listeners) {
       try {
         l(e);
@@ -58,7 +73,6 @@ export class EventRing {
         this.listeners.delete(l);
       }
     }
-    return e;
   }
 
   /** The current number, for a snapshot's id. */
@@ -72,7 +86,7 @@ export class EventRing {
     const m = /^([0-9a-f]{8})-(\d+)$/.exec(lastId);
     if (!m || m[1] !== this.epoch) return undefined;
     const after = Number(m[2]);
-    if (after > this.n) return undefined;
+    if (after > this.n || after < this.unkept) return undefined;
     const first = this.ring[0];
     const firstN = first ? Number(first.id.split('-')[1]) : this.n + 1;
     if (after + 1 < firstN) return undefined;
