@@ -9,6 +9,8 @@
  */
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { randomBytes } from 'node:crypto';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/log.js';
 import type { Db } from '../lib/sqlite.js';
@@ -33,6 +35,13 @@ import { loadBridgeConfig } from '../plc-bridge/config.js';
 import type { CommandStore } from './command-store.js';
 import type { Router } from './router.js';
 import { slotsReport } from './cli/slots.js';
+import { statusSummary } from './cli/maintenance-schedule.js';
+import { scheduleSummary, type ScheduleSummary } from '../maintenance/schedule-summary.js';
+import type { SchedulableProcedure } from '../maintenance/schedule-plan.js';
+import { readScheduleRows, readWindowRows } from '../maintenance/schedule-store.js';
+import type { AuditEntry, VerifyResult } from '../core/audit.js';
+import type { DaemonDiagnostics, DaemonDiagOptions } from '../health/diag/daemon.js';
+import { agentStoreReader } from './store-reader.js';
 import { mergeHistory } from './cli/history.js';
 
 export const CONSOLE_CODES = registerCodes('console', ['console-disabled', 'no-session', 'wrong-host', 'foreign-origin', 'csrf', 'forbidden', 'wrong-code', 'rate-limited'] as const);
@@ -90,7 +99,13 @@ export function wireConsole(w: {
   status: () => Record<string, unknown>;
   /** The operation queue with the runner's view of each run; the procedures and their reports. */
   operations: () => unknown;
-  maintenance: () => unknown;
+  maintenance: () => Record<string, unknown>;
+  /** The valid procedures (their schedules), for the schedules and next runs. */
+  procedures?: () => readonly SchedulableProcedure[];
+  /** The audit trail: its newest entries and the check of its whole chain (read-only). */
+  auditTrail?: { tail(limit: number): AuditEntry[]; verify(): VerifyResult };
+  /** The diagnostics suite's inputs: the support bundle is made from them (loaded when first asked for). */
+  diag?: Omit<DaemonDiagOptions, 'storeReader'>;
   /** A PLC write through the bridge's control socket, recorded in the audit trail (agent/plc-write-audit.ts). */
   plcWrite?: ConsoleBackend['plcWrite'];
 }): ConsoleWiring {
@@ -136,14 +151,60 @@ export function wireConsole(w: {
         tags: plc.tags,
         mqtt: plc.mqtt,
         logger,
-        onChange: (values, status) => {
-          if (values.length > 0) ring.publish('plc', { values });
-          if (status) ring.publish('plc', { values: [], ...status });
+        // Nobody listening: the change is not kept (2,000 values a second would fill the ring for
+        // no one); a browser that connects or comes back gets the snapshot, which holds it.
+        onChange: (change) => {
+          if (ring.subscribers === 0) ring.skip();
+          else ring.publish('plc', change, false);
         },
       })
     : undefined;
+  // The schedules with their next runs and the next windows, as `edge-agent maintenance schedule`
+  // shows them, from the daemon's own catalog and store; a few queries, so kept for 10 s.
+  const m = w.config.maintenance;
+  let schedules: { at: number; summary: ScheduleSummary } | undefined;
+  const scheduleView = (): ScheduleSummary | undefined => {
+    if (!w.procedures) return undefined;
+    const now = w.clock.now();
+    if (schedules && now - schedules.at < 10_000) return schedules.summary;
+    const summary = scheduleSummary({ procedures: w.procedures(), overrides: m.schedules, windows: m.windows, maxDeferSec: m.maxDeferSec, rows: readScheduleRows(w.db), windowRows: readWindowRows(w.db, now - 8 * 86_400_000), now });
+    schedules = { at: now, summary };
+    return summary;
+  };
+  const withSchedules = (): Record<string, unknown> => {
+    const st = w.status();
+    try {
+      const v = scheduleView();
+      return v ? { ...st, maintenance: statusSummary(v) } : st;
+    } catch (err) {
+      logger.warn({ err }, 'console: cannot read the maintenance schedules');
+      return st;
+    }
+  };
+  // The chain check reads every entry: one a minute at most, however often the page is opened.
+  let verified: { at: number; result: VerifyResult } | undefined;
+  const verifyAudit = (): { at: string; result: VerifyResult } | null => {
+    if (!w.auditTrail) return null;
+    const now = w.clock.now();
+    if (!verified || now - verified.at > 60_000) verified = { at: now, result: w.auditTrail.verify() };
+    return { at: new Date(verified.at).toISOString(), result: verified.result };
+  };
+  let diag: Promise<DaemonDiagnostics> | undefined;
+  const diagOpts = w.diag;
   const backend: ConsoleBackend = {
-    status: w.status,
+    status: withSchedules,
+    ...(diagOpts
+      ? {
+          // A bundle in the temporary directory under a random name (mode 0600); the server hands
+          // it out by an opaque id and removes it when the id expires.
+          supportBundle: async (): Promise<string> => {
+            diag ??= import('../health/diag/daemon.js').then((mod) => new mod.DaemonDiagnostics({ ...diagOpts, storeReader: agentStoreReader }));
+            const out = join(tmpdir(), `edge-agent-console-bundle-${randomBytes(8).toString('hex')}.tar.gz`);
+            await (await diag).bundle(out);
+            return out;
+          },
+        }
+      : {}),
     commands: commandPort(w.router),
     audit: (e) => w.audit(e),
     ...(w.plcWrite ? { plcWrite: w.plcWrite } : {}),
@@ -175,7 +236,14 @@ export function wireConsole(w: {
         case 'operations':
           return w.operations();
         case 'maintenance':
-          return w.maintenance();
+          return { ...w.maintenance(), schedule: scheduleView() ?? null };
+        case 'audit': {
+          if (!w.auditTrail) return { entries: [], verify: null };
+          // The whole chain is checked (streaming, a million entries in a few seconds): the page
+          // says whether the entries it lists can be trusted.
+          const v = verifyAudit();
+          return { entries: w.auditTrail.tail(200).reverse(), verify: v?.result ?? null, verifiedAt: v?.at ?? null };
+        }
         default:
           return {};
       }

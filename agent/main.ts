@@ -345,6 +345,9 @@ export async function runDaemon(opts: RunOptions): Promise<number> {
       procedures: maintenance.catalog.get().entries.map((e) => ({ id: e.id, source: e.source, status: e.status, title: (e.procedure as { title?: unknown } | undefined)?.title, disruptive: (e.procedure as { disruptive?: unknown } | undefined)?.disruptive })),
       reports: maintenance.runner.reports(30),
     }),
+    procedures: () => maintenance.catalog.get().entries.flatMap((e) => (e.status === 'valid' && e.procedure ? [e.procedure] : [])),
+    auditTrail: audit.log,
+    diag: { config, configPath, db, clock, logger: logger.child({ component: 'diag' }), version: build.version, builtAt: build.builtAt, facts: diagnostics },
   });
   consoleEvents.onEvent = (ev) => webConsole.onEvent(ev);
   const admin = new AdminServer({

@@ -9,8 +9,8 @@ import { dirname } from 'node:path';
 export interface Goal {
   op: '<=' | '<' | '>=';
   value: number;
-  /** What the goal bounds: the measured value (default) or the ratio value / reference. */
-  of?: 'ratio';
+  /** What the goal bounds: the measured value (default), the ratio value / reference, or the difference value - reference. */
+  of?: 'ratio' | 'delta';
 }
 
 export interface Measurement {
@@ -81,7 +81,7 @@ export function measurement(m: {
     reference: { name: m.reference.name, value: ref, samples: m.reference.samples },
     ratio: value / ref,
     goal: m.goal,
-    goalMet: m.goal ? meetsGoal(m.goal.of === 'ratio' ? value / ref : value, m.goal) : undefined,
+    goalMet: m.goal ? meetsGoal(m.goal.of === 'ratio' ? value / ref : m.goal.of === 'delta' ? value - ref : value, m.goal) : undefined,
     details,
   };
 }
@@ -97,7 +97,14 @@ function fmt(v: number, unit: string): string {
 export function formatTable(ms: readonly Measurement[]): string {
   const rows: string[][] = [['Measurement', 'Median', 'Reference (same run)', 'Ref median', 'Ratio', 'Goal']];
   for (const m of ms) {
-    const bound = m.goal?.of === 'ratio' ? `ratio ${m.goal.op} ${m.goal.value.toFixed(2)}x` : m.goal ? `${m.goal.op} ${fmt(m.goal.value, m.unit)}` : '';
+    const bound =
+      m.goal?.of === 'ratio'
+        ? `ratio ${m.goal.op} ${m.goal.value.toFixed(2)}x`
+        : m.goal?.of === 'delta'
+          ? `${m.goal.op} +${fmt(m.goal.value, m.unit)} (${m.value - m.reference.value >= 0 ? '+' : ''}${fmt(m.value - m.reference.value, m.unit)})`
+          : m.goal
+            ? `${m.goal.op} ${fmt(m.goal.value, m.unit)}`
+            : '';
     const goal = m.goal ? `${bound} ${m.goalMet ? 'met' : 'MISSED'}` : '-';
     rows.push([m.title, fmt(m.value, m.unit), m.reference.name, fmt(m.reference.value, m.unit), `${m.ratio.toFixed(2)}x`, goal]);
   }

@@ -15,14 +15,14 @@
 import { createServer as createHttp, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttps } from 'node:https';
 import { randomBytes } from 'node:crypto';
-import { createReadStream, readFileSync, statSync } from 'node:fs';
+import { createReadStream, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/log.js';
 import { errorCode, errorMessage, registerCodes } from '../lib/errors.js';
 import { allowedHosts, clearCookie, COOKIE, hostAllowed, originAllowed, readCookie, SECURITY_HEADERS, sessionCookie, streamOriginAllowed } from './guard.js';
 import { SessionStore, sameSecret, type Role, type Session } from './sessions.js';
-import { EventRing, formatEvent } from './stream.js';
+import { EventRing, eventHead, type StreamEvent } from './stream.js';
 import { OPS_BY_ROLE, type ConsoleBackend } from './ports.js';
 import type { PlcFeed } from './plc-feed.js';
 
@@ -43,7 +43,7 @@ export const STATIC: Record<string, [string, string]> = {
   '/vendor/uPlot.min.css': ['vendor/uPlot.min.css', 'text/css; charset=utf-8'],
 };
 
-export const READ_PAGES = ['health', 'alerts', 'incidents', 'updates', 'logs', 'operations', 'maintenance'] as const;
+export const READ_PAGES = ['health', 'alerts', 'incidents', 'updates', 'logs', 'operations', 'maintenance', 'audit', 'plc'] as const;
 
 export interface ConsoleServerOptions {
   host: string;
@@ -64,6 +64,19 @@ export interface ConsoleServerOptions {
 }
 
 const MAX_BODY = 64 * 1024;
+/** How long a download id (and its file) lasts. */
+const DOWNLOAD_MS = 10 * 60_000;
+/** Bytes a stream may hold unsent before the browser is cut off (it resumes or gets a snapshot). */
+const MAX_UNREAD = 1024 * 1024;
+
+/** One event, its (possibly 100 kB) data written as is rather than copied into one more string. */
+function writeEvent(res: ServerResponse, e: StreamEvent): void {
+  res.cork();
+  res.write(eventHead(e));
+  res.write(e.data);
+  res.write('\n\n');
+  process.nextTick(() => res.uncork());
+}
 
 export class ConsoleServer {
   readonly name = 'console';
@@ -72,7 +85,9 @@ export class ConsoleServer {
   private lastComponents = '';
   private lastAlerts = '';
   private readonly hosts: Set<string>;
-  private readonly downloads = new Map<string, { path: string; expiresAt: number }>();
+  /** Opaque id -> a file this process wrote, the session it is for, and when it is removed. */
+  private readonly downloads = new Map<string, { path: string; label: string; expiresAt: number }>();
+  private bundling: Promise<string> | undefined;
   private readonly streams = new Set<{ res: ServerResponse; session: Session; end: () => void }>();
   private unsubscribe: (() => void) | undefined;
 
@@ -113,6 +128,7 @@ export class ConsoleServer {
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
+    this.expire(true);
     this.unsubscribe?.();
     for (const s of [...this.streams]) s.end();
     const server = this.server;
@@ -125,6 +141,7 @@ export class ConsoleServer {
 
   /** What the stream carries on its own: status every tick, component and alert changes. */
   private tick(): void {
+    this.expire();
     for (const s of [...this.streams]) if (!this.o.sessions.has(s.session)) s.end();
     this.o.sessions.flush();
     if (this.o.ring.subscribers === 0) return;
@@ -165,9 +182,10 @@ export class ConsoleServer {
     if (method === 'GET' && path.startsWith('/api/data/')) {
       const page = path.slice('/api/data/'.length);
       if (!(READ_PAGES as readonly string[]).includes(page)) return this.json(res, 404, { error: 'not-found', message: 'no such data' });
+      if (page === 'plc') return this.json(res, 200, this.o.plc?.snapshot() ?? null);
       return this.json(res, 200, this.o.backend.read(page, url.searchParams));
     }
-    if (method === 'GET' && path.startsWith('/api/download/')) return this.download(res, path.slice('/api/download/'.length));
+    if (method === 'GET' && path.startsWith('/api/download/')) return this.download(res, session, path.slice('/api/download/'.length));
     if (post && path === '/api/logout') {
       this.o.sessions.revoke(session.label);
       res.setHeader('Set-Cookie', clearCookie(tls));
@@ -207,10 +225,12 @@ export class ConsoleServer {
     res.write('retry: 1000\n\n');
     const last = req.headers['last-event-id'];
     const missed = this.o.ring.since(typeof last === 'string' ? last : undefined);
-    if (missed) for (const e of missed) res.write(formatEvent(e));
+    if (missed) for (const e of missed) writeEvent(res, e);
     else {
-      const snap = { status: this.o.backend.status(), plc: this.o.plc?.snapshot() ?? null, role: session.role };
-      res.write(formatEvent({ id: this.o.ring.lastId(), name: 'snapshot', data: JSON.stringify(snap) }));
+      // The bridge's state, not its 2,000 values: the PLC page fetches those when it opens (and
+      // again after a snapshot), so the other pages do not load them.
+      const snap = { status: this.o.backend.status(), plc: this.o.plc?.brief() ?? null, role: session.role };
+      writeEvent(res, { id: this.o.ring.lastId(), name: 'snapshot', data: JSON.stringify(snap) });
     }
     // Everything the stream holds is released at once when it ends, by either side: a write
     // after end would be an unhandled 'error' on the response.
@@ -224,8 +244,8 @@ export class ConsoleServer {
     this.streams.add(entry);
     const off = this.o.ring.subscribe((e) => {
       // A browser that does not read is cut off rather than buffered without end; it resumes.
-      if (res.writableLength > 4 * 1024 * 1024) res.destroy();
-      else if (!res.writableEnded) res.write(formatEvent(e));
+      if (res.writableLength > MAX_UNREAD) res.destroy();
+      else if (!res.writableEnded) writeEvent(res, e);
     });
     const ping = setInterval(() => {
       if (!res.writableEnded) res.write(': ping\n\n');
@@ -266,21 +286,53 @@ export class ConsoleServer {
     this.json(res, 200, answer);
   }
 
+  /**
+   * A support bundle for an operator session: made by the agent (its diagnostics suite, secrets
+   * redacted), kept under a name of the agent's choosing, and handed out by a random id that only
+   * this session can use, for 10 minutes; then the file is removed. Operator only: a bundle is a
+   * copy of the gateway's configuration, logs, audit trail and history that leaves the gateway,
+   * and redaction is by key and known secret values, not a guarantee about every log line.
+   * Bundles requested while one is being made share it.
+   */
   private async bundle(res: ServerResponse, session: Session): Promise<void> {
-    if (!this.o.backend.supportBundle) return this.json(res, 404, { error: 'not-found', message: 'support bundles are not available' });
-    const path = await this.o.backend.supportBundle();
+    if (session.role !== 'operator') return this.json(res, 403, { error: 'forbidden', message: 'a support bundle needs an operator session' });
+    const backend = this.o.backend;
+    if (!backend.supportBundle) return this.json(res, 404, { error: 'not-found', message: 'support bundles are not available' });
+    this.bundling ??= backend.supportBundle().finally(() => (this.bundling = undefined));
+    let path: string;
+    try {
+      path = await this.bundling;
+    } catch (err) {
+      this.o.backend.audit({ actor: `console:${session.label}`, action: 'support-bundle', outcome: 'failed' });
+      return this.json(res, 500, { error: 'bundle-failed', message: `cannot make the support bundle: ${errorMessage(err)}` });
+    }
+    this.expire();
     const id = randomBytes(16).toString('base64url');
-    this.downloads.set(id, { path, expiresAt: this.o.clock.now() + 10 * 60_000 });
+    this.downloads.set(id, { path, label: session.label, expiresAt: this.o.clock.now() + DOWNLOAD_MS });
     this.o.backend.audit({ actor: `console:${session.label}`, action: 'support-bundle', outcome: 'successful' });
     this.json(res, 200, { id });
   }
 
-  private download(res: ServerResponse, id: string): void {
+  /** Forgets expired downloads and removes their files (a file two ids share goes with the last). */
+  private expire(all = false): void {
     const now = this.o.clock.now();
-    for (const [k, d] of this.downloads) if (d.expiresAt <= now) this.downloads.delete(k);
+    for (const [k, d] of this.downloads) {
+      if (!all && d.expiresAt > now) continue;
+      this.downloads.delete(k);
+      if (![...this.downloads.values()].some((x) => x.path === d.path)) rmSync(d.path, { force: true });
+    }
+  }
+
+  private download(res: ServerResponse, session: Session, id: string): void {
+    this.expire();
     const d = this.downloads.get(id);
-    if (!d) return this.json(res, 404, { error: 'not-found', message: 'no such download (they last 10 minutes)' });
-    const size = statSync(d.path).size;
+    if (!d || d.label !== session.label) return this.json(res, 404, { error: 'not-found', message: 'no such download (they last 10 minutes)' });
+    let size: number;
+    try {
+      size = statSync(d.path).size;
+    } catch {
+      return this.json(res, 404, { error: 'not-found', message: 'the file of this download is gone' });
+    }
     res.writeHead(200, { 'Content-Type': 'application/gzip', 'Content-Length': size, 'Content-Disposition': 'attachment; filename="support-bundle.tar.gz"' });
     createReadStream(d.path).pipe(res);
   }

@@ -5,7 +5,7 @@
  */
 import { h } from './dom.js';
 import { PAGES, type AppState, type Ctx } from './pages.js';
-import { plcApply } from './plc.js';
+import { plcApply, plcSnapshot } from './plc.js';
 
 const state: AppState = { status: {}, plc: null, ops: new Map(), opsVersion: 0, role: 'viewer', pid: undefined };
 let csrf = '';
@@ -57,6 +57,8 @@ function scheduleRender(): void {
 }
 
 function render(): void {
+  // A render scheduled before the session ended must not draw a page over the pairing form.
+  if (main.dataset.page === 'pair') return;
   const p = PAGES[page] ?? PAGES.overview!;
   nav.replaceChildren(...Object.entries(PAGES).map(([k, v]) => h('a', { href: `#${k}`, class: k === page ? 'active' : undefined }, v.title)));
   nav.hidden = false;
@@ -80,7 +82,7 @@ function onEvent(name: string, data: string): void {
   switch (name) {
     case 'snapshot':
       state.status = (d.status as Record<string, unknown>) ?? {};
-      state.plc = (d.plc as AppState['plc']) ?? null;
+      plcSnapshot(state, (d.plc as { bridge?: unknown; devices?: unknown } | null) ?? null);
       break;
     case 'status':
       state.status = d;
@@ -156,6 +158,7 @@ function showPairing(message?: string): void {
   source?.close();
   source = undefined;
   nav.hidden = true;
+  nav.replaceChildren();
   conn.textContent = 'not paired';
   conn.className = 'conn';
   const input = h('input', { name: 'code', autocomplete: 'off', placeholder: 'CODE', 'aria-label': 'pairing code' }) as HTMLInputElement;
@@ -203,10 +206,10 @@ async function pairFromUrl(): Promise<boolean> {
 
 async function boot(): Promise<void> {
   if (await pairFromUrl()) return;
-  if (await checkSession()) {
-    route();
-    connect();
-  }
+  // The stream needs only the cookie: it opens while the session (role, CSRF token) is asked for.
+  // Without a session it is refused, and checkSession shows the pairing form (closing it).
+  connect();
+  if (await checkSession()) route();
 }
 
 window.addEventListener('hashchange', () => {

@@ -96,8 +96,10 @@ const overview: Page = {
     const plc = ctx.state.plc;
     const links = Object.entries(obj(plc?.devices)).map(([n, d]) => `${n}: ${text(obj(d).link)}`);
     const alerts = arr(s.alerts);
-    const incidents = arr(obj(fetched.get('incidents')).incidents);
+    const loaded = fetched.get('incidents');
+    const incidents = arr(obj(loaded).incidents);
     const maint = obj(s.maintenance);
+    const win = obj(maint.nextWindow);
     fill(live(root), 
       h('h1', {}, 'Overview'),
       h(
@@ -111,8 +113,8 @@ const overview: Page = {
         card('PLC bridge', plc ? plc.bridge : 'not configured'),
         card('PLC links', links.length > 0 ? links.join(', ') : '—'),
         card('Active alerts', alerts.length, alerts.length > 0 ? 'sev-warning' : ''),
-        card('Last incident', incidents[0] ? `${text(incidents[0].component)}: ${text(incidents[0].cause)} (${ago(incidents[0].at)})` : 'none'),
-        card('Next maintenance window', maint.nextWindow ?? '—'),
+        card('Last incident', loaded === undefined ? 'loading…' : incidents[0] ? `${text(incidents[0].component)}: ${text(incidents[0].cause)} (${ago(incidents[0].at)})` : 'none'),
+        card('Next maintenance window', win.start ? `${text(win.start)} to ${text(win.end)}${win.state && win.state !== 'planned' ? ` (${text(win.state)})` : ''}` : s.maintenance ? 'none configured' : '—'),
       ),
       h('h2', {}, 'Active alerts'),
       table(['severity', 'code', 'message', 'since'], alertRows(alerts), 'no active alerts'),
@@ -225,7 +227,30 @@ const diagnostics: Page = {
           ctx.rerender();
         });
     });
-    root.append(h('h1', {}, 'Diagnostics'), h('p', {}, run));
+    const controls = h('p', {}, run);
+    // Operators only (the server says so too): a bundle is the gateway's configuration, logs and
+    // history leaving it. The file comes by an opaque id the agent hands out, never by a path.
+    if (ctx.state.role === 'operator') {
+      const bundle = h('button', { type: 'button', class: 'secondary' }, 'Download support bundle') as HTMLButtonElement;
+      const note = h('span', { class: 'muted bundle-note' });
+      bundle.addEventListener('click', () => {
+        bundle.disabled = true;
+        note.textContent = ' making the bundle…';
+        ctx
+          .post('/api/bundle', {})
+          .then((j) => {
+            note.textContent = ' ready';
+            const a = h('a', { href: `/api/download/${encodeURIComponent(String(j.id))}`, download: 'support-bundle.tar.gz' });
+            document.body.append(a);
+            a.click();
+            a.remove();
+          })
+          .catch((e: unknown) => (note.textContent = ` ${e instanceof Error ? e.message : String(e)}`))
+          .finally(() => (bundle.disabled = false));
+      });
+      controls.append(' ', bundle, note);
+    }
+    root.append(h('h1', {}, 'Diagnostics'), controls);
   },
   render: (root, ctx) => {
     const id = fetched.get('diag') as string | undefined;
@@ -365,11 +390,61 @@ const maintenance: Page = {
         ]),
         'no procedures',
       ),
+      h('h2', {}, 'Schedules'),
+      table(
+        ['procedure', 'cron', 'next run', 'last run', 'outcome', ''],
+        arr(obj(d.schedule).schedules).map((x) => {
+          const last = obj(x.lastRun);
+          return [
+            h('span', { class: 'mono' }, text(x.procedure)),
+            `${text(x.cron)}${x.timezone ? ` (${text(x.timezone)})` : ''}${x.enabled === false ? ' — disabled' : ''}`,
+            text(x.nextRun ?? '—'),
+            text(last.startedAt ?? last.slot ?? '—'),
+            text(last.outcome ?? '—'),
+            x.overdue === true ? h('span', { class: 'sev-warning' }, `overdue since ${text(x.overdueSlot)}`) : '',
+          ];
+        }),
+        'no schedules (no valid procedure has one, and maintenance.schedules adds none)',
+      ),
+      h('h2', {}, 'Next maintenance windows'),
+      table(
+        ['window', 'start', 'end', 'state'],
+        arr(obj(d.schedule).windows).map((x) => [h('span', { class: 'mono' }, text(x.id)), text(x.start), text(x.end), `${text(x.state)}${typeof x.deferredSec === 'number' && x.deferredSec > 0 ? ` (deferred ${x.deferredSec} s)` : ''}`]),
+        'no maintenance windows configured (maintenance.windows)',
+      ),
       h('h2', {}, 'Reports'),
       table(
         ['run', 'procedure', 'state', 'trigger', 'started by', 'started', 'ended'],
         reports.map((r) => [h('span', { class: 'mono' }, text(r.runId)), `${text(r.procedure)}${r.dryRun === true ? ' (dry run)' : ''}`, text(r.state), text(r.trigger), text(r.startedBy), text(r.startedAt), text(r.endedAt)]),
         'no reports yet',
+      ),
+    );
+  },
+};
+
+const audit: Page = {
+  title: 'Audit',
+  open: (_root, ctx) => load(ctx, 'audit', '/api/data/audit'),
+  render: (root) => {
+    const d = obj(fetched.get('audit'));
+    const v = obj(d.verify);
+    const state =
+      d.verify === undefined
+        ? h('p', { class: 'muted' }, 'loading…')
+        : d.verify === null
+          ? h('p', { class: 'muted' }, 'no audit trail in this agent')
+          : v.ok === true
+            ? h('p', { class: 'chain q-good', 'data-chain': 'ok' }, `The chain holds: ${text(v.entries)} entries${v.firstSeq !== null ? `, ${text(v.firstSeq)} to ${text(v.lastSeq)}` : ''}${v.startsAfterCut === true ? ' (starts after a recorded cut)' : ''}. Checked ${text(d.verifiedAt)}.`)
+            : h('p', { class: 'chain q-bad', 'data-chain': 'broken' }, `The chain is broken at entry ${text(v.brokenSeq)}: ${text(v.problem)}. Checked ${text(d.verifiedAt)}.`);
+    fill(
+      live(root),
+      h('h1', {}, 'Audit trail'),
+      state,
+      h('h2', {}, 'Newest entries'),
+      table(
+        ['seq', 'at', 'actor', 'action', 'target', 'outcome'],
+        arr(d.entries).map((e) => [text(e.seq), text(e.at), h('span', { class: 'mono' }, text(e.actor)), text(e.action), text(e.target ?? '—'), text(e.outcome)]),
+        'no entries',
       ),
     );
   },
@@ -381,4 +456,4 @@ const plc: Page = {
   render: (root, ctx) => plcRender(root, ctx),
 };
 
-export const PAGES: Record<string, Page> = { overview, components, alerts, health, plc, operations, maintenance, updates, incidents, diagnostics, logs };
+export const PAGES: Record<string, Page> = { overview, components, alerts, health, plc, operations, maintenance, updates, incidents, diagnostics, logs, audit };

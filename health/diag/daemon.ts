@@ -84,6 +84,12 @@ export class DaemonDiagnostics {
     return runSuite(this.context(this.opts.facts()), only);
   }
 
+  /** The support bundle (the latest report, shared as `report` does), written to `out` (mode 0600). */
+  async bundle(out: string): Promise<void> {
+    const report = await this.report();
+    await makeSupportBundle({ ctx: this.context(this.opts.facts()), report, out });
+  }
+
   /** The operation's result; with `upload`, also the bundle's upload outcome. */
   async run(params: { upload?: UploadTarget | undefined }, progress: (step: string) => void): Promise<Record<string, unknown>> {
     progress('collect');

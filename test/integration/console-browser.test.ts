@@ -24,7 +24,8 @@ const CHROMIUM = '/usr/bin/chromium';
 const GW = 'gw-browser';
 const OUT = join(REPO, 'dist', 'test-output', 'console');
 const XSS = '<img src=x onerror=alert(1)>';
-const PAGES = ['overview', 'components', 'alerts', 'health', 'plc', 'updates', 'incidents', 'diagnostics', 'logs'];
+/** Every page of the console (console/web/pages.ts PAGES), for the screenshots. */
+const PAGES = ['overview', 'components', 'alerts', 'health', 'plc', 'operations', 'maintenance', 'updates', 'incidents', 'diagnostics', 'logs', 'audit'];
 
 describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed (apt-get install chromium)` }, () => {
   let broker: Broker;
@@ -278,7 +279,10 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
         await shoot(page, name, size);
       }
     }
-    assert.ok(existsSync(join(OUT, 'plc-phone.png')));
+    for (const name of PAGES) for (const size of ['desktop', 'phone']) assert.ok(existsSync(join(OUT, `${name}-${size}.png`)), `${name}-${size}.png`);
+    // The list is the app's: a page added there without a screenshot here fails this test.
+    const nav = await page.locator('nav a').evaluateAll((as) => as.map((a) => (a.getAttribute('href') ?? '').slice(1)));
+    assert.deepEqual(nav, PAGES);
     await page.setViewportSize({ width: 1280, height: 900 });
   });
 
@@ -294,6 +298,7 @@ describe('web console in a real browser', { skip: existsSync(CHROMIUM) ? false :
         const after = (await runCli(['console', 'sessions', '--json', '--config', agent.configPath])).stdout;
         throw new Error(`${String(e)}\nsessions: ${JSON.stringify(list)}\nafter: ${after} ${now}\npage: ${await page.locator('body').innerText()}`);
       });
+    assert.equal(await page.locator('nav').isHidden(), true, 'no page links on the pairing form');
     let limited = false;
     for (let i = 0; i < 7 && !limited; i++) {
       await page.fill('input[name=code]', `WRONG${i}`);

@@ -121,3 +121,14 @@ test('the ring numbers events, replays after an id it still holds, and refuses o
   assert.equal(small.since(`${small.epoch}-5`)?.length, 1);
   assert.equal(formatEvent(e1), `id: ${e1.id}\nevent: status\ndata: {"a":1}\n\n`);
 });
+
+test('a change nobody listened to is not kept: an id from before it gets a snapshot, not a replay without it', () => {
+  const ring = new EventRing();
+  const before = ring.publish('status', { a: 1 });
+  ring.skip();
+  assert.equal(ring.since(before.id), undefined, 'a snapshot instead');
+  const snapshotId = ring.lastId();
+  assert.deepEqual(ring.since(snapshotId), [], 'a snapshot taken after it resumes');
+  const next = ring.publish('plc', { device: 'd', group: 'g', values: {} });
+  assert.deepEqual(ring.since(snapshotId)?.map((e) => e.id), [next.id]);
+});
