@@ -63,6 +63,8 @@ interface Row {
   age: HTMLElement;
   /** What the cells show now: a cell is written only when this changes. */
   shown: { v: string; q: string; ts: string; age: string };
+  /** What the access cell was made for: a row is made anew when the tag list says otherwise (its values may come before it). */
+  made: string;
 }
 
 /** A row's height (style.css `.plc-tags tr.tag`; measured once a row is drawn): the list's geometry is arithmetic. */
@@ -233,6 +235,11 @@ function writeControl(ctx: Ctx, device: string, tag: string, type: string): HTML
   return box;
 }
 
+/** What a row's access cell depends on: whether the tag is writable, its type, and whether this session may write. */
+function madeFor(t: Entry): string {
+  return `${t.writable}/${t.type}/${pageCtx?.state.role ?? ''}`;
+}
+
 function makeRow(t: Entry): Row {
   const value = h('td', { class: 'val mono' }, '—');
   const q = h('td', {}, 'no value yet');
@@ -250,7 +257,7 @@ function makeRow(t: Entry): Row {
     age,
     access,
   );
-  const r: Row = { tr, value, q, age, shown: { v: '—', q: 'no value yet', ts: '', age: '—' } };
+  const r: Row = { tr, value, q, age, shown: { v: '—', q: 'no value yet', ts: '', age: '—' }, made: madeFor(t) };
   paint(r, values.get(t.key)?.val);
   return r;
 }
@@ -268,7 +275,8 @@ function drawWindow(force = false): void {
   const trs: HTMLElement[] = [];
   for (let i = from; i < to; i++) {
     const t = list[i]!;
-    const r = rows.get(t.key) ?? makeRow(t);
+    const drawn = rows.get(t.key);
+    const r = drawn && drawn.made === madeFor(t) ? drawn : makeRow(t);
     keep.set(t.key, r);
     trs.push(r.tr);
   }
