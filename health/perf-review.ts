@@ -140,27 +140,21 @@ export function perfReview(rows: readonly RollupRow[], incidents: readonly Incid
     return [row('restarts', 'count', c.filter((i) => isRestart(i.action)).length, p.filter((i) => isRestart(i.action)).length), row('incidents', 'count', c.length, p.length)];
   };
 
+  // A process's memory and CPU, average and peak, from its metrics `{m}.rssMB` and `{m}.cpuPct`.
+  const processRows = (m: string): ReviewRow[] => [
+    row('memory avg', 'MB', ...both(`${m}.rssMB`, avgOf)),
+    row('memory peak', 'MB', ...both(`${m}.rssMB`, maxOf)),
+    row('CPU avg', '%', ...both(`${m}.cpuPct`, avgOf)),
+    row('CPU peak', '%', ...both(`${m}.cpuPct`, maxOf)),
+  ];
   const components: ComponentReview[] = [];
   components.push({
     component: 'agent',
-    rows: [
-      row('memory avg', 'MB', ...both('agent.rssMB', avgOf)),
-      row('memory peak', 'MB', ...both('agent.rssMB', maxOf)),
-      row('CPU avg', '%', ...both('agent.cpuPct', avgOf)),
-      row('CPU peak', '%', ...both('agent.cpuPct', maxOf)),
-      row('event-loop lag peak', 'ms', ...both('agent.loopLagMs', maxOf)),
-      ...counts('agent'),
-    ],
+    rows: [...processRows('agent'), row('event-loop lag peak', 'ms', ...both('agent.loopLagMs', maxOf)), ...counts('agent')],
   });
   components.push({
     component: 'plc-bridge',
-    rows: [
-      row('memory avg', 'MB', ...both('bridge.rssMB', avgOf)),
-      row('memory peak', 'MB', ...both('bridge.rssMB', maxOf)),
-      row('CPU avg', '%', ...both('bridge.cpuPct', avgOf)),
-      row('CPU peak', '%', ...both('bridge.cpuPct', maxOf)),
-      ...counts('plc-bridge'),
-    ],
+    rows: [...processRows('bridge'), ...counts('plc-bridge')],
   });
   components.push({
     component: 'system',
