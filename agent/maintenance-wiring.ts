@@ -7,8 +7,7 @@
  * The built-in actions live here, not in maintenance/, because they call recovery/, health/ and
  * the PLC bridge's control socket, which maintenance/ must not import (test/unit/layers.test.ts).
  */
-import { readdirSync, readFileSync, rmSync, statSync, statfsSync } from 'node:fs';
-import { parsePidStatTicks } from '../health/procfs.js';
+import { readdirSync, rmSync, statSync, statfsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Clock } from '../lib/clock.js';
@@ -42,6 +41,7 @@ import type { Router } from './router.js';
 import { agentStoreReader } from './store-reader.js';
 import { reviewActions } from './maintenance-reviews.js';
 import { compareKnownGood } from '../recovery/known-good.js';
+import { optimizeStore, type OptimizeOptions } from './store-optimize.js';
 
 export interface MaintenanceWiring {
   config: AgentConfig;
@@ -108,63 +108,6 @@ function removeOlder(dir: string, before: number, match: (name: string) => boole
     }
   }
   return out;
-}
-
-/** CPU time (ms) of a process and all its descendants (the PLC bridge, commands), from /proc; undefined off Linux. */
-export function treeCpuMs(pid: number): number | undefined {
-  let ticks = 0;
-  const seen = new Set<number>();
-  const visit = (p: number): boolean => {
-    if (seen.has(p)) return true;
-    seen.add(p);
-    try {
-      const t = parsePidStatTicks(readFileSync(`/proc/${p}/stat`, 'utf8'));
-      if (t !== undefined) ticks += t;
-      for (const tid of readdirSync(`/proc/${p}/task`)) {
-        const kids = readFileSync(`/proc/${p}/task/${tid}/children`, 'utf8').trim();
-        for (const k of kids ? kids.split(/\s+/) : []) visit(Number(k));
-      }
-      return true;
-    } catch {
-      return p !== pid;
-    }
-  };
-  // Clock ticks are 1/100 s on Linux (USER_HZ).
-  return visit(pid) ? ticks * 10 : undefined;
-}
-
-/**
- * Incremental vacuum in small steps that yield to the event loop. Throttled so that the agent
- * with its children (the PLC bridge's polling included) stays at most `maxCpuPct` of a core
- * averaged since the start, and the vacuum's own work at most that share; it never stops
- * altogether (at least a 5 % duty cycle), so a busy gateway still gets its space back, slowly.
- */
-async function incrementalVacuum(db: Db, signal: AbortSignal, maxCpuPct: number): Promise<{ freedPages: number; steps: number; cpuPct: number | undefined }> {
-  const pages = (): number => Number(db.pragma('freelist_count', { simple: true }));
-  const before = pages();
-  const start = performance.now();
-  const cpu0 = treeCpuMs(process.pid);
-  let steps = 0;
-  let cpuPct: number | undefined;
-  while (pages() > 0 && !signal.aborted) {
-    const t0 = performance.now();
-    db.pragma('incremental_vacuum(256)');
-    steps++;
-    const busy = performance.now() - t0;
-    // Work `busy` ms, then rest so that busy / (busy + rest) <= maxCpuPct ...
-    let rest = (busy * (100 - maxCpuPct)) / Math.max(1, maxCpuPct);
-    // ... and so that the whole tree's average since the start comes back under the budget.
-    const cpu = treeCpuMs(process.pid);
-    if (cpu !== undefined && cpu0 !== undefined) {
-      const used = cpu - cpu0;
-      const elapsed = performance.now() - start;
-      cpuPct = (used / Math.max(1, elapsed)) * 100;
-      rest = Math.max(rest, (used * 100) / maxCpuPct - elapsed);
-    }
-    rest = Math.min(Math.max(1, rest), Math.max(1, busy * 19));
-    await new Promise((r) => setTimeout(r, rest));
-  }
-  return { freedPages: before - pages(), steps, cpuPct: cpuPct === undefined ? undefined : Math.round(cpuPct * 10) / 10 };
 }
 
 export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
@@ -304,20 +247,8 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
       return problems.length === 0 ? ok(`the store passed ${a.full ? 'integrity_check' : 'quick_check'}`, details) : bad(`the store failed its check: ${problems.slice(0, 3).join('; ')}`, details);
     },
     'store-optimize': async (a, ctx) => {
-      const t0 = clock.now();
-      db.pragma('optimize');
-      const mode = Number(db.pragma('auto_vacuum', { simple: true }));
-      const vacuum = a.vacuum as string;
-      if (vacuum === 'full') {
-        db.exec('VACUUM');
-        return ok(`PRAGMA optimize and a full VACUUM in ${clock.now() - t0} ms`, { ms: clock.now() - t0, vacuum });
-      }
-      if (vacuum === 'incremental') {
-        if (mode !== 2) return ok('PRAGMA optimize; this store was created before incremental vacuum: its free pages go back only with vacuum: full (in a window)', { autoVacuum: mode, freelist: Number(db.pragma('freelist_count', { simple: true })) });
-        const r = await incrementalVacuum(db, ctx.signal, a.maxCpuPct as number);
-        return ok(`PRAGMA optimize; ${r.freedPages} free pages given back in ${r.steps} steps, ${clock.now() - t0} ms`, { ...r, ms: clock.now() - t0 });
-      }
-      return ok('PRAGMA optimize');
+      const r = await optimizeStore(db, { vacuum: a.vacuum as OptimizeOptions['vacuum'], maxCpuPct: a.maxCpuPct as number, minFreePct: a.minFreePct as number }, ctx.signal);
+      return ok(r.message, r.details);
     },
     'store-backup': async () => {
       const r = await w.keeper.backupNow();

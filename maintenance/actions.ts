@@ -53,9 +53,9 @@ export const BUILTIN_ACTIONS = {
     with: z.object({ full: z.boolean().default(false), quietWaitSec: z.number().int().min(0).max(86_400).default(0) }).strict(),
   },
   'store-optimize': {
-    description: "PRAGMA optimize on the state store, then gives free pages back to the file system in small steps that yield to the agent (incremental vacuum), throttled so the agent with its children stays at most maxCpuPct of a core; vacuum: 'full' rebuilds the file (blocks writers while it runs).",
+    description: "PRAGMA optimize on the state store, then gives free pages back to the file system in small steps that yield to the agent (incremental vacuum), throttled so the agent with its children stays at most maxCpuPct of a core; vacuum: 'full' rebuilds the file (blocks writers while it runs); 'auto' is incremental on a store with incremental auto-vacuum, and on an older one a single full VACUUM that converts it, only when at least minFreePct of its pages are free (else skipped, said in the report).",
     sideEffects: true,
-    with: z.object({ vacuum: z.enum(['none', 'incremental', 'full']).default('incremental'), maxCpuPct: pct.default(25) }).strict(),
+    with: z.object({ vacuum: z.enum(['none', 'incremental', 'full', 'auto']).default('incremental'), maxCpuPct: pct.default(25), minFreePct: pct.default(10) }).strict(),
   },
   'store-backup': {
     description: 'A backup of the state store now (online, page by page, the store stays usable), verified and rotated like the periodic ones.',
