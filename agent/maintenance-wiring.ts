@@ -41,7 +41,7 @@ import type { Router } from './router.js';
 import { agentStoreReader } from './store-reader.js';
 import { reviewActions } from './maintenance-reviews.js';
 import { compareKnownGood } from '../recovery/known-good.js';
-import { optimizeStore, type OptimizeOptions } from './store-optimize.js';
+import { optimizeStore, treeCpuMs, type OptimizeOptions } from './store-optimize.js';
 
 export interface MaintenanceWiring {
   config: AgentConfig;
@@ -116,9 +116,17 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
   const store = new RunStore(db);
   const catalog = new CatalogCache({ shippedDir: shippedProceduresDir(), operatorDir: config.maintenance.proceduresDir, agentUid: agentUidFor(config.dataDir) });
   let diag: Promise<DaemonDiagnostics> | undefined;
-  const groups = async (only: readonly GroupName[]): Promise<ActionResult> => {
+  const groups = async (only: readonly GroupName[], pace?: () => Promise<void>): Promise<ActionResult> => {
     diag ??= import('../health/diag/daemon.js').then((m) => new m.DaemonDiagnostics({ ...w.diag, storeReader: agentStoreReader }));
-    const report = await (await diag).groups(only);
+    const d = await diag;
+    // One group at a time, paced between them (the run's CPU budget, maintenance.maxCpuPct).
+    const parts: Awaited<ReturnType<DaemonDiagnostics['groups']>>[] = [];
+    for (const g of only) {
+      parts.push(await d.groups([g]));
+      await pace?.();
+    }
+    const rank = { ok: 0, warning: 1, failure: 2 } as Record<string, number>;
+    const report = { groups: parts.flatMap((p) => p.groups), overall: parts.map((p) => p.overall).reduce((a, b) => ((rank[b] ?? 0) > (rank[a] ?? 0) ? b : a), 'ok' as (typeof parts)[number]['overall']) };
     const checks = report.groups.flatMap((g) => g.checks.map((c) => ({ group: g.name, name: c.name, status: c.status, message: c.message })));
     const failures = checks.filter((c) => c.status === 'failure');
     const warnings = checks.filter((c) => c.status === 'warning');
@@ -176,7 +184,7 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
       return ok(`${name} restarted through the watchdog`);
     },
     'plc-bridge-handover': async (_a, ctx) => handover(ctx.signal),
-    'files-cleanup': async (a) => {
+    'files-cleanup': async (a, ctx) => {
       const maxAgeMs = (a.tempMaxAgeHours as number) * 3600_000;
       const before = clock.now() - maxAgeMs;
       const removed = [
@@ -184,11 +192,13 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
         ...removeOlder(tmpdir(), before, (n) => n.startsWith('edge-agent-support-')),
         ...removeOlder(join(config.dataDir, 'tmp'), before),
       ];
+      await ctx.pace?.();
       const q = listQuarantine(config.dataDir).slice(QUARANTINE_KEEP);
       for (const n of q) {
         rmSync(join(quarantineDir(config.dataDir), n), { recursive: true, force: true });
         removed.push({ path: join(quarantineDir(config.dataDir), n), bytes: 0 });
       }
+      await ctx.pace?.();
       let logBytes = 0;
       {
         // The ring's bound (diag.logRing: files x maxBytes) unless the step names one; files
@@ -266,9 +276,9 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
       const after = listStoreBackups(config.dataDir).length;
       return ok(`kept ${after} backups, removed ${before - after}`, { kept: after, removed: before - after });
     },
-    'slot-verify': async () => groups(['slots']),
-    'config-verify': async (a) => {
-      const r = await groups(['configuration']);
+    'slot-verify': async (_a, ctx) => groups(['slots'], ctx.pace),
+    'config-verify': async (a, ctx) => {
+      const r = await groups(['configuration'], ctx.pace);
       // Each configuration file against its newest known-good copy (recovery/known-good.ts).
       const knownGood = [w.diag.configPath, config.plcBridge.config].filter((p): p is string => typeof p === 'string').map((p) => compareKnownGood(config.dataDir, p));
       const differ = knownGood.filter((k) => k.state === 'differs');
@@ -276,10 +286,10 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
       const failed = (r.details?.checks as { status: string }[]).some((c) => c.status === 'failure');
       return { ok: a.failOnDifference ? r.ok && differ.length === 0 : !failed, message, details: { ...r.details, knownGood } };
     },
-    'cert-expiry': async () => groups(['identity']),
+    'cert-expiry': async (_a, ctx) => groups(['identity'], ctx.pace),
     ...reviewActions({ config, configPath: w.diag.configPath, db, clock }),
-    diagnostics: async (a) => {
-      const r = await groups(['configuration', 'identity', 'connectivity', 'time', 'storage', 'slots', 'components', 'plc', 'maintenance', 'logs']);
+    diagnostics: async (a, ctx) => {
+      const r = await groups(['configuration', 'identity', 'connectivity', 'time', 'storage', 'slots', 'components', 'plc', 'maintenance', 'logs'], ctx.pace);
       const warned = (r.details?.checks as { status: string }[]).some((c) => c.status === 'warning');
       return a.failOnWarning && warned ? { ...r, ok: false } : r;
     },
@@ -316,7 +326,8 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
     event: (ev) => w.event(ev),
     setMaintenance: (on) => w.setState(on ? 'maintenance' : 'online'),
     secrets: () => [...secretValues(config)],
-    limits: { maxReports: config.maintenance.maxReports, maxOutputBytes: config.maintenance.maxOutputBytes, ...(w.limits ?? {}) },
+    limits: { maxReports: config.maintenance.maxReports, maxOutputBytes: config.maintenance.maxOutputBytes, maxCpuPct: config.maintenance.maxCpuPct, ...(w.limits ?? {}) },
+    cpu: { usedMs: () => treeCpuMs(process.pid) },
   });
   // Maintenance windows (announced on ~/events, deferred or skipped by the WMS) and the schedules.
   const m = config.maintenance;

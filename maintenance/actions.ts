@@ -128,6 +128,12 @@ export interface ActionContext {
   runId: string;
   signal: AbortSignal;
   logger: Logger;
+  /**
+   * Sleeps while the run is over its CPU budget (maintenance.maxCpuPct), so a long loop (hashing,
+   * counting, removing) can yield between items; resolves at once when under it, in a dry run,
+   * or when the step is stopped. Cheap enough to call per item.
+   */
+  pace?: () => Promise<void>;
 }
 
 /** An implementation: `args` are the step's `with`, parsed by the action's schema. */
