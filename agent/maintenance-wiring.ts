@@ -33,7 +33,7 @@ import type { Catalog } from '../maintenance/catalog.js';
 import type { SchedulableProcedure } from '../maintenance/schedule-plan.js';
 import { agentUidFor } from '../maintenance/safety.js';
 import { listQuarantine, quarantineDir, QUARANTINE_KEEP } from '../recovery/quarantine.js';
-import { checkCopy, listStoreBackups, pruneStoreBackups } from '../recovery/store-backup.js';
+import { checkCopy, integrityCheckOffThread, listStoreBackups, pruneStoreBackups } from '../recovery/store-backup.js';
 import type { DaemonDiagnostics, DaemonDiagOptions } from '../health/diag/daemon.js';
 import type { GroupName } from '../health/diag/types.js';
 import { maintenanceOperations } from './ops/maintenance.js';
@@ -252,7 +252,8 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
       const quiet = (): boolean => !w.keeper.backingUp && w.router.current().every((c) => c.id === ctx.runId);
       while (!quiet() && clock.now() < waitUntil && !ctx.signal.aborted) await new Promise((r) => setTimeout(r, 1000));
       const t0 = clock.now();
-      const problems = a.full ? (db.pragma('integrity_check') as { integrity_check: string }[]).map((r) => r.integrity_check).filter((x) => x !== 'ok') : w.keeper.checkNow();
+      // The full check reads the whole file: in a worker, through its own read-only connection, so the loop goes on.
+      const problems = a.full ? (db.name && db.name !== ':memory:' ? await integrityCheckOffThread(db.name) : (db.pragma('integrity_check') as { integrity_check: string }[]).map((r) => r.integrity_check).filter((x) => x !== 'ok')) : w.keeper.checkNow();
       const details = { full: a.full, ms: clock.now() - t0, problems: problems.slice(0, 20) };
       return problems.length === 0 ? ok(`the store passed ${a.full ? 'integrity_check' : 'quick_check'}`, details) : bad(`the store failed its check: ${problems.slice(0, 3).join('; ')}`, details);
     },

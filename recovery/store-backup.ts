@@ -126,19 +126,48 @@ export function checkCopy(path: string): string[] {
 }
 
 /**
+ * PRAGMA integrity_check of a live store through a read-only connection of its own (WAL: it reads
+ * a consistent snapshot while the agent goes on writing); what it finds, `ok` left out. A file
+ * SQLite cannot open is a problem too.
+ */
+export function integrityCheck(path: string): string[] {
+  let db: Db | undefined;
+  try {
+    db = new Database(path, { readonly: true, fileMustExist: true });
+    db.pragma('busy_timeout = 5000');
+    return (db.pragma('integrity_check') as { integrity_check: string }[]).map((r) => r.integrity_check).filter((x) => x !== 'ok');
+  } catch (err) {
+    return [errorMessage(err)];
+  } finally {
+    db?.close();
+  }
+}
+
+/** integrityCheck() in a worker thread (the monthly's full check): the agent's loop goes on meanwhile. */
+export function integrityCheckOffThread(path: string): Promise<string[]> {
+  return offThread(path, 'integrity', () => integrityCheck(path));
+}
+
+/**
  * checkCopy() and the copy's fsync in a worker thread: the same verdict without blocking the
  * event loop for the length of a quick_check of the whole file. Falls back to doing it here when
  * a worker cannot be started.
  */
 export function checkCopyOffThread(path: string): Promise<string[]> {
+  return offThread(path, 'copy', () => {
+    const problems = checkCopy(path);
+    if (problems.length === 0) fsyncFile(path);
+    return problems;
+  });
+}
+
+function offThread(path: string, mode: 'copy' | 'integrity', here: () => string[]): Promise<string[]> {
   return new Promise((resolve) => {
     let worker: Worker;
     try {
-      worker = new Worker(new URL('./check-copy-worker.js', import.meta.url), { workerData: { path } });
+      worker = new Worker(new URL('./check-copy-worker.js', import.meta.url), { workerData: { path, mode } });
     } catch {
-      const problems = checkCopy(path);
-      if (problems.length === 0) fsyncFile(path);
-      resolve(problems);
+      resolve(here());
       return;
     }
     let done = false;
