@@ -32,7 +32,7 @@ import { windowOpsPort } from '../maintenance/window-answer.js';
 import type { Catalog } from '../maintenance/catalog.js';
 import type { SchedulableProcedure } from '../maintenance/schedule-plan.js';
 import { agentUidFor } from '../maintenance/safety.js';
-import { listQuarantine, quarantineDir, QUARANTINE_KEEP } from '../recovery/quarantine.js';
+import { cleanQuarantine } from '../recovery/quarantine.js';
 import { checkCopy, integrityCheckOffThread, listStoreBackups, pruneStoreBackups } from '../recovery/store-backup.js';
 import type { DaemonDiagnostics, DaemonDiagOptions } from '../health/diag/daemon.js';
 import type { GroupName } from '../health/diag/types.js';
@@ -193,11 +193,8 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
         ...removeOlder(join(config.dataDir, 'tmp'), before),
       ];
       await ctx.pace?.();
-      const q = listQuarantine(config.dataDir).slice(QUARANTINE_KEEP);
-      for (const n of q) {
-        rmSync(join(quarantineDir(config.dataDir), n), { recursive: true, force: true });
-        removed.push({ path: join(quarantineDir(config.dataDir), n), bytes: 0 });
-      }
+      // Quarantined files older than tempMaxAgeHours (by their stamp), and the oldest beyond the kept number.
+      removed.push(...cleanQuarantine(config.dataDir, before));
       await ctx.pace?.();
       let logBytes = 0;
       {

@@ -38,7 +38,7 @@ export const BUILTIN_ACTIONS = {
     with: none,
   },
   'files-cleanup': {
-    description: "Brings the agent's own files to their bounds: old support bundles, partial downloads, quarantined files beyond the kept number, and the log ring; reports what it removed.",
+    description: "Brings the agent's own files to their bounds: old support bundles, partial downloads, quarantined files older than tempMaxAgeHours or beyond the kept number, and the log ring; reports what it removed.",
     sideEffects: true,
     with: z.object({ tempMaxAgeHours: z.number().min(0).max(8760).default(24), logMaxBytes: z.number().int().min(1024).optional() }).strict(),
   },
