@@ -62,7 +62,7 @@ export interface MaintenanceWiring {
   /** The PLC bridge's control socket; undefined without a bridge. */
   bridgeSocket: string | undefined;
   /** The store keeper (restore-wiring.ts). */
-  keeper: { backupNow(): Promise<{ path: string; bytes: number; ms: number } | undefined>; checkNow(): string[]; readonly lastCheck?: { problems: string[] } | undefined; readonly backingUp?: boolean };
+  keeper: { backupNow(): Promise<{ path: string; bytes: number; ms: number } | undefined>; checkNow(): string[]; checkNowOffThread?: () => Promise<string[]>; readonly lastCheck?: { problems: string[] } | undefined; readonly backingUp?: boolean };
   /** For the diagnostics groups behind slot-verify, config-verify, cert-expiry, diagnostics. */
   diag: Omit<DaemonDiagOptions, 'storeReader'>;
   limits?: Partial<RunnerLimits>;
@@ -250,7 +250,7 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
       while (!quiet() && clock.now() < waitUntil && !ctx.signal.aborted) await new Promise((r) => setTimeout(r, 1000));
       const t0 = clock.now();
       // The full check reads the whole file: in a worker, through its own read-only connection, so the loop goes on.
-      const problems = a.full ? (db.name && db.name !== ':memory:' ? await integrityCheckOffThread(db.name) : (db.pragma('integrity_check') as { integrity_check: string }[]).map((r) => r.integrity_check).filter((x) => x !== 'ok')) : w.keeper.checkNow();
+      const problems = a.full ? (db.name && db.name !== ':memory:' ? await integrityCheckOffThread(db.name) : (db.pragma('integrity_check') as { integrity_check: string }[]).map((r) => r.integrity_check).filter((x) => x !== 'ok')) : w.keeper.checkNowOffThread ? await w.keeper.checkNowOffThread() : w.keeper.checkNow();
       const details = { full: a.full, ms: clock.now() - t0, problems: problems.slice(0, 20) };
       return problems.length === 0 ? ok(`the store passed ${a.full ? 'integrity_check' : 'quick_check'}`, details) : bad(`the store failed its check: ${problems.slice(0, 3).join('; ')}`, details);
     },

@@ -161,7 +161,17 @@ export function checkCopyOffThread(path: string): Promise<string[]> {
   });
 }
 
-function offThread(path: string, mode: 'copy' | 'integrity', here: () => string[]): Promise<string[]> {
+/**
+ * quick_check of the live store in a worker thread through a read-only connection of its own;
+ * null when it could not be checked there (no worker, an error that is not corruption, such as a
+ * busy file): the caller then checks on its own connection, so a failure to check is never taken
+ * for a damaged store.
+ */
+export function quickCheckOffThread(path: string): Promise<string[] | null> {
+  return offThread<string[] | null>(path, 'quick', () => null, () => null);
+}
+
+function offThread<T = string[]>(path: string, mode: 'copy' | 'integrity' | 'quick', here: () => T, failed: (why: string) => T = (why) => [why] as T): Promise<T> {
   return new Promise((resolve) => {
     let worker: Worker;
     try {
@@ -171,16 +181,16 @@ function offThread(path: string, mode: 'copy' | 'integrity', here: () => string[
       return;
     }
     let done = false;
-    worker.once('message', (problems: string[]) => {
+    worker.once('message', (problems: T) => {
       done = true;
       resolve(problems);
     });
     worker.once('error', (err) => {
-      if (!done) resolve([errorMessage(err)]);
+      if (!done) resolve(failed(errorMessage(err)));
       done = true;
     });
     worker.once('exit', (code) => {
-      if (!done) resolve([`the check of ${path} ended without a verdict (worker exit ${code})`]);
+      if (!done) resolve(failed(`the check of ${path} ended without a verdict (worker exit ${code})`));
       done = true;
     });
   });
