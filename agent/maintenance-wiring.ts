@@ -7,8 +7,7 @@
  * The built-in actions live here, not in maintenance/, because they call recovery/, health/ and
  * the PLC bridge's control socket, which maintenance/ must not import (test/unit/layers.test.ts).
  */
-import { readdirSync, readFileSync, rmSync, statSync, statfsSync } from 'node:fs';
-import { parsePidStatTicks } from '../health/procfs.js';
+import { readdirSync, rmSync, statSync, statfsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Clock } from '../lib/clock.js';
@@ -33,8 +32,8 @@ import { windowOpsPort } from '../maintenance/window-answer.js';
 import type { Catalog } from '../maintenance/catalog.js';
 import type { SchedulableProcedure } from '../maintenance/schedule-plan.js';
 import { agentUidFor } from '../maintenance/safety.js';
-import { listQuarantine, quarantineDir, QUARANTINE_KEEP } from '../recovery/quarantine.js';
-import { checkCopy, listStoreBackups, pruneStoreBackups } from '../recovery/store-backup.js';
+import { cleanQuarantine } from '../recovery/quarantine.js';
+import { checkCopy, integrityCheckOffThread, listStoreBackups, pruneStoreBackups } from '../recovery/store-backup.js';
 import type { DaemonDiagnostics, DaemonDiagOptions } from '../health/diag/daemon.js';
 import type { GroupName } from '../health/diag/types.js';
 import { maintenanceOperations } from './ops/maintenance.js';
@@ -42,6 +41,7 @@ import type { Router } from './router.js';
 import { agentStoreReader } from './store-reader.js';
 import { reviewActions } from './maintenance-reviews.js';
 import { compareKnownGood } from '../recovery/known-good.js';
+import { optimizeStore, treeCpuMs, type OptimizeOptions } from './store-optimize.js';
 
 export interface MaintenanceWiring {
   config: AgentConfig;
@@ -62,7 +62,7 @@ export interface MaintenanceWiring {
   /** The PLC bridge's control socket; undefined without a bridge. */
   bridgeSocket: string | undefined;
   /** The store keeper (restore-wiring.ts). */
-  keeper: { backupNow(): Promise<{ path: string; bytes: number; ms: number } | undefined>; checkNow(): string[]; readonly lastCheck?: { problems: string[] } | undefined; readonly backingUp?: boolean };
+  keeper: { backupNow(): Promise<{ path: string; bytes: number; ms: number } | undefined>; checkNow(): string[]; checkNowOffThread?: () => Promise<string[]>; readonly lastCheck?: { problems: string[] } | undefined; readonly backingUp?: boolean };
   /** For the diagnostics groups behind slot-verify, config-verify, cert-expiry, diagnostics. */
   diag: Omit<DaemonDiagOptions, 'storeReader'>;
   limits?: Partial<RunnerLimits>;
@@ -110,72 +110,23 @@ function removeOlder(dir: string, before: number, match: (name: string) => boole
   return out;
 }
 
-/** CPU time (ms) of a process and all its descendants (the PLC bridge, commands), from /proc; undefined off Linux. */
-export function treeCpuMs(pid: number): number | undefined {
-  let ticks = 0;
-  const seen = new Set<number>();
-  const visit = (p: number): boolean => {
-    if (seen.has(p)) return true;
-    seen.add(p);
-    try {
-      const t = parsePidStatTicks(readFileSync(`/proc/${p}/stat`, 'utf8'));
-      if (t !== undefined) ticks += t;
-      for (const tid of readdirSync(`/proc/${p}/task`)) {
-        const kids = readFileSync(`/proc/${p}/task/${tid}/children`, 'utf8').trim();
-        for (const k of kids ? kids.split(/\s+/) : []) visit(Number(k));
-      }
-      return true;
-    } catch {
-      return p !== pid;
-    }
-  };
-  // Clock ticks are 1/100 s on Linux (USER_HZ).
-  return visit(pid) ? ticks * 10 : undefined;
-}
-
-/**
- * Incremental vacuum in small steps that yield to the event loop. Throttled so that the agent
- * with its children (the PLC bridge's polling included) stays at most `maxCpuPct` of a core
- * averaged since the start, and the vacuum's own work at most that share; it never stops
- * altogether (at least a 5 % duty cycle), so a busy gateway still gets its space back, slowly.
- */
-async function incrementalVacuum(db: Db, signal: AbortSignal, maxCpuPct: number): Promise<{ freedPages: number; steps: number; cpuPct: number | undefined }> {
-  const pages = (): number => Number(db.pragma('freelist_count', { simple: true }));
-  const before = pages();
-  const start = performance.now();
-  const cpu0 = treeCpuMs(process.pid);
-  let steps = 0;
-  let cpuPct: number | undefined;
-  while (pages() > 0 && !signal.aborted) {
-    const t0 = performance.now();
-    db.pragma('incremental_vacuum(256)');
-    steps++;
-    const busy = performance.now() - t0;
-    // Work `busy` ms, then rest so that busy / (busy + rest) <= maxCpuPct ...
-    let rest = (busy * (100 - maxCpuPct)) / Math.max(1, maxCpuPct);
-    // ... and so that the whole tree's average since the start comes back under the budget.
-    const cpu = treeCpuMs(process.pid);
-    if (cpu !== undefined && cpu0 !== undefined) {
-      const used = cpu - cpu0;
-      const elapsed = performance.now() - start;
-      cpuPct = (used / Math.max(1, elapsed)) * 100;
-      rest = Math.max(rest, (used * 100) / maxCpuPct - elapsed);
-    }
-    rest = Math.min(Math.max(1, rest), Math.max(1, busy * 19));
-    await new Promise((r) => setTimeout(r, rest));
-  }
-  return { freedPages: before - pages(), steps, cpuPct: cpuPct === undefined ? undefined : Math.round(cpuPct * 10) / 10 };
-}
-
 export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
   const { config, db, clock } = w;
   const log = w.logger.child({ component: 'maintenance' });
   const store = new RunStore(db);
   const catalog = new CatalogCache({ shippedDir: shippedProceduresDir(), operatorDir: config.maintenance.proceduresDir, agentUid: agentUidFor(config.dataDir) });
   let diag: Promise<DaemonDiagnostics> | undefined;
-  const groups = async (only: readonly GroupName[]): Promise<ActionResult> => {
+  const groups = async (only: readonly GroupName[], pace?: () => Promise<void>): Promise<ActionResult> => {
     diag ??= import('../health/diag/daemon.js').then((m) => new m.DaemonDiagnostics({ ...w.diag, storeReader: agentStoreReader }));
-    const report = await (await diag).groups(only);
+    const d = await diag;
+    // One group at a time, paced between them (the run's CPU budget, maintenance.maxCpuPct).
+    const parts: Awaited<ReturnType<DaemonDiagnostics['groups']>>[] = [];
+    for (const g of only) {
+      parts.push(await d.groups([g]));
+      await pace?.();
+    }
+    const rank = { ok: 0, warning: 1, failure: 2 } as Record<string, number>;
+    const report = { groups: parts.flatMap((p) => p.groups), overall: parts.map((p) => p.overall).reduce((a, b) => ((rank[b] ?? 0) > (rank[a] ?? 0) ? b : a), 'ok' as (typeof parts)[number]['overall']) };
     const checks = report.groups.flatMap((g) => g.checks.map((c) => ({ group: g.name, name: c.name, status: c.status, message: c.message })));
     const failures = checks.filter((c) => c.status === 'failure');
     const warnings = checks.filter((c) => c.status === 'warning');
@@ -233,7 +184,7 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
       return ok(`${name} restarted through the watchdog`);
     },
     'plc-bridge-handover': async (_a, ctx) => handover(ctx.signal),
-    'files-cleanup': async (a) => {
+    'files-cleanup': async (a, ctx) => {
       const maxAgeMs = (a.tempMaxAgeHours as number) * 3600_000;
       const before = clock.now() - maxAgeMs;
       const removed = [
@@ -241,11 +192,10 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
         ...removeOlder(tmpdir(), before, (n) => n.startsWith('edge-agent-support-')),
         ...removeOlder(join(config.dataDir, 'tmp'), before),
       ];
-      const q = listQuarantine(config.dataDir).slice(QUARANTINE_KEEP);
-      for (const n of q) {
-        rmSync(join(quarantineDir(config.dataDir), n), { recursive: true, force: true });
-        removed.push({ path: join(quarantineDir(config.dataDir), n), bytes: 0 });
-      }
+      await ctx.pace?.();
+      // Quarantined files older than tempMaxAgeHours (by their stamp), and the oldest beyond the kept number.
+      removed.push(...cleanQuarantine(config.dataDir, before));
+      await ctx.pace?.();
       let logBytes = 0;
       {
         // The ring's bound (diag.logRing: files x maxBytes) unless the step names one; files
@@ -299,25 +249,14 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
       const quiet = (): boolean => !w.keeper.backingUp && w.router.current().every((c) => c.id === ctx.runId);
       while (!quiet() && clock.now() < waitUntil && !ctx.signal.aborted) await new Promise((r) => setTimeout(r, 1000));
       const t0 = clock.now();
-      const problems = a.full ? (db.pragma('integrity_check') as { integrity_check: string }[]).map((r) => r.integrity_check).filter((x) => x !== 'ok') : w.keeper.checkNow();
+      // The full check reads the whole file: in a worker, through its own read-only connection, so the loop goes on.
+      const problems = a.full ? (db.name && db.name !== ':memory:' ? await integrityCheckOffThread(db.name) : (db.pragma('integrity_check') as { integrity_check: string }[]).map((r) => r.integrity_check).filter((x) => x !== 'ok')) : w.keeper.checkNowOffThread ? await w.keeper.checkNowOffThread() : w.keeper.checkNow();
       const details = { full: a.full, ms: clock.now() - t0, problems: problems.slice(0, 20) };
       return problems.length === 0 ? ok(`the store passed ${a.full ? 'integrity_check' : 'quick_check'}`, details) : bad(`the store failed its check: ${problems.slice(0, 3).join('; ')}`, details);
     },
     'store-optimize': async (a, ctx) => {
-      const t0 = clock.now();
-      db.pragma('optimize');
-      const mode = Number(db.pragma('auto_vacuum', { simple: true }));
-      const vacuum = a.vacuum as string;
-      if (vacuum === 'full') {
-        db.exec('VACUUM');
-        return ok(`PRAGMA optimize and a full VACUUM in ${clock.now() - t0} ms`, { ms: clock.now() - t0, vacuum });
-      }
-      if (vacuum === 'incremental') {
-        if (mode !== 2) return ok('PRAGMA optimize; this store was created before incremental vacuum: its free pages go back only with vacuum: full (in a window)', { autoVacuum: mode, freelist: Number(db.pragma('freelist_count', { simple: true })) });
-        const r = await incrementalVacuum(db, ctx.signal, a.maxCpuPct as number);
-        return ok(`PRAGMA optimize; ${r.freedPages} free pages given back in ${r.steps} steps, ${clock.now() - t0} ms`, { ...r, ms: clock.now() - t0 });
-      }
-      return ok('PRAGMA optimize');
+      const r = await optimizeStore(db, { vacuum: a.vacuum as OptimizeOptions['vacuum'], maxCpuPct: a.maxCpuPct as number, minFreePct: a.minFreePct as number }, ctx.signal);
+      return ok(r.message, r.details);
     },
     'store-backup': async () => {
       const r = await w.keeper.backupNow();
@@ -335,9 +274,9 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
       const after = listStoreBackups(config.dataDir).length;
       return ok(`kept ${after} backups, removed ${before - after}`, { kept: after, removed: before - after });
     },
-    'slot-verify': async () => groups(['slots']),
-    'config-verify': async (a) => {
-      const r = await groups(['configuration']);
+    'slot-verify': async (_a, ctx) => groups(['slots'], ctx.pace),
+    'config-verify': async (a, ctx) => {
+      const r = await groups(['configuration'], ctx.pace);
       // Each configuration file against its newest known-good copy (recovery/known-good.ts).
       const knownGood = [w.diag.configPath, config.plcBridge.config].filter((p): p is string => typeof p === 'string').map((p) => compareKnownGood(config.dataDir, p));
       const differ = knownGood.filter((k) => k.state === 'differs');
@@ -345,10 +284,10 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
       const failed = (r.details?.checks as { status: string }[]).some((c) => c.status === 'failure');
       return { ok: a.failOnDifference ? r.ok && differ.length === 0 : !failed, message, details: { ...r.details, knownGood } };
     },
-    'cert-expiry': async () => groups(['identity']),
+    'cert-expiry': async (_a, ctx) => groups(['identity'], ctx.pace),
     ...reviewActions({ config, configPath: w.diag.configPath, db, clock }),
-    diagnostics: async (a) => {
-      const r = await groups(['configuration', 'identity', 'connectivity', 'time', 'storage', 'slots', 'components', 'plc', 'maintenance', 'logs']);
+    diagnostics: async (a, ctx) => {
+      const r = await groups(['configuration', 'identity', 'connectivity', 'time', 'storage', 'slots', 'components', 'plc', 'maintenance', 'logs'], ctx.pace);
       const warned = (r.details?.checks as { status: string }[]).some((c) => c.status === 'warning');
       return a.failOnWarning && warned ? { ...r, ok: false } : r;
     },
@@ -385,7 +324,8 @@ export function wireMaintenance(w: MaintenanceWiring): MaintenanceParts {
     event: (ev) => w.event(ev),
     setMaintenance: (on) => w.setState(on ? 'maintenance' : 'online'),
     secrets: () => [...secretValues(config)],
-    limits: { maxReports: config.maintenance.maxReports, maxOutputBytes: config.maintenance.maxOutputBytes, ...(w.limits ?? {}) },
+    limits: { maxReports: config.maintenance.maxReports, maxOutputBytes: config.maintenance.maxOutputBytes, maxCpuPct: config.maintenance.maxCpuPct, ...(w.limits ?? {}) },
+    cpu: { usedMs: () => treeCpuMs(process.pid) },
   });
   // Maintenance windows (announced on ~/events, deferred or skipped by the WMS) and the schedules.
   const m = config.maintenance;

@@ -208,7 +208,7 @@ export interface RestoreComponent extends Component {
   beforeClose(): void;
   status(): Record<string, unknown>;
   /** The store's keeper: backups and integrity checks on demand (the maintenance actions). */
-  readonly keeper: Pick<StoreKeeper, 'backupNow' | 'checkNow' | 'lastCheck' | 'backingUp'>;
+  readonly keeper: Pick<StoreKeeper, 'backupNow' | 'checkNow' | 'checkNowOffThread' | 'lastCheck' | 'backingUp'>;
 }
 
 /** The incident's row id. A restore is over by the time it is recorded: it is resolved at once. */

@@ -382,6 +382,8 @@ const maintenanceSchema = z
     maxReports: z.number().int().min(1).max(100_000).default(200),
     /** Output kept per step (command output, an http body), first and last halves. */
     maxOutputBytes: z.number().int().min(256).max(1024 * 1024).default(16 * 1024),
+    /** A run is paced so the agent with its children uses at most this share of one core, averaged over the run (docs/maintenance.md). */
+    maxCpuPct: z.number().min(1).max(100).default(25),
   })
   .strict();
 

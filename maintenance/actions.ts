@@ -38,7 +38,7 @@ export const BUILTIN_ACTIONS = {
     with: none,
   },
   'files-cleanup': {
-    description: "Brings the agent's own files to their bounds: old support bundles, partial downloads, quarantined files beyond the kept number, and the log ring; reports what it removed.",
+    description: "Brings the agent's own files to their bounds: old support bundles, partial downloads, quarantined files older than tempMaxAgeHours or beyond the kept number, and the log ring; reports what it removed.",
     sideEffects: true,
     with: z.object({ tempMaxAgeHours: z.number().min(0).max(8760).default(24), logMaxBytes: z.number().int().min(1024).optional() }).strict(),
   },
@@ -53,9 +53,9 @@ export const BUILTIN_ACTIONS = {
     with: z.object({ full: z.boolean().default(false), quietWaitSec: z.number().int().min(0).max(86_400).default(0) }).strict(),
   },
   'store-optimize': {
-    description: "PRAGMA optimize on the state store, then gives free pages back to the file system in small steps that yield to the agent (incremental vacuum), throttled so the agent with its children stays at most maxCpuPct of a core; vacuum: 'full' rebuilds the file (blocks writers while it runs).",
+    description: "PRAGMA optimize on the state store, then gives free pages back to the file system in small steps that yield to the agent (incremental vacuum), throttled so the agent with its children stays at most maxCpuPct of a core; vacuum: 'full' rebuilds the file (blocks writers while it runs); 'auto' is incremental on a store with incremental auto-vacuum, and on an older one a single full VACUUM that converts it, only when at least minFreePct of its pages are free (else skipped, said in the report).",
     sideEffects: true,
-    with: z.object({ vacuum: z.enum(['none', 'incremental', 'full']).default('incremental'), maxCpuPct: pct.default(25) }).strict(),
+    with: z.object({ vacuum: z.enum(['none', 'incremental', 'full', 'auto']).default('incremental'), maxCpuPct: pct.default(25), minFreePct: pct.default(10) }).strict(),
   },
   'store-backup': {
     description: 'A backup of the state store now (online, page by page, the store stays usable), verified and rotated like the periodic ones.',
@@ -128,6 +128,12 @@ export interface ActionContext {
   runId: string;
   signal: AbortSignal;
   logger: Logger;
+  /**
+   * Sleeps while the run is over its CPU budget (maintenance.maxCpuPct), so a long loop (hashing,
+   * counting, removing) can yield between items; resolves at once when under it, in a dry run,
+   * or when the step is stopped. Cheap enough to call per item.
+   */
+  pace?: () => Promise<void>;
 }
 
 /** An implementation: `args` are the step's `with`, parsed by the action's schema. */

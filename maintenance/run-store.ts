@@ -84,6 +84,8 @@ export interface RunExtra {
   successCriteria?: ConditionReport[];
   /** The command step's process group while it runs: a restart kills what a killed agent left. */
   running?: { pid: number; startTicks: string; bootId: string };
+  /** The CPU budget (maintenance.maxCpuPct): the tree's CPU over the run as a share of one core, and the time spent pacing. */
+  cpu?: { maxCpuPct: number; cpuPct: number; pacedMs: number };
 }
 
 export interface RunRow {

@@ -52,6 +52,8 @@ export interface RunnerLimits {
   heartbeatMs: number;
   /** A dry run's waits last at most this long. */
   dryRunWaitMaxMs: number;
+  /** The CPU budget: the agent with its children at most this share of one core, averaged over the run (with `cpu` given). */
+  maxCpuPct: number;
 }
 
 export const DEFAULT_RUNNER_LIMITS: RunnerLimits = {
@@ -63,6 +65,7 @@ export const DEFAULT_RUNNER_LIMITS: RunnerLimits = {
   retryDelayMs: 1000,
   heartbeatMs: 15_000,
   dryRunWaitMaxMs: 1000,
+  maxCpuPct: 25,
 };
 
 export interface RunnerDeps {
@@ -82,6 +85,12 @@ export interface RunnerDeps {
   limits?: Partial<RunnerLimits>;
   /** For http steps; the global fetch by default. */
   fetch?: typeof fetch;
+  /**
+   * The CPU the agent and its children used so far (ms), for the run's CPU budget
+   * (limits.maxCpuPct); without it runs are not paced. `sleep` is the pacing's wait (tests give a
+   * fake one that moves their clock).
+   */
+  cpu?: { usedMs: () => number | undefined; sleep?: (ms: number, signal: AbortSignal) => Promise<void> };
 }
 
 /** What starts a run (the `maintenance` operation, after its admission checks). */
@@ -124,6 +133,8 @@ interface Live {
   confirm: { step: string; message: string; expiresAt: number; answer(a: 'yes' | 'no'): void } | undefined;
   deadlinePassed: boolean;
   disruptive: boolean;
+  /** The CPU budget's start in this process: the tree's CPU (ms) and the clock then; undefined when not paced. */
+  budget: { cpu0: number; wall0: number; pacedMs: number; cpuPct: number } | undefined;
 }
 
 const iso = (ms: number): string => new Date(ms).toISOString();
@@ -293,6 +304,7 @@ export class Runner {
       confirm: undefined,
       deadlinePassed: false,
       disruptive: row.procedure.disruptive && !row.dryRun,
+      budget: undefined,
     };
   }
 
@@ -350,6 +362,8 @@ export class Runner {
       live.wake?.();
     };
     const deadline = clock.setTimeout(onDeadline, Math.max(0, row.deadlineAt - clock.now()));
+    const cpu0 = row.dryRun ? undefined : this.d.cpu?.usedMs();
+    if (cpu0 !== undefined) live.budget = { cpu0, wall0: clock.now(), pacedMs: 0, cpuPct: 0 };
     const heartbeat = clock.setInterval(() => ctl.progress(live.currentStep ?? row.record.state, this.percent(live)), this.limits.heartbeatMs);
     try {
       for (;;) {
@@ -367,6 +381,13 @@ export class Runner {
           continue;
         }
         await this.runStep(live, eff.phase, eff.index, ctl);
+        // Between steps (not rollback steps: those restore a safe state as soon as they can).
+        if (eff.phase === 'steps' && live.row.record.state === 'running' && live.row.record.phase === 'steps' && !live.row.record.cancelRequested && !live.row.record.pauseRequested && !live.deadlinePassed) {
+          const abort = new AbortController();
+          live.stepAbort = abort;
+          await this.pace(live, abort.signal);
+          live.stepAbort = undefined;
+        }
       }
     } finally {
       clock.clearTimeout(deadline);
@@ -451,6 +472,34 @@ export class Runner {
     }
     live.currentStep = undefined;
     if (side || outcome !== 'ok' || row.record.state !== stateBefore || row.record.phase !== phase) this.save(live);
+  }
+
+  /**
+   * The CPU budget: while the agent with its children used more than limits.maxCpuPct of one core
+   * since the run started (in this process), sleeps until the average is back under it, in
+   * slices of at most a second, until `signal` (cancel, deadline, the step's timeout) stops it.
+   * The sleep counts toward maxDurationSec like any other time of the run.
+   */
+  private async pace(live: Live, signal: AbortSignal): Promise<void> {
+    const b = live.budget;
+    const cpu = this.d.cpu;
+    if (!b || !cpu) return;
+    const { clock } = this.d;
+    const max = this.limits.maxCpuPct;
+    const doze = cpu.sleep ?? ((ms: number, s: AbortSignal) => sleep(ms, undefined, { signal: s }).catch(() => undefined));
+    while (!signal.aborted) {
+      const used = cpu.usedMs();
+      if (used === undefined) return;
+      const elapsed = clock.now() - b.wall0;
+      b.cpuPct = elapsed > 0 ? ((used - b.cpu0) * 100) / elapsed : 0;
+      // The wall time at which the CPU used so far is `max` % of it.
+      const owed = ((used - b.cpu0) * 100) / max - elapsed;
+      if (owed <= 1) return;
+      const ms = Math.min(1000, Math.ceil(owed));
+      const t0 = clock.now();
+      await doze(ms, signal);
+      b.pacedMs += clock.now() - t0;
+    }
   }
 
   /** A step with its retries and validation; never throws. */
@@ -578,7 +627,7 @@ export class Runner {
         if (!impl) return { outcome: 'failed', message: `action-unavailable: this agent does not provide ${step.action} here` };
         const args = BUILTIN_ACTIONS[step.action].with.safeParse(step.with);
         if (!args.success) return { outcome: 'failed', message: `invalid-params: ${args.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}` };
-        const r = await this.bounded(signal, timeoutSec, (s) => impl(args.data as Record<string, unknown>, { runId: row.runId, signal: s, logger: log }));
+        const r = await this.bounded(signal, timeoutSec, (s) => impl(args.data as Record<string, unknown>, { runId: row.runId, signal: s, logger: log, pace: () => this.pace(live, s) }));
         if ('stopped' in r) return { outcome: r.stopped, message: `the action was stopped (${r.stopped === 'timeout' ? `timeout after ${timeoutSec} s` : 'cancelled'})` };
         return { outcome: r.value.ok ? 'ok' : 'failed', message: r.value.message, ...(r.value.details ? { data: r.value.details } : {}) };
       }
@@ -651,6 +700,12 @@ export class Runner {
   private end(live: Live): RunEnd {
     const row = live.row;
     row.endedAt = this.d.clock.now();
+    const b = live.budget;
+    const used = b ? this.d.cpu?.usedMs() : undefined;
+    if (b && used !== undefined) {
+      const elapsed = row.endedAt - b.wall0;
+      row.extra.cpu = { maxCpuPct: this.limits.maxCpuPct, cpuPct: elapsed > 0 ? Math.round(((used - b.cpu0) * 1000) / elapsed) / 10 : 0, pacedMs: (row.extra.cpu?.pacedMs ?? 0) + b.pacedMs };
+    }
     const report = this.report(row);
     row.report = report;
     if (!this.d.store.save(row)) this.d.logger.warn({ run: row.runId }, 'the run was already terminal in the store: its report stays as it was');
@@ -725,6 +780,7 @@ export function buildReport(row: RunRow): Report {
     prerequisites: row.extra.prerequisites ?? [],
     successCriteriaOk: row.dryRun || criteria === undefined ? null : criteria.every((c) => c.ok),
     successCriteria: criteria ?? [],
+    ...(row.extra.cpu ? { cpu: row.extra.cpu } : {}),
     rollback: { executed: row.rollbackSteps.length > 0, ...(row.record.rollbackCause ? { cause: row.record.rollbackCause } : {}), steps: row.rollbackSteps },
   };
 }

@@ -4,7 +4,7 @@
  * entries so a crash loop cannot fill the disk with copies of the same broken store. What lands
  * here is a store or a configuration, so it is 0640 or tighter (recovery/private-files.ts).
  */
-import { renameSync, rmSync, readdirSync } from 'node:fs';
+import { renameSync, rmSync, readdirSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { fsyncDir } from '../lib/atomic.js';
 import { copyPrivate, privateDir, tightenFile } from './private-files.js';
@@ -57,4 +57,45 @@ export function listQuarantine(dataDir: string): string[] {
 function prune(dir: string, keep: number): void {
   const names = readdirSync(dir).sort().reverse();
   for (const old of names.slice(keep)) rmSync(join(dir, old), { force: true, recursive: true });
+}
+
+/**
+ * When `name` was quarantined: its stamp (stamp() above), or for a name without one its mtime
+ * (a moved file keeps the mtime it had, so the stamp comes first); undefined when neither.
+ */
+export function quarantinedAt(dir: string, name: string): number | undefined {
+  const m = /^(\d{4}-\d{2}-\d{2})T(\d{2})-(\d{2})-(\d{2})-(\d{3})Z-/.exec(name);
+  if (m) {
+    const t = Date.parse(`${m[1]}T${m[2]}:${m[3]}:${m[4]}.${m[5]}Z`);
+    if (Number.isFinite(t)) return t;
+  }
+  try {
+    return statSync(join(dir, name)).mtimeMs;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The daily cleanup (maintenance-daily's files-cleanup): removes what was quarantined before
+ * `before`, and the oldest beyond `keep` entries; what it removed, with sizes (a directory 0).
+ */
+export function cleanQuarantine(dataDir: string, before: number, keep: number = QUARANTINE_KEEP): { path: string; bytes: number }[] {
+  const dir = quarantineDir(dataDir);
+  const out: { path: string; bytes: number }[] = [];
+  for (const [i, name] of listQuarantine(dataDir).entries()) {
+    const at = quarantinedAt(dir, name);
+    if (i < keep && (at === undefined || at >= before)) continue;
+    const p = join(dir, name);
+    let bytes = 0;
+    try {
+      const st = statSync(p);
+      bytes = st.isFile() ? st.size : 0;
+    } catch {
+      continue; // gone meanwhile
+    }
+    rmSync(p, { recursive: true, force: true });
+    out.push({ path: p, bytes });
+  }
+  return out;
 }

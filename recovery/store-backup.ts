@@ -126,32 +126,71 @@ export function checkCopy(path: string): string[] {
 }
 
 /**
+ * PRAGMA integrity_check of a live store through a read-only connection of its own (WAL: it reads
+ * a consistent snapshot while the agent goes on writing); what it finds, `ok` left out. A file
+ * SQLite cannot open is a problem too.
+ */
+export function integrityCheck(path: string): string[] {
+  let db: Db | undefined;
+  try {
+    db = new Database(path, { readonly: true, fileMustExist: true });
+    db.pragma('busy_timeout = 5000');
+    return (db.pragma('integrity_check') as { integrity_check: string }[]).map((r) => r.integrity_check).filter((x) => x !== 'ok');
+  } catch (err) {
+    return [errorMessage(err)];
+  } finally {
+    db?.close();
+  }
+}
+
+/** integrityCheck() in a worker thread (the monthly's full check): the agent's loop goes on meanwhile. */
+export function integrityCheckOffThread(path: string): Promise<string[]> {
+  return offThread(path, 'integrity', () => integrityCheck(path));
+}
+
+/**
  * checkCopy() and the copy's fsync in a worker thread: the same verdict without blocking the
  * event loop for the length of a quick_check of the whole file. Falls back to doing it here when
  * a worker cannot be started.
  */
 export function checkCopyOffThread(path: string): Promise<string[]> {
+  return offThread(path, 'copy', () => {
+    const problems = checkCopy(path);
+    if (problems.length === 0) fsyncFile(path);
+    return problems;
+  });
+}
+
+/**
+ * quick_check of the live store in a worker thread through a read-only connection of its own;
+ * null when it could not be checked there (no worker, an error that is not corruption, such as a
+ * busy file): the caller then checks on its own connection, so a failure to check is never taken
+ * for a damaged store.
+ */
+export function quickCheckOffThread(path: string): Promise<string[] | null> {
+  return offThread<string[] | null>(path, 'quick', () => null, () => null);
+}
+
+function offThread<T = string[]>(path: string, mode: 'copy' | 'integrity' | 'quick', here: () => T, failed: (why: string) => T = (why) => [why] as T): Promise<T> {
   return new Promise((resolve) => {
     let worker: Worker;
     try {
-      worker = new Worker(new URL('./check-copy-worker.js', import.meta.url), { workerData: { path } });
+      worker = new Worker(new URL('./check-copy-worker.js', import.meta.url), { workerData: { path, mode } });
     } catch {
-      const problems = checkCopy(path);
-      if (problems.length === 0) fsyncFile(path);
-      resolve(problems);
+      resolve(here());
       return;
     }
     let done = false;
-    worker.once('message', (problems: string[]) => {
+    worker.once('message', (problems: T) => {
       done = true;
       resolve(problems);
     });
     worker.once('error', (err) => {
-      if (!done) resolve([errorMessage(err)]);
+      if (!done) resolve(failed(errorMessage(err)));
       done = true;
     });
     worker.once('exit', (code) => {
-      if (!done) resolve([`the check of ${path} ended without a verdict (worker exit ${code})`]);
+      if (!done) resolve(failed(`the check of ${path} ended without a verdict (worker exit ${code})`));
       done = true;
     });
   });

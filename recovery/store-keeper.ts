@@ -26,7 +26,7 @@ import type { Clock } from '../lib/clock.js';
 import type { Logger } from '../lib/log.js';
 import { quickCheck, type Db } from '../lib/sqlite.js';
 import { errorCode } from '../lib/errors.js';
-import { listStoreBackups, takeStoreBackup, type BackupResult } from './store-backup.js';
+import { listStoreBackups, quickCheckOffThread, takeStoreBackup, type BackupResult } from './store-backup.js';
 import { isCorruption } from './store-check.js';
 import type { RestoreError } from './restore-errors.js';
 
@@ -188,6 +188,24 @@ export class StoreKeeper {
       if (!isCorruption(err)) throw err;
       problems = [String(err)];
     }
+    return this.checked(t0, problems);
+  }
+
+  /**
+   * checkNow() with the quick_check in a worker thread (its own read-only connection), so a large
+   * store does not hold the event loop; on its own connection, as checkNow(), when the worker
+   * cannot check (an in-memory store, no worker, an error that is not corruption).
+   */
+  async checkNowOffThread(): Promise<string[]> {
+    const path = this.opts.db.name;
+    if (!path || path === ':memory:' || this.opts.db.memory) return this.checkNow();
+    const t0 = this.opts.clock.now();
+    const problems = await quickCheckOffThread(path);
+    return problems === null ? this.checkNow() : this.checked(t0, problems);
+  }
+
+  private checked(t0: number, problems: string[]): string[] {
+    const { clock } = this.opts;
     this.lastCheck = { at: new Date(t0).toISOString(), problems, ms: clock.now() - t0 };
     this.opts.logger.info({ ms: this.lastCheck.ms, problems: problems.slice(0, 10) }, problems.length === 0 ? 'store integrity check passed' : 'store integrity check FAILED');
     if (problems.length > 0) this.flagCorrupt(problems, 'integrity-check');

@@ -315,3 +315,37 @@ test('detachedWhy: removed, replaced, its WAL removed', () => {
   db.close();
   void dataDir;
 });
+
+test('StoreKeeper: checkNowOffThread runs quick_check in a worker (the loop turns meanwhile): a sound store passes, a damaged one is reported once, like checkNow', async () => {
+  const sound = setup();
+  fill(sound.path, 10_000);
+  const db = new Database(sound.path);
+  const k = keeper(db, sound.dataDir, () => assert.fail('not corrupt'));
+  await k.start();
+  let ticks = 0;
+  let done = false;
+  const spin = (): void => {
+    ticks++;
+    if (!done) setImmediate(spin);
+  };
+  setImmediate(spin);
+  assert.deepEqual(await k.checkNowOffThread(), []);
+  done = true;
+  assert.ok(ticks > 1, `the event loop turned ${ticks} times during the check`);
+  assert.deepEqual(k.lastCheck?.problems, []);
+  await k.stop();
+  db.close();
+
+  const bad = setup();
+  fill(bad.path, 10_000);
+  garbleMiddle(bad.path);
+  const db2 = new Database(bad.path);
+  const seen: string[][] = [];
+  const k2 = keeper(db2, bad.dataDir, (p) => seen.push(p));
+  await k2.start();
+  assert.ok((await k2.checkNowOffThread()).length > 0);
+  await k2.checkNowOffThread();
+  assert.equal(seen.length, 1);
+  await k2.stop();
+  db2.close();
+});
