@@ -147,6 +147,15 @@ export class BridgeLink {
   private announce: boolean;
   /** Set while setAnnounce() drains the connection it is about to replace: new messages go to the store. */
   private swapping = false;
+  /**
+   * Messages sent while a connection is swapped for one with the Last Will (setAnnounce): held
+   * here and published live, in order, once the new connection is up, rather than stored and
+   * replayed as historical (a standby becoming active would otherwise show a gap in live data).
+   * Bounded like the live in-flight window; beyond it, or when the swap does not end in a
+   * connection, they go to the store as before. Undefined when no swap runs.
+   */
+  private held: Outgoing[] | undefined;
+  private heldBytes = 0;
   /** The broker granted the set subscription on the current connection. */
   private setsGranted = false;
   private counts = { published: 0, stored: 0, replayed: 0, refused: 0, progressDropped: 0 };
@@ -207,6 +216,7 @@ export class BridgeLink {
     }
     const wasConnected = this.isConnected;
     this.detach();
+    this.releaseHeld(); // stopped: to the store
     this.opts.store.flush();
     if (client) await this.end(client, wasConnected);
   }
@@ -266,6 +276,12 @@ export class BridgeLink {
 
   private send(m: Outgoing): void {
     const client = this.client;
+    if (this.held !== undefined && !this.stopped && (!client || !this.isConnected || this.swapping)) {
+      if (this.held.length >= LIVE_INFLIGHT_MAX || this.heldBytes >= LIVE_INFLIGHT_BYTES) return this.toStore(m);
+      this.held.push(m);
+      this.heldBytes += m.payload.length;
+      return;
+    }
     if (!client || !this.isConnected || this.stopped || this.swapping) return this.toStore(m);
     if (m.qos === 0) {
       client.publish(m.topic, m.payload, { qos: 0, retain: m.retain });
@@ -293,6 +309,15 @@ export class BridgeLink {
       else this.toStore(m); // the connection is going; 'close' follows and replays it later
       this.checkDrained();
     });
+  }
+
+  /** Ends holding: the held messages are sent (live on a connection just made) or stored. */
+  private releaseHeld(): void {
+    const held = this.held;
+    if (held === undefined) return;
+    this.held = undefined;
+    this.heldBytes = 0;
+    for (const m of held) this.send(m);
   }
 
   private toStore(m: Outgoing): void {
@@ -371,6 +396,8 @@ export class BridgeLink {
       // Birth first: the WMS sees the bridge online before any replayed data.
       if (this.announce) client.publish(this.opts.topics.status, this.statusPayload('online'), { qos: 1, retain: true });
       if (this.setsEnabled) this.subscribeSets(client);
+      // What came while the Last Will was being installed goes out live, before any replay.
+      this.releaseHeld();
       this.replay.start();
     });
     client.on('message', (topic, payload) => {
@@ -397,6 +424,8 @@ export class BridgeLink {
       if (this.client !== client) return;
       const wasConnected = this.isConnected;
       this.detach();
+      // A swap whose new connection failed: what it held is stored, like any offline data.
+      this.releaseHeld();
       client.end(true);
       if (wasConnected) this.log.warn('disconnected from the broker');
       // Never connected: this broker is unreachable (or refuses us); the next one is tried.
@@ -480,11 +509,12 @@ export class BridgeLink {
 
   private async swapConnection(client: MqttClient): Promise<void> {
     this.swapping = true;
+    this.held ??= [];
     this.replay.stop();
     await this.bounded(this.whenDrained(), STOP_WAIT_MS);
     this.swapping = false;
-    // Closed or stopped meanwhile: the ordinary paths have taken over.
-    if (this.client !== client || this.stopped) return;
+    // Closed or stopped meanwhile: the ordinary paths have taken over (and take what was held).
+    if (this.client !== client || this.stopped) return this.releaseHeld();
     this.log.info({ announce: this.announce }, 'reconnecting to change the Last Will');
     this.detach();
     await this.end(client, true);

@@ -278,6 +278,9 @@ describe('the PLC bridge MQTT link', () => {
     await waitFor(() => new Set(dataOf(got, topic).map((m) => m.seq)).size >= last, { timeoutMs: 10_000, what: 'every seq' }).catch(() => undefined);
     const seen = new Set(dataOf(got, topic).map((m) => m.seq));
     assert.deepEqual(Array.from({ length: last }, (_, i) => i + 1).filter((n) => !seen.has(n)), [], 'no data lost across the swap');
+    // Held while the Last Will was installed and sent live after it: a standby that takes over
+    // shows no gap in live data (nothing was cut here, so nothing is replayed as historical).
+    assert.deepEqual(dataOf(got, topic).filter((m) => m.historical === true).map((m) => m.seq), [], 'the swap\'s data went out live, not stored and replayed');
 
     proxy.cut();
     await waitFor(() => statesOf(got, statusTopic).at(-1) === 'offline', { timeoutMs: 10_000, what: 'the will, now installed' });
