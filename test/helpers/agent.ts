@@ -3,7 +3,7 @@
  * its data dir, JSON log lines collected, and stop (SIGTERM), kill9 (SIGKILL) and exit waits.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
@@ -43,8 +43,22 @@ export function writeAgentConfig(dataDir: string, gatewayId: string, config: Rec
   // The console listens on a port of the system's choosing: agents of tests that run side by
   // side would otherwise all ask for 127.0.0.1:8080 (a test that cares sets console itself).
   const console = { listen: '127.0.0.1:0', ...((config.console as Record<string, unknown> | undefined) ?? {}) };
-  writeFileSync(path, stringify({ gatewayId, dataDir, ...config, console }));
+  // The built-in procedures' schedules (the store check hourly, backups every 6 h, ...) would
+  // start runs at wall-clock times in the middle of unrelated tests: off unless a test sets
+  // `maintenance.schedules` itself (then exactly as it says).
+  const m = (config.maintenance as Record<string, unknown> | undefined) ?? {};
+  const maintenance = { ...m, schedules: m.schedules ?? builtinSchedulesOff() };
+  writeFileSync(path, stringify({ gatewayId, dataDir, ...config, console, maintenance }));
   return path;
+}
+
+/** `{id: {enabled: false}}` for every shipped procedure with a schedule (maintenance/procedures). */
+export function builtinSchedulesOff(): Record<string, { enabled: false }> {
+  const dir = join(REPO, 'maintenance', 'procedures');
+  const ids = readdirSync(dir)
+    .filter((f) => f.endsWith('.yaml') && /^schedule:/m.test(readFileSync(join(dir, f), 'utf8')))
+    .map((f) => f.slice(0, -'.yaml'.length));
+  return Object.fromEntries(ids.map((id) => [id, { enabled: false as const }]));
 }
 
 export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): ChildProcess {

@@ -85,7 +85,7 @@ describe('console: operations and maintenance pages', { skip: existsSync(CHROMIU
     const ops = (await agent.admin('operations')) as { operations: { id: string; op: string }[] };
     const id = ops.operations.find((o) => o.op === 'maintenance')?.id;
     assert.ok(id?.startsWith('console-'), String(id));
-    await page.getByRole('button', { name: 'Cancel' }).click();
+    await page.locator('tr', { hasText: id! }).getByRole('button', { name: 'Cancel' }).click();
     await until(/no operation running or waiting/, 'the queue empty after the cancel');
     const st = (await agent.admin('command-status', { id })) as { status: string };
     assert.equal(st.status, 'cancelled');

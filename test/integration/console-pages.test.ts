@@ -76,7 +76,7 @@ describe('console pages against a real agent (2,000 PLC tags)', { skip: existsSy
         console: { listen: `127.0.0.1:${port}` },
         plcBridge: { config: bridgeConfig, launch: 'never' },
         ota: { root: join(dir, 'ota') },
-        maintenance: { windows: [{ id: 'nightly', cron: '30 1 * * *', durationSec: 3600 }] },
+        maintenance: { windows: [{ id: 'nightly', cron: '30 1 * * *', durationSec: 3600 }], schedules: { 'store-check': { enabled: false }, 'store-backup': { enabled: false } } },
       },
     });
     await agentReady(agent, 20_000);
@@ -127,6 +127,7 @@ describe('console pages against a real agent (2,000 PLC tags)', { skip: existsSy
     assert.equal(r.code, 0, r.stderr);
     const s = JSON.parse(r.stdout) as { schedules: { procedure: string; cron: string; nextRun: string | null }[]; windows: { id: string; start: string; end: string }[] };
     assert.ok(s.schedules.length > 0, 'the built-in procedures have schedules');
+    assert.ok(s.schedules.some((x) => x.nextRun), 'the daily, weekly and monthly schedules are on: they have next runs');
     assert.equal(s.windows[0]?.id, 'nightly');
     await open(page, 'maintenance');
     await waitFor(async () => (await mainText(page)).includes('Next maintenance windows') && (await mainText(page)).includes(s.windows[0]!.start), { timeoutMs: 10_000, what: 'the windows on the page' });
