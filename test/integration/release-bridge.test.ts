@@ -14,7 +14,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, sep } from 'node:path';
 import type { MqttClient } from 'mqtt';
@@ -82,6 +82,20 @@ async function activeBridge(socket: string, what: string, pred: (p: Ping) => boo
     { timeoutMs: 60_000, what },
   );
   return got!;
+}
+
+/** The pids of the processes whose command line holds `arg`. */
+function processesWith(arg: string): number[] {
+  const pids: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0').includes(arg)) pids.push(Number(d));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
 }
 
 async function stopPid(pid: number): Promise<void> {
@@ -171,6 +185,9 @@ test('the PLC bridge runs on its own slot\'s runtime: started by the agent, hand
     // The agent first: its watchdog would start the bridge again.
     if (agent?.pid !== undefined) await stopPid(agent.pid).catch(() => agent?.kill('SIGKILL'));
     for (const pid of pids.reverse()) await stopPid(pid).catch(() => process.kill(pid, 'SIGKILL'));
+    // And any bridge on this test's config that none of the above knew (a successor a handover
+    // started): it is detached on purpose and would outlive the test.
+    for (const pid of processesWith(bridgeConfig)) await stopPid(pid).catch(() => process.kill(pid, 'SIGKILL'));
     await wms.endAsync(true);
     rmSync(r.root, { recursive: true, force: true });
   }
