@@ -215,3 +215,19 @@ export function procState(pid: number): string {
 export function processGone(pid: number): boolean {
   return ['gone', 'Z', 'X'].includes(procState(pid));
 }
+
+/** Awaits `p` and counts the event loop's turns meanwhile (more than one: it was not blocked). */
+export async function loopTurnsDuring<T>(p: () => Promise<T>): Promise<{ value: T; turns: number }> {
+  let turns = 0;
+  let done = false;
+  const spin = (): void => {
+    turns++;
+    if (!done) setImmediate(spin);
+  };
+  setImmediate(spin);
+  try {
+    return { value: await p(), turns };
+  } finally {
+    done = true;
+  }
+}

@@ -15,7 +15,7 @@ import { checkStore, isCorruption } from '../../recovery/store-check.js';
 import { listStoreBackups, pruneStoreBackups, restoreNewestBackup, saveOpenStore, takeStoreBackup } from '../../recovery/store-backup.js';
 import { detachedWhy, fileId, firstBackupDue, StoreKeeper } from '../../recovery/store-keeper.js';
 import { fakeClock } from '../helpers/fake-clock.js';
-import { prng } from '../helpers/util.js';
+import { loopTurnsDuring, prng } from '../helpers/util.js';
 
 const MIGRATIONS = [{ domain: 't', migrations: [{ version: 1, up: 'CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL); CREATE INDEX t_v ON t(v)' }] }];
 
@@ -322,16 +322,9 @@ test('StoreKeeper: checkNowOffThread runs quick_check in a worker (the loop turn
   const db = new Database(sound.path);
   const k = keeper(db, sound.dataDir, () => assert.fail('not corrupt'));
   await k.start();
-  let ticks = 0;
-  let done = false;
-  const spin = (): void => {
-    ticks++;
-    if (!done) setImmediate(spin);
-  };
-  setImmediate(spin);
-  assert.deepEqual(await k.checkNowOffThread(), []);
-  done = true;
-  assert.ok(ticks > 1, `the event loop turned ${ticks} times during the check`);
+  const { value, turns } = await loopTurnsDuring(() => k.checkNowOffThread());
+  assert.deepEqual(value, []);
+  assert.ok(turns > 1, `the event loop turned ${turns} times during the check`);
   assert.deepEqual(k.lastCheck?.problems, []);
   await k.stop();
   db.close();

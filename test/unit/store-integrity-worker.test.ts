@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openDatabase } from '../../lib/sqlite.js';
 import { integrityCheckOffThread } from '../../recovery/store-backup.js';
+import { loopTurnsDuring } from '../helpers/util.js';
 
 function store(): string {
   const path = join(mkdtempSync(join(tmpdir(), 'integrity-')), 'agent.db');
@@ -28,15 +29,7 @@ test('integrity_check in a worker: a sound store in use passes, and the loop tur
   const path = store();
   const live = openDatabase(path);
   live.prepare('INSERT INTO t (v) VALUES (?)').run('in the WAL only');
-  let ticks = 0;
-  let done = false;
-  const spin = (): void => {
-    ticks++;
-    if (!done) setImmediate(spin);
-  };
-  setImmediate(spin);
-  const problems = await integrityCheckOffThread(path);
-  done = true;
+  const { value: problems, turns: ticks } = await loopTurnsDuring(() => integrityCheckOffThread(path));
   assert.deepEqual(problems, []);
   assert.ok(ticks > 1, `the event loop turned ${ticks} times during the check`);
   // The agent's connection is untouched: it goes on writing.
